@@ -1,0 +1,333 @@
+"""famegui's command line: the GUI by default, and headless commands on the same code path.
+
+    famegui                       start the app on the embedded face model
+    famegui explain ...           compute a map and write an overlay PNG (+ .npy, + sidecar)
+    famegui layers --model M      list layers with output shapes
+    famegui bench --model M       time FAME iterations (one JSON line)
+    famegui verify --model M A B  cosine, distance, threshold and the decision
+    famegui reproduce SIDECAR     recompute an export from its JSON sidecar
+    famegui models                list the model zoo
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+EXIT_ERROR = 1
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit code 1."""
+
+
+# --------------------------------------------------------------------------- helpers
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="dlib-resnet",
+                   help="zoo name, TorchScript file or package.module:callable (default: dlib-resnet)")
+    p.add_argument("--weights", default=None,
+                   help="weights file (state dict or checkpoint), or 'random' for an untrained network")
+    p.add_argument("--input-size", type=int, default=None, help="input size for TorchScript/entry-point models")
+    p.add_argument("--task", choices=("classification", "embedding"), default=None,
+                   help="task of a TorchScript/entry-point model (default: guessed from its output)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+
+
+def _load_model(args):
+    from .models.zoo import load_model
+
+    options = {}
+    if getattr(args, "input_size", None):
+        options["input_size"] = args.input_size
+    if getattr(args, "task", None):
+        options["task"] = args.task
+    model = load_model(args.model, args.weights, **options)
+    return model.to(args.device) if args.device != "cpu" else model
+
+
+def _parse_blur(text: str | None):
+    if text is None:
+        return None, None
+    try:
+        k, s = text.split(",")
+        return int(k), float(s)
+    except ValueError:
+        raise CliError(f"--blur must be KERNEL,SIGMA (e.g. 25,5), got {text!r}") from None
+
+
+def _progress_printer(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(step):
+        sys.stderr.write(f"\r  iteration {step.iteration}/{step.total}  loss {float(step.loss.mean()):.4f}   ")
+        if step.done:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def _params_from_args(model, args):
+    from .core.fame import default_params
+
+    k, s = _parse_blur(args.blur)
+    return default_params(model.task, iterations=args.iterations, step=args.step, epsilon=args.epsilon,
+                          blur_kernel=k, blur_sigma=s, normalization=args.normalization,
+                          space=args.space, clamp=args.clamp or None)
+
+
+def _resolve_target(model, args, x):
+    """The Target the flags ask for (exactly one of --cell, --class, --reference)."""
+    from .core.explain import Target
+
+    given = [n for n in ("cell", "class_", "reference") if getattr(args, n) is not None]
+    if len(given) != 1:
+        raise CliError("give exactly one of --cell LAYER:ROW,COL, --class K|top1, or --reference IMG")
+    if args.cell is not None:
+        t = Target.parse_cell(args.cell)
+        model.layer_info(t.layer)  # unknown layer -> KeyError with a hint
+        return t
+    if args.class_ is not None:
+        if model.task != "classification":
+            raise CliError(f"{model.name} is an embedding model; use --reference IMG --target similar|dissimilar")
+        return Target("class", class_index=_class_index(model, args.class_, x))
+    if args.target is None:
+        raise CliError("--reference needs --target similar or --target dissimilar")
+    return Target(args.target)
+
+
+def _class_index(model, text: str, x) -> int:
+    import torch
+
+    names = model.class_names or []
+    if text.lower().startswith("top"):
+        k = int(text[3:] or 1)
+        with torch.no_grad():
+            logits = model(x.to(model.device))
+        return int(logits[0].argsort(descending=True)[k - 1])
+    if text.lstrip("-").isdigit():
+        idx = int(text)
+        if not 0 <= idx < (len(names) or 10**9):
+            raise CliError(f"class {idx} is out of range ({len(names)} classes)")
+        return idx
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    raise CliError(f"unknown class {text!r}: give an index, a class name or top1")
+
+
+def _check_writable(*paths) -> None:
+    """Fail before computing, not after, when an output cannot be written."""
+    import os
+
+    for p in filter(None, paths):
+        folder = Path(p).resolve().parent
+        if not folder.is_dir():
+            raise CliError(f"cannot write {p}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK):
+            raise CliError(f"cannot write {p}: folder {folder} is not writable")
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_explain(args) -> int:
+    from .core.explain import explain_fame
+    from .pipeline import prepare_for_model
+    from .report import explain_record, write_outputs
+
+    if args.method != "fame":
+        raise CliError(f"unknown method {args.method!r} (available: fame)")
+    _check_writable(args.out, args.save_map)
+    model = _load_model(args)
+    probe = prepare_for_model(model, args.image, face_index=args.face, align=not args.no_align)
+    target = _resolve_target(model, args, probe.tensor)
+    ref = None
+    if args.reference is not None:
+        ref = prepare_for_model(model, args.reference, face_index=args.reference_face, align=not args.no_align)
+    params = _params_from_args(model, args)
+    t0 = time.perf_counter()
+    result = explain_fame(model, probe.tensor, target, params, reference=None if ref is None else ref.tensor,
+                          callback=_progress_printer(args.quiet), every=10)
+    seconds = time.perf_counter() - t0
+    record = explain_record(model, args.weights, probe, ref, target, "fame", params, seconds)
+    record["result"] = {"initial_loss": float(result.initial_loss[0]), "final_loss": float(result.final_loss[0]),
+                        "iterations": int(result.iterations[0])}
+    written = write_outputs(result.maps[0], probe, record, args.out, args.save_map,
+                            on_photo=args.on_photo, opacity=args.opacity, cmap=args.colormap,
+                            sidecar=not args.no_sidecar)
+    if result.empty[0]:
+        print("warning: the map is empty: the loss was already below --epsilon at the start", file=sys.stderr)
+    for note in filter(None, (probe.note, ref.note if ref else "")):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{target.label()}: loss {result.initial_loss[0]:.4f} -> {result.final_loss[0]:.4f} in "
+          f"{int(result.iterations[0])} iterations ({seconds:.1f} s); wrote {', '.join(map(str, written))}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .report import reproduce
+
+    out, diff = reproduce(args.sidecar, out=args.out, save_map=args.save_map)
+    msg = f"wrote {out}"
+    if diff is not None:
+        msg += f"; max |difference| to the exported map: {diff:.2e}"
+    print(msg)
+    return 0
+
+
+def cmd_layers(args) -> int:
+    model = _load_model(args)
+    rows = model.layers()
+    if args.spatial:
+        rows = [r for r in rows if r.is_spatial]
+    width = max((len(r.name) for r in rows), default=10)
+    print(f"# {model.name}: input {model.input_size[0]}x{model.input_size[1]}, task {model.task}, "
+          f"default layer {model.default_layer}")
+    for r in rows:
+        print(f"{r.name:<{width}}  {r.type:<20} {'x'.join(map(str, r.shape))}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models.zoo import EMBEDDED_DEFAULT, zoo_names
+
+    for n in zoo_names():
+        print(n + ("  (embedded default)" if n == EMBEDDED_DEFAULT else ""))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench_fame
+
+    model = _load_model(args)
+    print(json.dumps(bench_fame(model, layer=args.layer, iterations=args.iterations, batch=args.batch)))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from .core.verify import compare_pair
+
+    model = _load_model(args)
+    if model.task != "embedding":
+        raise CliError(f"{model.name} is a classifier; verify needs a face (embedding) model")
+    res = compare_pair(model, args.image_a, args.image_b, align=not args.no_align,
+                       face_a=args.face, face_b=args.reference_face, pairs=args.pairs)
+    print(res.summary())
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="famegui", description="See what a convolutional network looks at.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command")
+
+    g = sub.add_parser("gui", help="start the app (the default)")
+    g.add_argument("--model", default=None)
+    g.add_argument("--weights", default=None)
+    g.add_argument("images", nargs="*")
+
+    e = sub.add_parser("explain", help="compute an explanation and write an overlay")
+    _add_model_args(e)
+    e.add_argument("--image", required=True)
+    e.add_argument("--face", type=int, default=0, help="which face (0 = largest)")
+    e.add_argument("--no-align", action="store_true", help="face models: use a centre crop instead of alignment")
+    tg = e.add_argument_group("target (exactly one)")
+    tg.add_argument("--cell", default=None, metavar="LAYER:ROW,COL")
+    tg.add_argument("--class", dest="class_", default=None, metavar="K|NAME|top1")
+    tg.add_argument("--reference", default=None, metavar="IMG2")
+    tg.add_argument("--target", choices=("similar", "dissimilar"), default=None)
+    e.add_argument("--reference-face", type=int, default=0)
+    e.add_argument("--method", default="fame")
+    fp = e.add_argument_group("FAME parameters")
+    fp.add_argument("--iterations", type=int, default=None, help="default 500")
+    fp.add_argument("--step", type=float, default=None, help="eta, default 1/255")
+    fp.add_argument("--blur", default=None, metavar="K,SIGMA", help="default 49,7.7 (classification), 25,5 (faces)")
+    fp.add_argument("--epsilon", type=float, default=None, help="early stop when the loss drops below it")
+    fp.add_argument("--normalization", choices=("minmax", "max"), default=None)
+    fp.add_argument("--space", choices=("pixel", "normalized"), default=None)
+    fp.add_argument("--clamp", action="store_true", help="keep the perturbed image in [0,1]")
+    e.add_argument("--out", required=True, help="overlay PNG")
+    e.add_argument("--save-map", default=None, help="raw map as float32 .npy")
+    e.add_argument("--on-photo", action="store_true", help="draw on the full photo instead of the model input")
+    e.add_argument("--opacity", type=float, default=0.5)
+    e.add_argument("--colormap", default="jet")
+    e.add_argument("--no-sidecar", action="store_true", help="do not write OUT.json")
+    e.add_argument("--quiet", action="store_true")
+
+    r = sub.add_parser("reproduce", help="recompute an export from its sidecar")
+    r.add_argument("sidecar")
+    r.add_argument("--out", default=None, help="overlay PNG (default: next to the sidecar, *.reproduced.png)")
+    r.add_argument("--save-map", default=None)
+
+    la = sub.add_parser("layers", help="list layers with output shapes")
+    _add_model_args(la)
+    la.add_argument("--spatial", action="store_true", help="only (C,H,W) feature maps")
+
+    sub.add_parser("models", help="list the model zoo")
+
+    b = sub.add_parser("bench", help="time FAME iterations; prints one JSON line")
+    _add_model_args(b)
+    b.add_argument("--layer", default=None, help="layer for the cell timings (default: an early layer)")
+    b.add_argument("--iterations", type=int, default=10)
+    b.add_argument("--batch", type=int, default=8)
+
+    v = sub.add_parser("verify", help="compare two face photos")
+    _add_model_args(v)
+    v.add_argument("image_a")
+    v.add_argument("image_b")
+    v.add_argument("--face", type=int, default=0)
+    v.add_argument("--reference-face", type=int, default=0)
+    v.add_argument("--no-align", action="store_true")
+    v.add_argument("--pairs", default=None, help="labelled pair list: use its EER threshold")
+    return p
+
+
+COMMANDS = {"explain": cmd_explain, "reproduce": cmd_reproduce, "layers": cmd_layers, "models": cmd_models,
+            "bench": cmd_bench, "verify": cmd_verify}
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, KeyError) and msg.startswith(("'", '"')):
+        msg = msg.strip("'\"")
+    return msg
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in (None, "gui"):
+        from .gui.app import run_app
+
+        return run_app(model=getattr(args, "model", None), weights=getattr(args, "weights", None),
+                       images=getattr(args, "images", None) or [])
+    from .core.fame import Cancelled
+    from .data.images import ImageLoadError
+    from .export import ExportError
+    from .models.wrapper import ModelLoadError
+
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("famegui: interrupted", file=sys.stderr)
+        return 130
+    except (CliError, ModelLoadError, ImageLoadError, ExportError, Cancelled, ValueError, KeyError,
+            FileNotFoundError, PermissionError, MemoryError) as e:
+        if args.debug:
+            raise
+        print(f"famegui: error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # last resort: still one line, never a traceback unless asked
+        if args.debug:
+            raise
+        print(f"famegui: internal error: {type(e).__name__}: {_one_line(e)} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,46 @@
+import os
+import tempfile
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# keep the user's cache and torchvision's cache out of the tests
+_tmp = tempfile.mkdtemp(prefix="famegui-test-cache-")
+os.environ.setdefault("FAMEGUI_CACHE_DIR", _tmp)
+os.environ["TORCH_HOME"] = os.path.join(_tmp, "torch")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from famegui.paths import resource_path  # noqa: E402
+
+
+def face(*parts: str) -> str:
+    return str(resource_path("faces", *parts))
+
+
+@pytest.fixture(scope="session")
+def resnet18_random():
+    """A real torchvision resnet18 with untrained (seeded) weights behind the wrapper."""
+    from famegui.models.zoo import load_model
+
+    return load_model("resnet18", "random")
+
+
+@pytest.fixture(scope="session")
+def resnet_embedder():
+    """resnet18 trunk as a 512-D embedding model (untrained, seeded): a stand-in with real conv layers."""
+    import torchvision
+
+    from famegui.models.wrapper import ModelWrapper
+
+    torch.manual_seed(1)
+    m = torchvision.models.resnet18()
+    m.fc = nn.Identity()
+    return ModelWrapper(name="r18-embed", module=m, input_size=(64, 64), mean=(0.5,) * 3, std=(0.25,) * 3,
+                        task="embedding")
+
+
+@pytest.fixture
+def small_images():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(3, 3, 64, 64, generator=g)

@@ -1,0 +1,138 @@
+"""The headless CLI: real files in, real files out, one-line errors for bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from conftest import face
+from famegui.cli import main
+
+
+@pytest.fixture(scope="module")
+def r18_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    f = tmp_path_factory.mktemp("w") / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), f)
+    return str(f)
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_explain_cell_writes_png_map_and_sidecar(tmp_path, capsys, r18_weights):
+    out, npy = tmp_path / "o.png", tmp_path / "m.npy"
+    code, stdout, err = run(capsys, "explain", "--model", "resnet18", "--weights", r18_weights,
+                            "--image", face("joe_biden", "vp_portrait.jpg"), "--cell", "layer4:3,3",
+                            "--iterations", "12", "--out", out, "--save-map", npy)
+    assert code == 0, err
+    m = np.load(npy)
+    assert m.shape == (224, 224) and m.dtype == np.float32 and m.min() >= 0 and m.max() == 1
+    png = Image.open(out)
+    assert png.format == "PNG" and png.size == (224, 224)
+    side = json.loads((tmp_path / "o.json").read_text())
+    assert side["target"] == {"kind": "cell", "layer": "layer4", "cell": [3, 3], "class_index": None}
+    assert side["params"]["iterations"] == 12 and side["model"]["weights_path"] == r18_weights
+    assert "layer4[3,3]" in stdout
+
+
+def test_reproduce_gives_the_same_map(tmp_path, capsys, r18_weights):
+    out, npy = tmp_path / "o.png", tmp_path / "m.npy"
+    code, _, err = run(capsys, "explain", "--model", "resnet18", "--weights", r18_weights, "--image",
+                       face("london_001", "neutral.jpg"), "--class", "top1", "--iterations", "6",
+                       "--blur", "9,2", "--out", out, "--save-map", npy, "--on-photo")
+    assert code == 0, err
+    assert Image.open(out).size == Image.open(face("london_001", "neutral.jpg")).size  # drawn on the photo
+    code, stdout, err = run(capsys, "reproduce", tmp_path / "o.json", "--save-map", tmp_path / "again.npy")
+    assert code == 0, err
+    assert np.array_equal(np.load(npy), np.load(tmp_path / "again.npy"))
+    assert "difference" in stdout
+
+
+def test_layers_and_models(capsys, r18_weights):
+    code, out, _ = run(capsys, "layers", "--model", "resnet18", "--weights", r18_weights)
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("layer4 "))
+    assert "512x7x7" in line
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and "resnet50" in out and "dlib-resnet" in out
+
+
+def test_bench_prints_one_json_line(capsys, r18_weights):
+    code, out, _ = run(capsys, "bench", "--model", "resnet18", "--weights", r18_weights, "--iterations", "2",
+                       "--batch", "2")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 1
+    d = json.loads(lines[0])
+    for k in ("ms_per_iter_cell", "ms_per_iter_per_sample_batch", "ms_per_iter_full_network"):
+        assert d[k] > 0
+    assert d["layer"] == "layer1"
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    (d / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    (d / "notweights.pth").write_text("hello")
+    torch.save(torchvision.models.vgg11().state_dict(), d / "vgg11.pth")
+    return d
+
+
+@pytest.mark.parametrize("case", [
+    "missing_image", "corrupt_image", "wrong_weights", "not_weights", "unknown_model", "bad_cell",
+    "cell_out_of_range", "unknown_layer", "two_targets", "no_torchvision_weights", "reference_without_target",
+    "unknown_class_name", "unwritable_out",
+])
+def test_bad_input_gives_one_line_and_nonzero_exit(case, tmp_path, capsys, r18_weights, bad_files):
+    img = face("london_005", "neutral.jpg")
+    base = ["explain", "--model", "resnet18", "--weights", r18_weights, "--image", img, "--iterations", "2",
+            "--out", tmp_path / "o.png"]
+    args = {
+        "missing_image": ["--image", tmp_path / "nope.jpg", "--cell", "layer4:0,0"],
+        "corrupt_image": ["--image", bad_files / "corrupt.jpg", "--cell", "layer4:0,0"],
+        "wrong_weights": ["--weights", bad_files / "vgg11.pth", "--cell", "layer4:0,0"],
+        "not_weights": ["--weights", bad_files / "notweights.pth", "--cell", "layer4:0,0"],
+        "unknown_model": ["--model", "resnet81", "--cell", "layer4:0,0"],
+        "bad_cell": ["--cell", "layer4-3-3"],
+        "cell_out_of_range": ["--cell", "layer4:9,0"],
+        "unknown_layer": ["--cell", "layer9:0,0"],
+        "two_targets": ["--cell", "layer4:0,0", "--class", "3"],
+        "no_torchvision_weights": ["--weights", None, "--cell", "layer4:0,0"],
+        "reference_without_target": ["--reference", img],
+        "unknown_class_name": ["--class", "no_such_class_name"],
+        "unwritable_out": ["--cell", "layer4:0,0", "--out", tmp_path / "no_dir" / "o.png"],
+    }[case]
+    argv = list(base)
+    for flag, value in zip(args[::2], args[1::2]):
+        if flag in argv:
+            i = argv.index(flag)
+            if value is None:
+                del argv[i:i + 2]
+            else:
+                argv[i + 1] = value
+        else:
+            argv += [flag, value]
+    code, out, err = run(capsys, *argv)
+    assert code != 0
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("famegui: error:"), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_console_script_and_module_entry_points(tmp_path):
+    exe = [sys.executable, "-m", "famegui"]
+    r = subprocess.run(exe + ["explain", "--model", "resnet18", "--weights", "random", "--image",
+                              str(tmp_path / "missing.jpg"), "--cell", "layer4:0,0", "--out", str(tmp_path / "o.png")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and r.stderr.strip().startswith("famegui: error: image not found")
+    r = subprocess.run(exe + ["--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "explain" in r.stdout
