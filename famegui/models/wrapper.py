@@ -209,4 +209,7 @@ class ModelWrapper:
             "mean": list(self.mean),
             "std": list(self.std),
             "channel_order": self.channel_order,
+            "alignment": self.alignment,
+            "threshold": self.threshold,
+            "distance_threshold": self.distance_threshold,
         }

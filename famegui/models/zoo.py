@@ -276,16 +276,13 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
     except ImportError:
         face_archs = ()
     if spec in face_archs:
-        from .iresnet import build_face_network, load_face_checkpoint
+        from .iresnet import load_face_checkpoint, wrap_face_network
 
         if weights is None:
             raise ModelLoadError(f"{spec} needs a checkpoint: pass --weights FILE (see README: face models)")
         if weights == "random":
             torch.manual_seed(0)
-            module = build_face_network(spec)
-            path = Path(os.devnull)
-            del path
-            return load_face_checkpoint(spec, None, module=module)
+            return wrap_face_network(spec)
         return load_face_checkpoint(spec, weights)
     path = Path(spec)
     if path.exists():
