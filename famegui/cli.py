@@ -57,26 +57,28 @@ def _parse_blur(text: str | None):
         raise CliError(f"--blur must be KERNEL,SIGMA (e.g. 25,5), got {text!r}") from None
 
 
-def _progress_printer(quiet: bool):
+def _method_params(args) -> dict:
+    """Method parameters given on the command line (flags generated from the registry)."""
+    from .core.methods import all_params
+
+    given = {name: getattr(args, name) for name in all_params() if getattr(args, name, None) is not None}
+    k, sig = _parse_blur(getattr(args, "blur", None))
+    if k is not None:
+        given["blur_kernel"], given["blur_sigma"] = k, sig
+    return given
+
+
+def _cli_progress(quiet: bool):
     if quiet or not sys.stderr.isatty():
         return None
 
-    def show(step):
-        sys.stderr.write(f"\r  iteration {step.iteration}/{step.total}  loss {float(step.loss.mean()):.4f}   ")
-        if step.done:
+    def show(fraction, _partial=None):
+        sys.stderr.write(f"\r  {100 * fraction:5.1f}%   ")
+        if fraction >= 1:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
     return show
-
-
-def _params_from_args(model, args):
-    from .core.fame import default_params
-
-    k, s = _parse_blur(args.blur)
-    return default_params(model.task, iterations=args.iterations, step=args.step, epsilon=args.epsilon,
-                          blur_kernel=k, blur_sigma=s, normalization=args.normalization,
-                          space=args.space, clamp=args.clamp or None)
 
 
 def _resolve_target(model, args, x):
@@ -133,36 +135,52 @@ def _check_writable(*paths) -> None:
 
 # --------------------------------------------------------------------------- commands
 def cmd_explain(args) -> int:
-    from .core.explain import explain_fame
+    from .core.methods import get_method, run_method, task_of
+    from .core.verify import default_cosine_threshold
     from .pipeline import prepare_for_model
     from .report import explain_record, write_outputs
 
-    if args.method != "fame":
-        raise CliError(f"unknown method {args.method!r} (available: fame)")
+    spec = get_method(args.method)  # unknown method -> one-line error listing them
     _check_writable(args.out, args.save_map)
     model = _load_model(args)
     probe = prepare_for_model(model, args.image, face_index=args.face, align=not args.no_align)
     target = _resolve_target(model, args, probe.tensor)
+    task = task_of(target)
+    if task not in spec.tasks:
+        raise CliError(f"{spec.label} does not support {task} targets (it supports: {', '.join(sorted(spec.tasks))})")
+    params = spec.resolve(_method_params(args), task)
     ref = None
     if args.reference is not None:
         ref = prepare_for_model(model, args.reference, face_index=args.reference_face, align=not args.no_align)
-    params = _params_from_args(model, args)
+    threshold = default_cosine_threshold(model) if ref is not None else None
+    info: dict = {}
     t0 = time.perf_counter()
-    result = explain_fame(model, probe.tensor, target, params, reference=None if ref is None else ref.tensor,
-                          callback=_progress_printer(args.quiet), every=10)
+    amap = run_method(spec.name, model, probe.tensor, target, params, reference=None if ref is None else ref.tensor,
+                      threshold=threshold, progress=_cli_progress(args.quiet), info=info)
     seconds = time.perf_counter() - t0
-    record = explain_record(model, args.weights, probe, ref, target, "fame", params, seconds)
-    record["result"] = {"initial_loss": float(result.initial_loss[0]), "final_loss": float(result.final_loss[0]),
-                        "iterations": int(result.iterations[0])}
-    written = write_outputs(result.maps[0], probe, record, args.out, args.save_map,
+    record = explain_record(model, args.weights, probe, ref, target, spec.name, params, seconds,
+                            extra={"info": info})
+    written = write_outputs(amap, probe, record, args.out, args.save_map,
                             on_photo=args.on_photo, opacity=args.opacity, cmap=args.colormap,
                             sidecar=not args.no_sidecar)
-    if result.empty[0]:
+    if info.get("empty"):
         print("warning: the map is empty: the loss was already below --epsilon at the start", file=sys.stderr)
     for note in filter(None, (probe.note, ref.note if ref else "")):
         print(f"note: {note}", file=sys.stderr)
-    print(f"{target.label()}: loss {result.initial_loss[0]:.4f} -> {result.final_loss[0]:.4f} in "
-          f"{int(result.iterations[0])} iterations ({seconds:.1f} s); wrote {', '.join(map(str, written))}")
+    extra = ""
+    if "initial_loss" in info:
+        extra = f"loss {info['initial_loss']:.4f} -> {info['final_loss']:.4f} in {info['iterations']} iterations, "
+    print(f"{spec.label} {target.label()}: {extra}{seconds:.1f} s; wrote {', '.join(map(str, written))}")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from .core.methods import methods
+
+    for m in methods():
+        ps = ", ".join(f"{p.name}={p.default}" for p in m.params)
+        print(f"{m.name:<12} {m.label:<16} tasks: {','.join(sorted(m.tasks)):<32} output: {m.output:<6} "
+              f"cost: {m.cost:<9} {ps}")
     return 0
 
 
@@ -219,6 +237,22 @@ def cmd_verify(args) -> int:
 
 
 # --------------------------------------------------------------------------- parser
+def _add_method_param_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per registry parameter (--iterations, --step, --masks, ...), plus --blur K,SIGMA."""
+    from .core.methods import all_params
+
+    g = parser.add_argument_group("method parameters (defaults depend on the method; `famegui methods`)")
+    g.add_argument("--blur", default=None, metavar="K,SIGMA",
+                   help="FAME blur kernel and sigma (default 49,7.7 for classifiers, 25,5 for faces)")
+    for name, p in all_params().items():
+        flag = "--" + name.replace("_", "-")
+        if p.type is bool:
+            g.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=p.help)
+        else:
+            extra = f" (one of {', '.join(map(str, p.choices))})" if p.choices else ""
+            g.add_argument(flag, dest=name, default=None, metavar=p.type.__name__.upper(), help=p.help + extra)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="famegui", description="See what a convolutional network looks at.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -240,15 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--reference", default=None, metavar="IMG2")
     tg.add_argument("--target", choices=("similar", "dissimilar"), default=None)
     e.add_argument("--reference-face", type=int, default=0)
-    e.add_argument("--method", default="fame")
-    fp = e.add_argument_group("FAME parameters")
-    fp.add_argument("--iterations", type=int, default=None, help="default 500")
-    fp.add_argument("--step", type=float, default=None, help="eta, default 1/255")
-    fp.add_argument("--blur", default=None, metavar="K,SIGMA", help="default 49,7.7 (classification), 25,5 (faces)")
-    fp.add_argument("--epsilon", type=float, default=None, help="early stop when the loss drops below it")
-    fp.add_argument("--normalization", choices=("minmax", "max"), default=None)
-    fp.add_argument("--space", choices=("pixel", "normalized"), default=None)
-    fp.add_argument("--clamp", action="store_true", help="keep the perturbed image in [0,1]")
+    e.add_argument("--method", default="fame", help="explanation method (`famegui methods` lists them)")
+    _add_method_param_flags(e)
     e.add_argument("--out", required=True, help="overlay PNG")
     e.add_argument("--save-map", default=None, help="raw map as float32 .npy")
     e.add_argument("--on-photo", action="store_true", help="draw on the full photo instead of the model input")
@@ -267,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--spatial", action="store_true", help="only (C,H,W) feature maps")
 
     sub.add_parser("models", help="list the model zoo")
+    sub.add_parser("methods", help="list the explanation methods and their parameters")
 
     b = sub.add_parser("bench", help="time FAME iterations; prints one JSON line")
     _add_model_args(b)
@@ -286,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"explain": cmd_explain, "reproduce": cmd_reproduce, "layers": cmd_layers, "models": cmd_models,
-            "bench": cmd_bench, "verify": cmd_verify}
+            "bench": cmd_bench, "verify": cmd_verify, "methods": cmd_methods}
 
 
 def _one_line(e: BaseException) -> str:

@@ -111,8 +111,8 @@ def load_sidecar(path: str) -> dict:
 
 def compute_from_record(rec: dict):
     """Recompute (map, probe input, record) from a sidecar record, checking the inputs are unchanged."""
-    from .core.explain import Target, explain_fame
-    from .core.fame import FameParams
+    from .core.explain import Target
+    from .core.methods import run_method
     from .models.zoo import load_model
     from .pipeline import prepare_for_model
 
@@ -131,15 +131,14 @@ def compute_from_record(rec: dict):
         return x
 
     probe, ref = inp(rec["image"]), inp(rec.get("reference"))
-    if rec.get("method", "fame") != "fame":
-        from .core.methods import run_method
+    threshold = None
+    if ref is not None:
+        from .core.verify import default_cosine_threshold
 
-        amap = run_method(rec["method"], model, probe, ref, Target.from_dict(rec["target"]), rec.get("params", {}))
-        return amap, probe, model
-    params = FameParams(**rec["params"])
-    res = explain_fame(model, probe.tensor, Target.from_dict(rec["target"]), params,
-                       reference=None if ref is None else ref.tensor)
-    return res.maps[0], probe, model
+        threshold = default_cosine_threshold(model)
+    amap = run_method(rec.get("method", "fame"), model, probe.tensor, Target.from_dict(rec["target"]),
+                      rec.get("params", {}), reference=None if ref is None else ref.tensor, threshold=threshold)
+    return amap, probe, model
 
 
 def reproduce(sidecar: str, out: str | None = None, save_map: str | None = None):

@@ -44,3 +44,11 @@ def resnet_embedder():
 def small_images():
     g = torch.Generator().manual_seed(0)
     return torch.rand(3, 3, 64, 64, generator=g)
+
+
+@pytest.fixture(scope="session")
+def dlib():
+    """The real embedded face model."""
+    from famegui.models.zoo import load_model
+
+    return load_model("dlib-resnet")

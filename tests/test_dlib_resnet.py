@@ -42,15 +42,6 @@ STAGES = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small CPU work: one thread avoids OpenMP stalls on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def wrapper() -> ModelWrapper:
     return load_dlib_resnet(use_cache=False)  # keeps the user's cache out of the tests

@@ -194,3 +194,27 @@ def test_normalized_space_and_clamp(resnet18_random, small_images):
     assert res.x_final.min() >= 0 and res.x_final.max() <= 1
     with pytest.raises(ValueError, match="normalisation"):
         run_fame(x, loss, p)
+
+
+def test_receptive_field_matches_hand_computed_resnet18(resnet18_random):
+    from famegui.core.receptive import footprint, receptive_field
+
+    # conv1 7x7/2 -> maxpool 3x3/2 -> layer1 (4 convs 3x3, jump 4): 7 + 2*2 + 4*2*4 = 43
+    # layer2: stride-2 conv (+2*4) then 3 convs at jump 8: 43 + 8 + 3*2*8 = 99
+    for layer, centre, size in [("layer1", (28, 28), 43), ("layer2", (14, 14), 99)]:
+        rf = receptive_field(resnet18_random, layer, centre)
+        assert (rf.width, rf.height) == (size, size)
+        fp = footprint((224, 224), resnet18_random.layer_info(layer).shape[1:], centre)
+        assert rf.x0 <= fp.x0 and rf.x1 >= fp.x1  # the receptive field contains the footprint
+    corner = receptive_field(resnet18_random, "layer4", (0, 0))
+    assert corner.x0 == 0 and corner.y0 == 0 and corner.width > 224 / 2  # deep cells see far beyond their patch
+
+
+def test_mass_inside_footprint():
+    from famegui.core.receptive import Box, mass_inside
+
+    m = np.zeros((10, 10), np.float32)
+    m[2:4, 2:4] = 1.0
+    m[8, 8] = 4.0
+    assert mass_inside(m, Box(2, 2, 4, 4)) == pytest.approx(0.5)
+    assert mass_inside(np.zeros((4, 4)), Box(0, 0, 2, 2)) == 0.0

@@ -104,14 +104,17 @@ def _positive_copy(module: nn.Module) -> nn.Module:
     return net
 
 
-_CACHE: dict[tuple, Box] = {}
+def cached_receptive_field(model: ModelWrapper, layer: str, cell: tuple[int, int]) -> Box | None:
+    """The receptive field if it was computed before, else None (never computes)."""
+    return model.extras.get("_rf_cache", {}).get((layer, tuple(cell)))
 
 
 def receptive_field(model: ModelWrapper, layer: str, cell: tuple[int, int]) -> Box:
     """Theoretical receptive field of ``cell`` of ``layer``, clipped to the model's input."""
-    key = (id(model.module), model.weights_id, layer, tuple(cell))
-    if key in _CACHE:
-        return _CACHE[key]
+    cache = model.extras.setdefault("_rf_cache", {})
+    key = (layer, tuple(cell))
+    if key in cache:
+        return cache[key]
     net = model.extras.get("_rf_net")
     if net is None:
         net = _positive_copy(model.module)
@@ -143,5 +146,5 @@ def receptive_field(model: ModelWrapper, layer: str, cell: tuple[int, int]) -> B
         result = footprint((h, w), tuple(a.shape[-2:]), cell)
     else:
         result = Box(float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    _CACHE[key] = result
+    cache[key] = result
     return result

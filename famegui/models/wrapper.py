@@ -9,6 +9,9 @@ layer: nothing after it is computed.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
+import threading
 from dataclasses import dataclass, field
 import torch
 from torch import nn
@@ -178,8 +181,11 @@ class ModelWrapper:
                              "cells load it as a Python model (zoo name or package.module:callable)")
         target = self.get_layer(layer)
         box: list[torch.Tensor] = []
+        owner = threading.get_ident()
 
         def hook(_m, _i, out):
+            if threading.get_ident() != owner:
+                return None  # a forward pass of another thread on the same module: not ours
             box.append(out)
             raise _StopForward
 
@@ -196,6 +202,11 @@ class ModelWrapper:
         if not isinstance(out, torch.Tensor):
             raise RuntimeError(f"layer {layer!r} of {self.name} does not output a tensor")
         return out
+
+    def clone(self) -> "ModelWrapper":
+        """An independent copy (own module, own hooks) for use in another thread."""
+        extras = {k: v for k, v in self.extras.items() if not k.startswith("_")}  # no caches, no helper nets
+        return dataclasses.replace(self, module=copy.deepcopy(self.module), extras=extras)
 
     # ------------------------------------------------------------------ description
     def describe(self) -> dict:

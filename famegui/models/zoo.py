@@ -265,6 +265,10 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
     """Load any supported network; raises :class:`ModelLoadError` with a one-line message."""
     if not spec:
         raise ModelLoadError("no model given")
+    if spec.startswith("identify:"):
+        from .identification import load_identification
+
+        return load_identification(spec, None if weights == "random" else weights)
     if spec == EMBEDDED_DEFAULT:
         from .dlib_resnet import load_dlib_resnet
 

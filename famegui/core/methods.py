@@ -1,0 +1,214 @@
+"""The method registry: one declaration per explanation method.
+
+Each method declares the tasks it supports, whether it gives e+/e- (``"pair"``),
+one signed map (``"signed"``) or one unsigned map (``"single"``), its
+parameters with defaults and ranges, and a cost hint. The CLI flags, the GUI
+controls and the export sidecars are all generated from these declarations.
+
+A method is a function ``fn(ctx: MethodContext) -> np.ndarray`` returning an
+(H, W) float32 map at the model's input resolution: in [0, 1] for unsigned
+maps, in [-1, 1] for signed ones. Tasks:
+
+- ``"classification"``: target kind ``class`` (``ctx.target.class_index``);
+- ``"verification"``: target kind ``similar`` (e+) or ``dissimilar`` (e-), with a
+  reference image (``ctx.reference``) and its frozen embedding (``ctx.reference_embedding``);
+- ``"cell"``: target kind ``cell`` (``ctx.target.layer``, ``ctx.target.cell``).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..models.wrapper import ModelWrapper
+from .explain import Target
+
+TASKS = ("classification", "verification", "cell")
+OUTPUTS = ("pair", "signed", "single")
+COSTS = ("cheap", "iterative", "sampling")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str  # python identifier; the CLI flag is --name-with-dashes
+    type: type  # int, float, str or bool
+    default: Any
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple | None = None
+
+    def coerce(self, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            if self.type is bool and isinstance(value, str):
+                v = value.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                v = self.type(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name} must be {self.type.__name__}, got {value!r}") from None
+        if self.choices is not None and v not in self.choices:
+            raise ValueError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {v!r}")
+        if self.min is not None and v < self.min:
+            raise ValueError(f"{self.name} must be >= {self.min}, got {v}")
+        if self.max is not None and v > self.max:
+            raise ValueError(f"{self.name} must be <= {self.max}, got {v}")
+        return v
+
+
+@dataclass
+class MethodContext:
+    model: ModelWrapper
+    x: torch.Tensor  # (1,3,H,W) probe in [0,1]
+    target: Target
+    params: dict
+    reference: torch.Tensor | None = None  # (1,3,H,W) the other image of a pair
+    reference_embedding: torch.Tensor | None = None  # (1,D), frozen
+    threshold: float | None = None  # cosine decision threshold (model default or EER)
+    progress: Callable[[float, np.ndarray | None], None] | None = None  # (fraction done, partial map)
+    cancel: Callable[[], bool] | None = None
+    seed: int = 0
+    info: dict = field(default_factory=dict)  # extra facts a method reports (losses, iterations, ...)
+
+    @property
+    def task(self) -> str:
+        return task_of(self.target)
+
+    def report(self, fraction: float, partial: np.ndarray | None = None) -> None:
+        """Report progress and honour a pending cancel (raises :class:`Cancelled`)."""
+        from .fame import Cancelled
+
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("cancelled")
+        if self.progress is not None:
+            self.progress(float(fraction), partial)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    label: str
+    tasks: frozenset
+    output: str
+    cost: str
+    fn: Callable[[MethodContext], np.ndarray]
+    params: tuple[Param, ...] = ()
+    description: str = ""
+    gradient_based: bool = True  # for the randomisation sanity check
+    per_task_defaults: dict = field(default_factory=dict)  # task -> {param: default}
+
+    def defaults(self, task: str | None = None) -> dict:
+        d = {p.name: p.default for p in self.params}
+        if task is not None:
+            d.update(self.per_task_defaults.get(task, {}))
+        return d
+
+    def resolve(self, given: dict | None, task: str | None = None) -> dict:
+        """Defaults overridden by ``given`` (unknown names are an error), coerced and range-checked."""
+        out = self.defaults(task)
+        by_name = {p.name: p for p in self.params}
+        for k, v in (given or {}).items():
+            if v is None:
+                continue
+            if k not in by_name:
+                raise ValueError(f"{self.name} has no parameter {k!r} (it has: {', '.join(by_name) or 'none'})")
+            out[k] = by_name[k].coerce(v)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "label": self.label, "tasks": sorted(self.tasks), "output": self.output,
+                "cost": self.cost, "params": [{"name": p.name, "type": p.type.__name__, "default": p.default,
+                                               "min": p.min, "max": p.max, "choices": p.choices, "help": p.help}
+                                              for p in self.params]}
+
+
+REGISTRY: dict[str, MethodSpec] = {}
+# modules that register methods when imported
+_PROVIDERS = ("famegui.core.method_fame", "famegui.core.method_cam", "famegui.core.method_rise",
+              "famegui.core.method_face")
+_loaded = False
+
+
+def register(spec: MethodSpec) -> MethodSpec:
+    if spec.output not in OUTPUTS or spec.cost not in COSTS or not set(spec.tasks) <= set(TASKS):
+        raise ValueError(f"bad declaration for {spec.name}")
+    for p in spec.params:  # one flag name means one thing across methods
+        for other in REGISTRY.values():
+            for q in other.params:
+                if q.name == p.name and q.type is not p.type:
+                    raise ValueError(f"parameter {p.name} of {spec.name} clashes with {other.name}")
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def _load_providers() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in _PROVIDERS:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def methods(task: str | None = None) -> list[MethodSpec]:
+    _load_providers()
+    out = list(REGISTRY.values())
+    if task is not None:
+        out = [m for m in out if task in m.tasks]
+    order = {c: i for i, c in enumerate(COSTS)}
+    return sorted(out, key=lambda m: (order[m.cost], m.name != "fame", m.name))
+
+
+def get_method(name: str) -> MethodSpec:
+    _load_providers()
+    if name not in REGISTRY:
+        raise ValueError(f"unknown method {name!r}; `famegui methods` lists them ({', '.join(sorted(REGISTRY))})")
+    return REGISTRY[name]
+
+
+def all_params() -> dict[str, Param]:
+    """Every parameter name across methods (for CLI flags)."""
+    _load_providers()
+    out: dict[str, Param] = {}
+    for m in REGISTRY.values():
+        for p in m.params:
+            out.setdefault(p.name, p)
+    return out
+
+
+def task_of(target: Target) -> str:
+    return {"cell": "cell", "class": "classification"}.get(target.kind, "verification")
+
+
+def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, params: dict | None = None, *,
+               reference: torch.Tensor | None = None, threshold: float | None = None,
+               progress=None, cancel=None, seed: int = 0, info: dict | None = None) -> np.ndarray:
+    """Compute one map with a registered method; returns (H,W) float32."""
+    spec = get_method(name)
+    task = task_of(target)
+    if task not in spec.tasks:
+        raise ValueError(f"{spec.label} does not support {task} (it supports: {', '.join(sorted(spec.tasks))})")
+    resolved = spec.resolve(params, task)
+    ref_emb = None
+    x = x.to(model.device)
+    if task == "verification":
+        if reference is None:
+            raise ValueError(f"{spec.label} on a pair needs a reference image")
+        reference = reference.to(model.device)
+        with torch.no_grad():
+            ref_emb = model(reference).detach()
+    ctx = MethodContext(model=model, x=x, target=target, params=resolved, reference=reference,
+                        reference_embedding=ref_emb, threshold=threshold, progress=progress, cancel=cancel,
+                        seed=seed, info=info if info is not None else {})
+    amap = np.asarray(spec.fn(ctx), dtype=np.float32)
+    if amap.shape != tuple(x.shape[-2:]):
+        raise RuntimeError(f"{spec.label} returned shape {amap.shape}, expected {tuple(x.shape[-2:])}")
+    return np.nan_to_num(amap, nan=0.0, posinf=0.0, neginf=0.0)

@@ -1,0 +1,85 @@
+"""Controls generated from a method's parameter declarations (the registry is the one source)."""
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox,
+                               QWidget)
+
+from ..core.methods import Param
+
+
+class ParamForm(QWidget):
+    """A form with one control per :class:`Param`; ``values()`` gives the dict a method takes."""
+
+    changed = Signal()
+
+    def __init__(self, params: tuple[Param, ...], hidden: tuple[str, ...] = (), parent: QWidget | None = None):
+        super().__init__(parent)
+        self.params = {p.name: p for p in params if p.name not in hidden}
+        self.widgets: dict[str, QWidget] = {}
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        for p in self.params.values():
+            w = self._make(p)
+            w.setToolTip(p.help)
+            w.setObjectName(f"param_{p.name}")
+            self.widgets[p.name] = w
+            form.addRow(p.name.replace("_", " "), w)
+
+    def _make(self, p: Param) -> QWidget:
+        if p.choices:
+            w = QComboBox()
+            w.addItems([str(c) for c in p.choices])
+            w.setCurrentText(str(p.default))
+            w.currentTextChanged.connect(self.changed)
+        elif p.type is bool:
+            w = QCheckBox()
+            w.setChecked(bool(p.default))
+            w.toggled.connect(self.changed)
+        elif p.default is None or p.type is str:
+            w = QLineEdit("" if p.default is None else str(p.default))
+            w.setPlaceholderText("auto" if p.default is None else "")
+            w.editingFinished.connect(self.changed)
+        elif p.type is int:
+            w = QSpinBox()
+            w.setRange(int(p.min if p.min is not None else -10**9), int(p.max if p.max is not None else 10**9))
+            w.setValue(int(p.default))
+            w.setKeyboardTracking(False)
+            w.valueChanged.connect(self.changed)
+        else:
+            w = QDoubleSpinBox()
+            w.setDecimals(6)
+            w.setRange(float(p.min if p.min is not None else -1e9), float(p.max if p.max is not None else 1e9))
+            w.setSingleStep(abs(p.default) / 4 if p.default else 0.1)
+            w.setValue(float(p.default))
+            w.setKeyboardTracking(False)
+            w.valueChanged.connect(self.changed)
+        return w
+
+    def values(self) -> dict:
+        """Current values; text fields left empty mean the method's default ("auto")."""
+        out = {}
+        for name, w in self.widgets.items():
+            p = self.params[name]
+            if isinstance(w, QComboBox):
+                out[name] = p.coerce(w.currentText())
+            elif isinstance(w, QCheckBox):
+                out[name] = w.isChecked()
+            elif isinstance(w, QLineEdit):
+                text = w.text().strip()
+                out[name] = None if text == "" else p.coerce(text)
+            else:
+                out[name] = w.value()
+        return out
+
+    def set_value(self, name: str, value) -> None:
+        w = self.widgets[name]
+        if isinstance(w, QComboBox):
+            w.setCurrentText(str(value))
+        elif isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QLineEdit):
+            w.setText("" if value is None else str(value))
+            self.changed.emit()
+        else:
+            w.setValue(value)

@@ -1,0 +1,294 @@
+"""The app's state without Qt: the model, the images in their slots, and computations on them.
+
+The GUI calls these methods from its worker threads; nothing here touches Qt,
+so the same code runs headless (and is tested without a display).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .core.explain import Target
+from .core.methods import get_method, run_method, task_of
+from .core.receptive import Box, footprint, mass_inside, receptive_field
+from .data.images import LoadedImage, load_image
+from .models.wrapper import ModelWrapper
+from .pipeline import ModelInput, prepare_for_model
+
+SLOTS = ("probe", "reference", "third")
+
+
+@dataclass
+class MapResult:
+    """One computed explanation, with what is needed to show and export it."""
+
+    map: np.ndarray  # (H,W) float32 at model input resolution
+    method: str
+    target: Target
+    params: dict
+    slot: str  # which image was explained
+    other: str | None  # the image it was compared with (pairs)
+    seconds: float
+    info: dict = field(default_factory=dict)
+    key: tuple = ()
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.map.min() < 0)
+
+
+@dataclass
+class PairScores:
+    cosine: float
+    distance: float
+    rule: str  # human-readable rule, e.g. "distance < 0.6"
+    same: bool | None
+
+    @property
+    def decision(self) -> str:
+        return "undecided" if self.same is None else ("same" if self.same else "different")
+
+
+class Session:
+    """Model + images + a result cache, shared by the GUI's threads."""
+
+    def __init__(self) -> None:
+        self.model: ModelWrapper | None = None  # used by explanations (the compute thread)
+        self.io_model: ModelWrapper | None = None  # a copy for quick forward passes in another thread
+        self.weights: str | None = None
+        self.model_spec: str | None = None
+        self.images: dict[str, LoadedImage] = {}
+        self.inputs: dict[str, ModelInput] = {}
+        self.face_index: dict[str, int] = {}
+        self.align = True
+        self._lock = threading.RLock()
+        self._fmap_cache: dict[tuple, np.ndarray] = {}
+        self.cache: dict[tuple, MapResult] = {}
+
+    # ----------------------------------------------------------------- model and images
+    def load_model(self, spec: str, weights: str | None = None, device: str = "cpu") -> ModelWrapper:
+        from .models.zoo import load_model
+
+        model = load_model(spec, weights)
+        if device != "cpu":
+            model.to(device)
+        self.set_model(model, spec, weights)
+        return model
+
+    def set_model(self, model: ModelWrapper, spec: str | None = None, weights: str | None = None) -> None:
+        """Use ``model`` from now on; images already loaded are prepared for it."""
+        model.layers()  # the dummy pass, here in the worker rather than later in the GUI thread
+        io_model = model.clone()
+        with self._lock:
+            self.model, self.io_model = model, io_model
+            self.weights, self.model_spec = weights, spec or model.source
+            self.inputs.clear()
+            self._fmap_cache.clear()
+        for slot, image in list(self.images.items()):
+            try:
+                self.prepare(slot)
+            except Exception:
+                # the photo stays loaded; the slot shows why it cannot be used with this model
+                self.inputs.pop(slot, None)
+
+    def model_key(self) -> tuple:
+        m = self.model
+        return (m.source or m.name, m.weights_id, str(m.device)) if m else ()
+
+    def set_image(self, slot: str, image: str | LoadedImage, face_index: int = 0) -> ModelInput | None:
+        if slot not in SLOTS:
+            raise ValueError(f"unknown image slot {slot!r}")
+        img = image if isinstance(image, LoadedImage) else load_image(image)
+        with self._lock:
+            self.images[slot] = img
+            self.face_index[slot] = face_index
+            self.inputs.pop(slot, None)
+        return self.prepare(slot) if self.model is not None else None
+
+    def prepare(self, slot: str) -> ModelInput:
+        if self.model is None:
+            raise ValueError("no model loaded")
+        if slot not in self.images:
+            raise ValueError(f"no {slot} image loaded")
+        inp = prepare_for_model(self.model, self.images[slot], face_index=self.face_index.get(slot, 0),
+                                align=self.align)
+        with self._lock:
+            self.inputs[slot] = inp
+        return inp
+
+    def clear_image(self, slot: str) -> None:
+        with self._lock:
+            self.images.pop(slot, None)
+            self.inputs.pop(slot, None)
+
+    def input(self, slot: str) -> ModelInput:
+        inp = self.inputs.get(slot)
+        if inp is None:
+            if slot in self.images:
+                return self.prepare(slot)
+            raise ValueError(f"no {slot} image loaded")
+        return inp
+
+    def input_rgb(self, slot: str) -> np.ndarray:
+        return self.input(slot).tensor[0].permute(1, 2, 0).cpu().numpy()
+
+    # ----------------------------------------------------------------- feature maps and geometry
+    def feature_map(self, layer: str, slot: str = "probe") -> np.ndarray:
+        """sum_c |a_c| of ``layer`` for an image: (fh, fw) float32."""
+        inp = self.input(slot)
+        key = (self.model_key(), inp.image.sha256, self.face_index.get(slot, 0), layer)
+        if key not in self._fmap_cache:
+            m = self.io_model
+            with torch.no_grad():
+                a = m.activation(inp.tensor.to(m.device), layer)
+            if a.ndim != 4:
+                raise ValueError(f"layer {layer} has output shape {tuple(a.shape[1:])}, not a (C,H,W) feature map")
+            self._fmap_cache[key] = a[0].abs().sum(0).cpu().numpy().astype(np.float32)
+        return self._fmap_cache[key]
+
+    def cell_geometry(self, layer: str, cell: tuple[int, int], io: bool = False) -> tuple[Box, Box]:
+        """(footprint, receptive field); ``io=True`` from the io thread (uses the model copy)."""
+        m = self.io_model if io else self.model
+        shape = m.layer_info(layer).shape
+        return footprint(m.input_size, shape[1:], cell), receptive_field(m, layer, cell)
+
+    # ----------------------------------------------------------------- classification and pairs
+    def top_classes(self, k: int = 5, slot: str = "probe") -> list[tuple[int, str, float]]:
+        m = self.io_model
+        if m.task != "classification":
+            raise ValueError(f"{m.name} is not a classifier")
+        with torch.no_grad():
+            out = m(self.input(slot).tensor.to(m.device))[0]
+        probs = torch.softmax(out, 0) if out.numel() > 1 and m.class_names and "identify" not in m.source else out
+        idx = out.argsort(descending=True)[:k].tolist()
+        names = m.class_names or [f"class {i}" for i in range(out.numel())]
+        return [(i, names[i], float(probs[i])) for i in idx]
+
+    def pair_scores(self, a: str = "probe", b: str = "reference") -> PairScores:
+        m = self.io_model
+        with torch.no_grad():
+            ea = m(self.input(a).tensor.to(m.device))
+            eb = m(self.input(b).tensor.to(m.device))
+        cos = float(torch.nn.functional.cosine_similarity(ea, eb)[0])
+        dist = float((ea - eb).norm())
+        from .core.verify import decision_rule
+
+        try:
+            rule = decision_rule(m)
+        except ValueError:  # an embedder without a threshold: show the numbers, no decision
+            return PairScores(cos, dist, "no threshold (verify --pairs LIST gives one)", None)
+        return PairScores(cos, dist, rule.describe(), rule.is_same(cos, dist))
+
+    # ----------------------------------------------------------------- explanations
+    def request_key(self, method: str, target: Target, params: dict, slot: str, other: str | None) -> tuple:
+        inp = self.input(slot)
+        other_sha = self.input(other).image.sha256 if other else None
+        p = json.dumps(params, sort_keys=True, default=str)
+        return (self.model_key(), inp.image.sha256, self.face_index.get(slot, 0), other_sha,
+                json.dumps(target.to_dict(), sort_keys=True), method, p, self.align)
+
+    def explain(self, method: str, target: Target, params: dict | None = None, slot: str = "probe",
+                other: str | None = None, progress=None, cancel=None) -> MapResult:
+        """Compute (or fetch from the cache) one map; ``other`` is the reference slot for pair targets."""
+        spec = get_method(method)
+        resolved = spec.resolve(params, task_of(target))
+        if target.kind in ("similar", "dissimilar") and other is None:
+            other = "reference" if slot != "reference" else "probe"
+        key = self.request_key(method, target, resolved, slot, other)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        inp = self.input(slot)
+        ref = self.input(other).tensor if other else None
+        info: dict = {}
+        t0 = time.perf_counter()
+        threshold = None
+        if target.kind in ("similar", "dissimilar"):
+            from .core.verify import default_cosine_threshold
+
+            threshold = default_cosine_threshold(self.model)
+        amap = run_method(method, self.model, inp.tensor, target, resolved, reference=ref, threshold=threshold,
+                          progress=progress, cancel=cancel, info=info)
+        res = MapResult(amap, method, target, resolved, slot, other, time.perf_counter() - t0, info, key)
+        with self._lock:
+            self.cache[key] = res
+        return res
+
+    def cached(self, method: str, target: Target, params: dict | None, slot: str = "probe",
+               other: str | None = None) -> MapResult | None:
+        try:
+            spec = get_method(method)
+            resolved = spec.resolve(params, task_of(target))
+            if target.kind in ("similar", "dissimilar") and other is None:
+                other = "reference" if slot != "reference" else "probe"
+            return self.cache.get(self.request_key(method, target, resolved, slot, other))
+        except ValueError:
+            return None
+
+    def explain_cells(self, layer: str, params: dict | None = None, slot: str = "probe", batch: int = 16,
+                      progress=None, cancel=None) -> list[MapResult]:
+        """FAME for every cell of ``layer``, batched; progress(fraction, done_results)."""
+        from .core.explain import explain_fame
+        from .core.method_fame import fame_params_for
+
+        spec = get_method("fame")
+        resolved = spec.resolve(params, "cell")
+        fp = fame_params_for(self.model, resolved)
+        _, fh, fw = self.model.layer_info(layer).shape
+        cells = [(r, c) for r in range(fh) for c in range(fw)]
+        inp = self.input(slot)
+        results: list[MapResult] = []
+        todo = []
+        for cell in cells:
+            t = Target("cell", layer=layer, cell=cell)
+            hit = self.cache.get(self.request_key("fame", t, resolved, slot, None))
+            results.append(hit)
+            if hit is None:
+                todo.append(len(results) - 1)
+        done = len(cells) - len(todo)
+        for start in range(0, len(todo), batch):
+            chunk = todo[start:start + batch]
+            targets = [Target("cell", layer=layer, cell=cells[i]) for i in chunk]
+            t0 = time.perf_counter()
+            total_chunk = len(chunk)
+
+            def inner(step, _done=done, _n=total_chunk):
+                if progress is not None:
+                    progress((_done + _n * step.iteration / step.total) / len(cells), None)
+
+            res = explain_fame(self.model, inp.tensor, targets, fp, callback=inner, cancel=cancel,
+                               every=max(1, fp.iterations // 10))
+            secs = (time.perf_counter() - t0) / len(chunk)
+            for j, i in enumerate(chunk):
+                key = self.request_key("fame", targets[j], resolved, slot, None)
+                info = {"initial_loss": float(res.initial_loss[j]), "final_loss": float(res.final_loss[j]),
+                        "iterations": int(res.iterations[j])}
+                r = MapResult(res.maps[j], "fame", targets[j], resolved, slot, None, secs, info, key)
+                self.cache[key] = r
+                results[i] = r
+            done += len(chunk)
+            if progress is not None:
+                progress(done / len(cells), [r for r in results])
+        return results
+
+    # ----------------------------------------------------------------- export
+    def export(self, result: MapResult, out: str, save_map: str | None = None, *, on_photo: bool = False,
+               opacity: float = 0.5, cmap: str = "jet", boxes=None):
+        from .report import explain_record, write_outputs
+
+        inp = self.input(result.slot)
+        ref = self.input(result.other) if result.other else None
+        rec = explain_record(self.model, self.weights, inp, ref, result.target, result.method, result.params,
+                             result.seconds, extra={"info": result.info})
+        return write_outputs(result.map, inp, rec, out, save_map, on_photo=on_photo, opacity=opacity, cmap=cmap,
+                             boxes=boxes)
+
+
+def params_hash(params: dict) -> str:
+    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]

@@ -1,0 +1,188 @@
+"""The explorer window, driven like a user would (offscreen Qt, real widgets, real model)."""
+import json
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QSettings, Qt, QTimer
+
+from conftest import face
+
+pytest.importorskip("pytestqt")
+
+
+@pytest.fixture
+def win(qtbot, tmp_path):
+    from famegui.gui.main_window import MainWindow
+
+    w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.session.model is not None and {"probe", "reference"} <= set(w.session.inputs)
+                    and w.fmap_canvas.image_shape() is not None, timeout=60000)
+    w.param_form.set_value("iterations", 40)
+    yield w
+    w.close()
+
+
+def click_cell(qtbot, w, cell):
+    """A real mouse click on the feature-map canvas at the centre of ``cell``."""
+    h, wd = w.fmap_canvas.image_shape()
+    _, fh, fw = w.session.model.layer_info(w.layer).shape
+    x, y = (cell[1] + 0.5) * wd / fw, (cell[0] + 0.5) * h / fh
+    pos = w.fmap_canvas.view_to_widget(x, y)
+    qtbot.mouseClick(w.fmap_canvas.glw.viewport(), Qt.LeftButton, pos=pos)
+
+
+def test_window_opens_with_the_demo(win):
+    assert win.session.model.name == "dlib-resnet"
+    assert win.layer == "stage4"
+    assert win.session.inputs["probe"].tensor.shape == (1, 3, 150, 150)
+    assert win.layer_tree.topLevelItemCount() >= 5
+    assert not win.error_banner.isVisible()
+
+
+def test_click_a_cell_shows_a_map_with_boxes(qtbot, win):
+    with qtbot.waitSignal(win.result_shown, timeout=60000) as sig:
+        click_cell(qtbot, win, (1, 2))
+    res = sig.args[0]
+    assert res.target.cell == (1, 2) and res.target.layer == "stage4"
+    assert res.map.shape == (150, 150) and 0 <= res.map.min() and res.map.max() == pytest.approx(1)
+    assert win.fame_canvas.image_shape() == (150, 150)
+    fp = win.fame_canvas.box_rect("footprint")
+    assert fp == pytest.approx((75.0, 37.5, 112.5, 75.0), abs=0.01)  # the cell's patch
+    assert "mass inside footprint" in win.cell_info.text()
+    # repeating the click is instant: served from the cache, no new job
+    t0 = time.perf_counter()
+    with qtbot.waitSignal(win.result_shown, timeout=1000):
+        click_cell(qtbot, win, (1, 2))
+    assert time.perf_counter() - t0 < 0.5 and not win.compute.busy
+
+
+def test_second_click_cancels_the_first(qtbot, win):
+    win.param_form.set_value("iterations", 3000)
+    cancelled = []
+    win.compute.cancelled.connect(cancelled.append)
+    click_cell(qtbot, win, (0, 0))
+    qtbot.waitUntil(lambda: win.compute.running is not None, timeout=10000)
+    first = win.compute.running
+    win.param_form.set_value("iterations", 30)
+    with qtbot.waitSignal(win.result_shown, timeout=60000) as sig:
+        click_cell(qtbot, win, (3, 3))
+    assert first.cancelled() and first.id in cancelled
+    assert sig.args[0].target.cell == (3, 3)
+    assert win.cell_result.target.cell == (3, 3)
+
+
+def test_gui_thread_keeps_processing_events_during_a_job(qtbot, win):
+    win.param_form.set_value("iterations", 150)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start(20)
+    with qtbot.waitSignal(win.result_shown, timeout=60000):
+        click_cell(qtbot, win, (2, 1))
+    timer.stop()
+    assert len(ticks) >= 5  # the timer kept firing while FAME ran in the background
+    progressed = win.progress.value()
+    assert progressed == 1000
+
+
+def test_e_plus_e_minus_toggle_changes_the_map(qtbot, win):
+    win.tabs.setCurrentIndex(2)
+    qtbot.waitUntil(lambda: win.pair_result is not None and win.pair_result.target.kind == "similar",
+                    timeout=60000)
+    e_plus = win.pair_result.map.copy()
+    shown_plus = win.probe_canvas.image_item.image.copy()
+    with qtbot.waitSignal(win.result_shown, timeout=60000) as sig:
+        win.sign_minus.setChecked(True)
+    assert sig.args[0].target.kind == "dissimilar"
+    assert np.abs(sig.args[0].map - e_plus).max() > 0.1
+    assert not np.array_equal(win.probe_canvas.image_item.image, shown_plus)
+    assert "same" in win.pair_scores.text()
+    # explain the other side
+    with qtbot.waitSignal(win.result_shown, timeout=60000) as sig:
+        win.side_ref.setChecked(True)
+    assert sig.args[0].slot == "reference"
+
+
+def test_export_and_reproduce(qtbot, win, tmp_path, capsys):
+    with qtbot.waitSignal(win.result_shown, timeout=60000):
+        click_cell(qtbot, win, (2, 2))
+    png = tmp_path / "view.png"
+    written = win.export_current(str(png))
+    assert {p.suffix for p in written} == {".png", ".npy", ".json"}
+    img = Image.open(png)
+    img.load()
+    assert img.size == (150, 150)
+    side = json.loads((tmp_path / "view.json").read_text())
+    assert side["target"]["cell"] == [2, 2] and side["method"] == "fame"
+    assert side["model"]["source"] == "dlib-resnet" and len(side["image"]["sha256"]) == 64
+    from famegui.cli import main
+
+    assert main(["reproduce", str(tmp_path / "view.json"), "--save-map", str(tmp_path / "again.npy")]) == 0
+    assert np.allclose(np.load(tmp_path / "view.npy"), np.load(tmp_path / "again.npy"), atol=1e-6)
+    assert not list(tmp_path.glob("*.part"))  # atomic writes leave no temporaries
+
+
+def test_unreadable_image_shows_error_and_app_keeps_working(qtbot, win, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg at all")
+    with qtbot.waitSignal(win.error_shown, timeout=30000) as sig:
+        win.load_image("probe", str(bad))
+    assert "broken.jpg" in sig.args[0]
+    assert win.error_banner.isVisible()
+    # still usable: load a real photo and compute a cell
+    win.load_image("probe", face("london_005", "neutral.jpg"))
+    qtbot.waitUntil(lambda: "probe" in win.session.inputs, timeout=30000)
+    with qtbot.waitSignal(win.result_shown, timeout=60000):
+        click_cell(qtbot, win, (0, 1))
+
+
+def test_no_face_photo_shows_error(qtbot, win, tmp_path):
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (300, 300), (128, 128, 128)).save(flat)
+    with qtbot.waitSignal(win.error_shown, timeout=30000) as sig:
+        win.load_image("probe", str(flat))
+    assert "no face" in sig.args[0]
+
+
+def test_all_cells_sheet_and_tile_click(qtbot, win, tmp_path):
+    win.param_form.set_value("iterations", 10)
+    win.compute_all_cells()
+    qtbot.waitUntil(lambda: win.sheet_results and all(r is not None for r in win.sheet_results), timeout=90000)
+    assert len(win.sheet_results) == 16
+    assert [r.target.cell for r in win.sheet_results][:3] == [(0, 0), (0, 1), (0, 2)]
+    th, tw = win._sheet_tile
+    with qtbot.waitSignal(win.result_shown, timeout=5000) as sig:
+        win.sheet_canvas.click_at_image(tw * 2 + 2 * 2 + 5, th * 1 + 2 + 5)  # row 1, col 2
+    assert sig.args[0].target.cell == (1, 2)
+    written = win.export_sheet(str(tmp_path / "sheet.png"))
+    assert np.load(written[1]).shape == (16, 150, 150)
+
+
+def test_settings_change_marks_result_stale(qtbot, win):
+    with qtbot.waitSignal(win.result_shown, timeout=60000):
+        click_cell(qtbot, win, (1, 1))
+    assert not win.recompute_button.isVisibleTo(win)
+    win.param_form.set_value("iterations", 41)
+    assert win.recompute_button.isVisibleTo(win)
+    assert "stale" in win.fame_canvas.title.text
+    assert len(win.session.cache) >= 1  # the cache is kept
+
+
+def test_window_state_is_remembered(qtbot, tmp_path):
+    from famegui.gui.main_window import MainWindow
+
+    ini = str(tmp_path / "s.ini")
+    w = MainWindow(settings=QSettings(ini, QSettings.IniFormat), load_demo=False)
+    qtbot.addWidget(w)
+    w.resize(1111, 777)
+    w.cmap_combo.setCurrentText("viridis")
+    w.close()
+    w2 = MainWindow(settings=QSettings(ini, QSettings.IniFormat), load_demo=False)
+    qtbot.addWidget(w2)
+    assert w2.cmap_combo.currentText() == "viridis"
+    assert w2.geometry_restored  # the saved geometry was found and applied
+    w2.close()
