@@ -186,3 +186,46 @@ def test_window_state_is_remembered(qtbot, tmp_path):
     assert w2.cmap_combo.currentText() == "viridis"
     assert w2.geometry_restored  # the saved geometry was found and applied
     w2.close()
+
+
+def test_classifier_top5_and_class_map(qtbot, tmp_path):
+    import torch
+    import torchvision
+
+    from famegui.gui.main_window import MainWindow
+
+    torch.manual_seed(0)
+    weights = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    w = MainWindow(model="resnet18", weights=str(weights), images=[face("joe_biden", "vp_portrait.jpg")],
+                   settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.class_list.count() == 5, timeout=60000)
+    assert w.session.model.name == "resnet18" and w.layer == "layer4"
+    assert not w.tabs.isTabEnabled(2)  # no pair view for a classifier
+    w.param_form.set_value("iterations", 10)
+    w.tabs.setCurrentIndex(3)
+    item = w.class_list.item(0)
+    with qtbot.waitSignal(w.result_shown, timeout=60000) as sig:
+        w.class_list.itemClicked.emit(item)
+    res = sig.args[0]
+    assert res.target.kind == "class" and res.target.class_index == item.data(Qt.UserRole)
+    assert res.map.shape == (224, 224)
+    w.close()
+
+
+def test_closing_during_a_job_exits_cleanly(qtbot, tmp_path):
+    from famegui.gui.main_window import MainWindow
+
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.fmap_canvas.image_shape() is not None, timeout=60000)
+    w.param_form.set_value("iterations", 5000)
+    w.request_cell((0, 0))
+    qtbot.waitUntil(lambda: w.compute.running is not None, timeout=10000)
+    t0 = time.perf_counter()
+    w.close()
+    assert time.perf_counter() - t0 < 5
+    assert not w.compute._worker.isRunning() and not w.io._worker.isRunning()
