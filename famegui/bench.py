@@ -56,3 +56,32 @@ def bench_fame(model: ModelWrapper, layer: str | None = None, iterations: int = 
         "ms_per_iter_full_network": round(full, 2), "full_network_loss": full_target[0].kind,
         "est_s_500_iter_cell": round(one * 500 / 1000.0, 2),
     }
+
+
+def bench_methods(model: ModelWrapper, names: list[str] | None = None) -> list[dict]:
+    """Seconds per map for every method on one demo pair (faces) or one sample photo (classifiers)."""
+    from .core.methods import methods, run_method
+    from .core.verify import default_cosine_threshold
+    from .data.pairs import demo_pairs
+    from .pipeline import prepare_for_model
+
+    genuine, _ = demo_pairs()
+    probe = prepare_for_model(model, str(genuine.a)).tensor
+    if model.task == "embedding":
+        ref = prepare_for_model(model, str(genuine.b)).tensor
+        task, target = "verification", Target("similar")
+    else:
+        ref = None
+        with torch.no_grad():
+            target = Target("class", class_index=int(model(probe).argmax()))
+        task = "classification"
+    rows = []
+    for spec in methods(task):
+        if names and spec.name not in names:
+            continue
+        t0 = time.perf_counter()
+        run_method(spec.name, model, probe, target, {}, reference=ref,
+                   threshold=default_cosine_threshold(model) if ref is not None else None)
+        rows.append({"method": spec.name, "task": task, "cost": spec.cost,
+                     "seconds": round(time.perf_counter() - t0, 3)})
+    return rows

@@ -3,10 +3,11 @@
     famegui                       start the app on the embedded face model
     famegui explain ...           compute a map and write an overlay PNG (+ .npy, + sidecar)
     famegui layers --model M      list layers with output shapes
-    famegui bench --model M       time FAME iterations (one JSON line)
+    famegui bench --model M       time FAME iterations (one JSON line); --methods: every method
     famegui verify --model M A B  cosine, distance, threshold and the decision
     famegui reproduce SIDECAR     recompute an export from its JSON sidecar
     famegui models                list the model zoo
+    famegui methods               list the explanation methods and their parameters
 """
 from __future__ import annotations
 
@@ -217,9 +218,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench_fame
+    from .bench import bench_fame, bench_methods
 
     model = _load_model(args)
+    if args.methods is not None:
+        names = [n for n in args.methods.split(",") if n] or None
+        for row in bench_methods(model, names):
+            print(json.dumps(row), flush=True)
+        return 0
     print(json.dumps(bench_fame(model, layer=args.layer, iterations=args.iterations, batch=args.batch)))
     return 0
 
@@ -247,7 +253,7 @@ def _add_method_param_flags(parser: argparse.ArgumentParser) -> None:
     for name, p in all_params().items():
         flag = "--" + name.replace("_", "-")
         if p.type is bool:
-            g.add_argument(flag, dest=name, action="store_const", const=True, default=None, help=p.help)
+            g.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=p.help)
         else:
             extra = f" (one of {', '.join(map(str, p.choices))})" if p.choices else ""
             g.add_argument(flag, dest=name, default=None, metavar=p.type.__name__.upper(), help=p.help + extra)
@@ -301,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--layer", default=None, help="layer for the cell timings (default: an early layer)")
     b.add_argument("--iterations", type=int, default=10)
     b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--methods", nargs="?", const="", default=None, metavar="A,B",
+                   help="instead: seconds per map for each method (default parameters) on the demo pair")
 
     v = sub.add_parser("verify", help="compare two face photos")
     _add_model_args(v)

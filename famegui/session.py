@@ -165,7 +165,7 @@ class Session:
             raise ValueError(f"{m.name} is not a classifier")
         with torch.no_grad():
             out = m(self.input(slot).tensor.to(m.device))[0]
-        probs = torch.softmax(out, 0) if out.numel() > 1 and m.class_names and "identify" not in m.source else out
+        probs = out if m.extras.get("scores") == "cosine" else torch.softmax(out, 0)
         idx = out.argsort(descending=True)[:k].tolist()
         names = m.class_names or [f"class {i}" for i in range(out.numel())]
         return [(i, names[i], float(probs[i])) for i in idx]

@@ -19,7 +19,7 @@ def win(qtbot, tmp_path):
     w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitUntil(lambda: w.session.model is not None and {"probe", "reference"} <= set(w.session.inputs)
+    qtbot.waitUntil(lambda: w.session.model is not None and {"probe", "reference", "third"} <= set(w.session.inputs)
                     and w.fmap_canvas.image_shape() is not None, timeout=60000)
     w.param_form.set_value("iterations", 40)
     yield w
@@ -100,7 +100,10 @@ def test_e_plus_e_minus_toggle_changes_the_map(qtbot, win):
     assert sig.args[0].target.kind == "dissimilar"
     assert np.abs(sig.args[0].map - e_plus).max() > 0.1
     assert not np.array_equal(win.probe_canvas.image_item.image, shown_plus)
-    assert "same" in win.pair_scores.text()
+    # the demo loads a mate (reference) and a non-mate (third): both decisions are shown
+    qtbot.waitUntil(lambda: "vs third" in win.pair_scores.text(), timeout=30000)
+    text = win.pair_scores.text()
+    assert "vs reference" in text and "<b>same</b>" in text and "<b>different</b>" in text
     # explain the other side
     with qtbot.waitSignal(win.result_shown, timeout=60000) as sig:
         win.side_ref.setChecked(True)
@@ -229,3 +232,27 @@ def test_closing_during_a_job_exits_cleanly(qtbot, tmp_path):
     w.close()
     assert time.perf_counter() - t0 < 5
     assert not w.compute._worker.isRunning() and not w.io._worker.isRunning()
+
+
+def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
+    tab = win.compare_tab
+    names = [tab.method_list.item(i).data(Qt.UserRole) for i in range(tab.method_list.count())]
+    assert {"fame", "gradcam", "corrrise"} <= set(names)  # the list comes from the registry
+    tab.set_checked(["gradcam", "fame"])
+    win.param_form.set_value("iterations", 20)
+    win.tabs.setCurrentIndex(4)
+    tab.run()
+    qtbot.waitUntil(lambda: len(tab.results) == 4, timeout=120000)
+    assert tab.cols == ["e+ (similar)", "e- (dissimilar)"]
+    g_plus = tab.results[("gradcam", "e+ (similar)")].map
+    g_minus = tab.results[("gradcam", "e- (dissimilar)")].map
+    assert g_plus.shape == (150, 150) and np.abs(g_plus - g_minus).max() > 0.05
+    th, tw = tab.tile_shape
+    assert tab.grid.image_shape() == (2 * th + 4, 2 * tw + 4)
+    with qtbot.waitSignal(tab.tile_clicked, timeout=2000) as sig:
+        tab.grid.click_at_image(tw + 4 + 10, th + 4 + 30)  # row 1 (fame), column e-
+    assert sig.args[0].method == "fame" and sig.args[0].target.kind == "dissimilar"
+    written = tab.export(str(tmp_path / "cmp.png"))
+    assert (tmp_path / "cmp.png").exists() and (tmp_path / "cmp_gradcam_eplus.npy").exists()
+    assert json.loads((tmp_path / "cmp_fame_eminus.json").read_text())["method"] == "fame"
+    assert len(written) == 1 + 4 * 3

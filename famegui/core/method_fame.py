@@ -51,6 +51,6 @@ def _fame(ctx: MethodContext) -> np.ndarray:
 
 register(MethodSpec(
     name="fame", label="FAME", tasks=frozenset({"classification", "verification", "cell"}), output="pair",
-    cost="iterative", fn=_fame, params=FAME_PARAMS,
+    cost="iterative", fn=_fame, params=FAME_PARAMS, task_outputs={"classification": "single", "cell": "single"},
     description="Feature Activation Map Explanation: accumulated normalised-gradient perturbation",
 ))

@@ -100,6 +100,11 @@ class MethodSpec:
     description: str = ""
     gradient_based: bool = True  # for the randomisation sanity check
     per_task_defaults: dict = field(default_factory=dict)  # task -> {param: default}
+    task_outputs: dict = field(default_factory=dict)  # task -> output where it differs from ``output``
+
+    def output_for(self, task: str) -> str:
+        """What the method gives for ``task``: e+/e- ("pair"), one "signed" map, or one "single" map."""
+        return self.task_outputs.get(task, self.output)
 
     def defaults(self, task: str | None = None) -> dict:
         d = {p.name: p.default for p in self.params}
@@ -121,6 +126,7 @@ class MethodSpec:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "label": self.label, "tasks": sorted(self.tasks), "output": self.output,
+                "task_outputs": dict(self.task_outputs),
                 "cost": self.cost, "params": [{"name": p.name, "type": p.type.__name__, "default": p.default,
                                                "min": p.min, "max": p.max, "choices": p.choices, "help": p.help}
                                               for p in self.params]}

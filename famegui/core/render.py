@@ -8,6 +8,7 @@ COLORMAPS = {
     "jet": cv2.COLORMAP_JET, "turbo": cv2.COLORMAP_TURBO, "inferno": cv2.COLORMAP_INFERNO,
     "viridis": cv2.COLORMAP_VIRIDIS, "magma": cv2.COLORMAP_MAGMA, "hot": cv2.COLORMAP_HOT,
     "gray": None,
+    "bwr": "diverging",  # blue (negative) - white (0, at 0.5) - red (positive), for signed maps
 }
 
 
@@ -15,6 +16,11 @@ def colorize(amap: np.ndarray, cmap: str = "jet") -> np.ndarray:
     """(H,W) map in [0,1] -> (H,W,3) uint8 RGB."""
     if cmap not in COLORMAPS:
         raise ValueError(f"unknown colormap {cmap!r}; choose from {', '.join(COLORMAPS)}")
+    if COLORMAPS[cmap] == "diverging":
+        t = np.clip(np.nan_to_num(amap, nan=0.5), 0.0, 1.0)[..., None]
+        blue, white, red = np.array([40, 70, 220.0]), np.array([255, 255, 255.0]), np.array([215, 40, 40.0])
+        rgb = np.where(t < 0.5, blue + (white - blue) * (t / 0.5), white + (red - white) * ((t - 0.5) / 0.5))
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
     u8 = np.clip(np.rint(np.nan_to_num(amap) * 255.0), 0, 255).astype(np.uint8)
     if COLORMAPS[cmap] is None:
         return np.repeat(u8[..., None], 3, axis=2)

@@ -195,6 +195,12 @@ class MainWindow(QMainWindow):
         lay.addWidget(self.class_canvas, 1)
         self.tabs.addTab(cls_tab, "Classes")
 
+        # --- tab 5: compare methods
+        from .compare import CompareTab
+
+        self.compare_tab = CompareTab(self)
+        self.tabs.addTab(self.compare_tab, "Compare methods")
+
         self._build_model_dock()
         self._build_settings_dock()
         self._build_status()
@@ -341,13 +347,14 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         act(m, "Export view...", lambda: self._export_dialog(), "Ctrl+E")
         act(m, "Export sheet...", lambda: self._export_dialog(sheet=True), "Ctrl+Shift+E")
+        act(m, "Export comparison...", lambda: self._export_dialog(compare=True))
         m.addSeparator()
         act(m, "Quit", self.close, "Ctrl+Q")
         r = self.menuBar().addMenu("&Run")
         act(r, "Compute all cells", self.compute_all_cells, "Ctrl+Shift+A")
         act(r, "Cancel", self.cancel_jobs, "Esc")
         v = self.menuBar().addMenu("&View")
-        for i, name in enumerate(["Feature map", "All cells", "Pair", "Classes"]):
+        for i, name in enumerate(["Feature map", "All cells", "Pair", "Classes", "Compare methods"]):
             act(v, name, lambda _c=False, i=i: self.tabs.setCurrentIndex(i), f"Ctrl+{i + 1}")
         self._fill_recent()
 
@@ -418,9 +425,10 @@ class MainWindow(QMainWindow):
             for slot, path in zip(("probe", "reference", "third"), images):
                 self.load_image(slot, path)
         else:
-            probe, ref, _impostor = _demo_paths()
+            probe, ref, impostor = _demo_paths()  # a mate and a non-mate: the genuine and the impostor pair
             self.load_image("probe", probe)
             self.load_image("reference", ref)
+            self.load_image("third", impostor)
 
     def load_model(self, spec: str, weights: str | None) -> None:
         device = self.device_combo.currentText() if hasattr(self, "device_combo") else "cpu"
@@ -442,6 +450,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"famegui - {model.name}")
         is_face = model.task == "embedding"
         self.tabs.setTabEnabled(2, is_face)
+        self.compare_tab.set_task("verification" if is_face else "classification")
         self.param_form.set_value("blur_kernel", None)
         self.param_form.set_value("blur_sigma", None)
         self.cell_result = self.pair_result = self.class_result = None
@@ -725,6 +734,8 @@ class MainWindow(QMainWindow):
             self._draw_map(self.class_canvas, "probe", self.class_result.map)
         if self.sheet_results:
             self._draw_sheet()
+        if self.compare_tab.results:
+            self.compare_tab.redraw()
 
     def _recompute_cell(self) -> None:
         if self.cell is not None:
@@ -810,7 +821,8 @@ class MainWindow(QMainWindow):
         params = self.current_params()
 
         def scores(_job):
-            return self.session.pair_scores("probe", "reference" if "reference" in (slot, other) else other)
+            others = [o for o in ("reference", "third") if o in self.session.inputs]
+            return [(o, self.session.pair_scores("probe", o)) for o in others]
 
         self._submit(self.io, scores, "similarity", done=self._show_scores)
         hit = self.session.cached("fame", target, params, slot, other)
@@ -831,9 +843,10 @@ class MainWindow(QMainWindow):
         self._submit(self.compute, work, f"FAME {target.label()} ({slot})", done=self._show_pair_result,
                      progress=progress)
 
-    def _show_scores(self, s) -> None:
-        self.pair_scores.setText(f"cosine <b>{s.cosine:.4f}</b>   distance <b>{s.distance:.4f}</b>   "
-                                 f"rule: {s.rule}   decision: <b>{s.decision}</b>")
+    def _show_scores(self, rows) -> None:
+        self.pair_scores.setText("<br>".join(
+            f"probe vs {o}: cosine <b>{s.cosine:.4f}</b>   distance <b>{s.distance:.4f}</b>   "
+            f"rule: {s.rule}   decision: <b>{s.decision}</b>" for o, s in rows))
 
     def _show_pair_result(self, res: MapResult) -> None:
         self.pair_result = res
@@ -1013,14 +1026,16 @@ class MainWindow(QMainWindow):
         return [write_png(png, img), write_npy(Path(png).with_suffix(".npy"), stack),
                 write_json(Path(png).with_suffix(".json"), rec)]
 
-    def _export_dialog(self, sheet: bool = False) -> None:
-        title = "Export sheet" if sheet else "Export view (PNG; .npy and .json are written beside it)"
+    def _export_dialog(self, sheet: bool = False, compare: bool = False) -> None:
+        title = "Export sheet" if sheet else "Export comparison" if compare else \
+            "Export view (PNG; .npy and .json are written beside it)"
         path, _ = QFileDialog.getSaveFileName(self, title, self._last_dir(), "PNG (*.png)")
         if not path:
             return
         path = path if path.endswith(".png") else path + ".png"
         try:
-            written = self.export_sheet(path) if sheet else self.export_current(path)
+            written = self.export_sheet(path) if sheet else self.compare_tab.export(path) if compare \
+                else self.export_current(path)
             self.status_label.setText("exported " + ", ".join(p.name for p in written))
         except (ValueError, OSError) as e:
             self.show_error(f"export failed: {e}")

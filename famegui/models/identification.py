@@ -177,7 +177,10 @@ def build_identification_model(embedder: ModelWrapper, gallery_dir: str | os.Pat
         "embedder_weights": embedder.weights_id,
         "align": bool(align),
         "prefix": PREFIX,
+        "scores": "cosine",  # class scores are cosines, not logits: no softmax when shown
     }
+    if embedder.extras.get("cam_layer"):
+        extras["cam_layer"] = f"{PREFIX}.{embedder.extras['cam_layer']}"
     if "crop_ratio" in embedder.extras:
         extras["crop_ratio"] = embedder.extras["crop_ratio"]
     return ModelWrapper(

@@ -1,0 +1,300 @@
+"""The CAM family in the method registry, through the ``grad-cam`` package (pytorch_grad_cam).
+
+Every map is computed by the package itself; this module only supplies
+- the network with its normalisation folded in (the package is fed [0,1] RGB,
+  like every other famegui method, so Score-CAM's masking goes towards black and
+  FullGrad's ``input x gradient`` is taken in [0,1] pixel space);
+- the target: a class logit (``ClassifierOutputTarget``) or, for a face pair,
+  a callable on the embedding: ``cos(f(x), r)`` for e+ and ``1 - cos(f(x), r)``
+  for e-. The FAME authors detached the norms inside the cosine for their CAM
+  baselines; ``detach_norms`` (default True) does the same with the norm of
+  ``f(x)`` (``r`` is frozen anyway);
+- the target layer: the ``layer`` parameter, by default :func:`cam_layer` of
+  the model (ResNet ``layer4``; a model may name its own in ``extras['cam_layer']``, e.g. ``stage3`` for dlib's face ResNet).
+
+The package returns ReLU'd, min-max scaled maps in [0, 1] at the input size;
+the sign is lost, so e+ and e- are two runs with opposite targets. The package's
+context manager releases its hooks after every run (also on errors or cancel).
+
+Face pairs (output "pair"): Grad-CAM, Grad-CAM++, Grad-CAM-EW, HiResCAM, LayerCAM,
+XGradCAM and Score-CAM. Classification only (output "single"): FullGrad (it takes
+absolute values of every gradient term, so cos and 1 - cos give the same map),
+EigenCAM (ignores the target) and SDD-CAM (seed 003, built on the package's
+Grad-CAM maps of several classes, see :func:`sdd_combine`).
+
+Score-CAM runs one forward pass per channel of the layer; its ``batch_size`` is
+handed to the package, and progress and cancellation are reported from every
+forward pass of the network (so between batches). For a face pair its channel
+scores (cos or 1 - cos) vary little, and the package's softmax over them gives
+nearly uniform weights: e+ and e- come out almost alike (Pearson 0.9996 on the
+genuine sample pair); that is the package's Score-CAM, not changed here.
+
+The ``cell`` task is not offered: a cell target only has gradients at layers
+*before* the cell's layer, and at the cell's own layer Grad-CAM degenerates to
+a feature-similarity map of that cell; the FAME feature-map view covers cells.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from contextlib import contextmanager, nullcontext
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.wrapper import ModelWrapper
+from .methods import MethodContext, MethodSpec, Param, register
+
+def cam_layer(model: ModelWrapper) -> str:
+    """The default CAM target layer of ``model``."""
+    layer = model.extras.get("cam_layer") or model.default_layer  # a model may name a better CAM layer
+    if not layer:
+        raise ValueError(f"{model.name} has no default layer for CAM methods; pass --layer NAME "
+                         f"(`famegui layers --model {model.source or model.name}` lists them)")
+    return layer
+
+
+class FoldedNetwork(nn.Module):
+    """``model.module`` with the normalisation folded in: takes [0,1] RGB like :class:`ModelWrapper`.
+
+    ``on_forward(batch_size)`` is called before every forward pass (Score-CAM's
+    progress and cancellation hook into it).
+    """
+
+    def __init__(self, model: ModelWrapper, on_forward=None) -> None:
+        super().__init__()
+        self.net = model.module  # a registered child: FullGrad finds its bias layers
+        self._normalize = model.normalize
+        self._on_forward = on_forward
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._on_forward is not None:
+            self._on_forward(x.shape[0])
+        return self.net(self._normalize(x))
+
+
+class CosineTarget:
+    """A pytorch_grad_cam target on an embedding: cos(f(x), r) (e+) or 1 - cos (e-)."""
+
+    def __init__(self, reference: torch.Tensor, dissimilar: bool = False, detach_norms: bool = True) -> None:
+        self.reference = reference.detach().reshape(-1)
+        self.dissimilar = dissimilar
+        self.detach_norms = detach_norms
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        r = self.reference.to(output.device, output.dtype)
+        norm = output.norm(dim=-1)
+        if self.detach_norms:
+            norm = norm.detach()
+        cos = (output * r).sum(-1) / (norm * r.norm()).clamp_min(1e-12)
+        return 1.0 - cos if self.dissimilar else cos
+
+
+def _targets(ctx: MethodContext) -> list:
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, target = ctx.model, ctx.target
+    if target.kind == "class":
+        if model.task != "classification":
+            raise ValueError(f"{model.name} is a {model.task} model: a class target needs class scores")
+        return [ClassifierOutputTarget(int(target.class_index))]
+    if target.kind in ("similar", "dissimilar"):
+        if model.task != "embedding":
+            raise ValueError(f"{model.name} is a {model.task} model: e+/e- need an embedding model")
+        if ctx.reference_embedding is None:
+            raise ValueError("a similarity target needs the reference embedding")
+        return [CosineTarget(ctx.reference_embedding, target.kind == "dissimilar",
+                             bool(ctx.params.get("detach_norms", True)))]
+    raise ValueError(f"CAM methods do not explain {target.kind} targets")
+
+
+_quiet_lock = threading.Lock()
+
+
+@contextmanager
+def _quiet_score_cam():
+    """Silence Score-CAM's tqdm bar for the duration of one run (one run at a time)."""
+    import tqdm as _tqdm
+    from pytorch_grad_cam import score_cam
+
+    with _quiet_lock:
+        saved = score_cam.tqdm
+        score_cam.tqdm = SimpleNamespace(tqdm=functools.partial(_tqdm.tqdm, disable=True))
+        try:
+            yield
+        finally:
+            score_cam.tqdm = saved
+
+
+def run_cam(ctx: MethodContext, cam_class: str, targets: list | None = None) -> np.ndarray:
+    """The package's ``cam_class`` on ``ctx``: (B,H,W) float32 maps in [0,1] (B = len(targets))."""
+    import pytorch_grad_cam
+
+    model = ctx.model
+    if model.is_scripted:
+        raise ValueError(f"{model.name} is a TorchScript model: CAM methods need layer hooks; "
+                         "load it as a Python model (zoo name or package.module:callable)")
+    cls = getattr(pytorch_grad_cam, cam_class)
+    targets = _targets(ctx) if targets is None else targets
+    x = ctx.x
+    if x.shape[0] != len(targets):
+        x = x[:1].expand(len(targets), -1, -1, -1)
+    x = x.detach().to(model.device).clone()
+    scorecam = cam_class == "ScoreCAM"
+    on_forward = None
+    if scorecam:
+        layer_name = ctx.params.get("layer") or cam_layer(model)
+        total = model.layer_info(layer_name).shape[0] * len(targets)  # one masked image per channel
+        state = {"first": True, "done": 0}
+
+        def on_forward(batch: int) -> None:
+            if state["first"]:  # the activation pass
+                state["first"] = False
+            else:
+                state["done"] += batch
+            ctx.report(min(1.0, state["done"] / max(total, 1)))
+
+    folded = FoldedNetwork(model, on_forward)
+    if cam_class == "FullGrad":
+        layers = []  # FullGrad uses every bias layer itself
+    else:
+        layers = [model.get_layer(ctx.params.get("layer") or cam_layer(model))]
+    if cam_class not in ("ScoreCAM", "EigenCAM"):
+        x.requires_grad_(True)  # the weights are frozen: gradients reach the layer through the input
+    ctx.report(0.0)
+    result = None
+    with torch.enable_grad():
+        with (_quiet_score_cam() if scorecam else nullcontext()):
+            with cls(model=folded, target_layers=layers) as cam:
+                if scorecam:
+                    cam.batch_size = int(ctx.params.get("batch_size") or 32)
+                result = cam(input_tensor=x, targets=targets)
+                cam.outputs = None  # drop the retained graph now
+    if result is None:  # the package swallows IndexError in __exit__
+        raise RuntimeError(f"{cam_class} failed on layer {ctx.params.get('layer') or cam_layer(model)!r}")
+    return np.asarray(result, dtype=np.float32)
+
+
+def _finish(ctx: MethodContext, amap: np.ndarray) -> np.ndarray:
+    amap = np.clip(np.nan_to_num(amap, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0).astype(np.float32)
+    ctx.report(1.0, amap)
+    return amap
+
+
+def _cam_fn(cam_class: str):
+    def fn(ctx: MethodContext) -> np.ndarray:
+        return _finish(ctx, run_cam(ctx, cam_class)[0])
+
+    fn.__name__ = f"_{cam_class.lower()}"
+    return fn
+
+
+# ----------------------------------------------------------------------------- SDD-CAM (seed 003)
+def sdd_combine(cams: np.ndarray, target_index: int = 0, f_max: float = 50.0) -> tuple[np.ndarray, dict]:
+    """Scaled Directed Divergence of a stack of CAMs (S, H, W); ``cams[target_index]`` is the target's.
+
+    F = |S| * mean_{k!=t} mean|x_k| / mean|x_t|, clipped to [|S|, f_max];
+    D = F x_t - sum_{k!=t} x_k; alpha = 0.2 + 0.2 std(D) / (std(D) + 1);
+    SDD = exp(alpha D), min-max scaled to [0, 1].
+    The paper takes std of the SDD map itself for alpha, which depends on alpha;
+    std(D) breaks that circle (methods.md).
+    """
+    cams = np.asarray(cams, dtype=np.float64)
+    s = cams.shape[0]
+    xt = cams[target_index]
+    others = np.delete(cams, target_index, axis=0)
+    mt = float(np.abs(xt).mean())
+    mo = float(np.abs(others).mean(axis=(1, 2)).mean()) if len(others) else 0.0
+    factor = s * mo / mt if mt > 0 else f_max
+    factor = float(np.clip(factor, s, max(f_max, s)))
+    d = factor * xt - others.sum(axis=0)
+    sd = float(d.std())
+    alpha = 0.2 + 0.2 * sd / (sd + 1.0)
+    z = alpha * d
+    sdd = np.exp(z - z.max())  # same map after min-max, no overflow
+    lo, hi = sdd.min(), sdd.max()
+    out = (sdd - lo) / (hi - lo) if hi > lo else np.zeros_like(sdd)
+    return out.astype(np.float32), {"factor": factor, "alpha": alpha}
+
+
+def _sddcam(ctx: MethodContext) -> np.ndarray:
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = ctx.model
+    if ctx.target.kind != "class" or model.task != "classification":
+        raise ValueError("SDD-CAM explains a class of a classifier")
+    t = int(ctx.target.class_index)
+    n = int(ctx.params["sdd_classes"])
+    with torch.no_grad():
+        logits = model(ctx.x[:1].to(model.device))[0]
+    order = [int(k) for k in torch.argsort(logits, descending=True) if int(k) != t]
+    classes = [t] + order[: max(0, n - 1)]
+    cams = run_cam(ctx, "GradCAM", targets=[ClassifierOutputTarget(k) for k in classes])
+    sdd, _ = sdd_combine(cams, 0, float(ctx.params["sdd_max_factor"]))
+    return _finish(ctx, sdd)
+
+
+# ----------------------------------------------------------------------------- registration
+def _layer_param() -> Param:
+    return Param("layer", str, None, "CAM target layer (default: the model's CAM layer: ResNet layer4, "
+                                     "dlib stage3)")
+
+
+DETACH = Param("detach_norms", bool, True, "face pairs: detach the embedding norm in the cosine target "
+                                           "(as the FAME authors did)")
+
+_PAIR = frozenset({"classification", "verification"})
+_CLS = frozenset({"classification"})
+
+# name, label, package class, tasks, gradient based, description
+_CAMS = (
+    ("gradcam", "Grad-CAM", "GradCAM", _PAIR, True,
+     "channel weights = mean gradient over positions; map = ReLU(sum_c w_c A_c)"),
+    ("gradcam-pp", "Grad-CAM++", "GradCAMPlusPlus", _PAIR, True,
+     "Grad-CAM with higher-order gradient weights"),
+    ("gradcam-ew", "Grad-CAM-EW", "GradCAMElementWise", _PAIR, True,
+     "element-wise Grad-CAM: sum_c ReLU(grad_c * A_c)"),
+    ("hirescam", "HiResCAM", "HiResCAM", _PAIR, True,
+     "sum_c grad_c * A_c element-wise, ReLU'd (faithful to the target for the chosen layer)"),
+    # FullGrad takes absolute values of every gradient term: the maps for cos and 1 - cos are identical,
+    # so it offers no e+/e- and stays a classification method
+    ("fullgrad", "FullGrad", "FullGrad", _CLS, True,
+     "|input x gradient| plus |bias x gradient| of every conv/BN bias (ignores the layer)"),
+    ("layercam", "LayerCAM", "LayerCAM", _PAIR, True,
+     "sum_c ReLU(grad_c) * A_c"),
+    ("xgradcam", "XGradCAM", "XGradCAM", _PAIR, True,
+     "channel weights = activation-weighted gradient sums"),
+    ("scorecam", "Score-CAM", "ScoreCAM", _PAIR, False,
+     "channel weights = softmax of the target score of the input masked by each upsampled channel "
+     "(one forward pass per channel)"),
+    ("eigencam", "EigenCAM", "EigenCAM", _CLS, False,
+     "first principal component of the layer's activations (ignores the target)"),
+)
+
+for _name, _label, _cls, _tasks, _grad, _desc in _CAMS:
+    _params: tuple = ()
+    if _cls != "FullGrad":
+        _params += (_layer_param(),)
+    if "verification" in _tasks:
+        _params += (DETACH,)
+    if _cls == "ScoreCAM":
+        _params += (Param("batch_size", int, 32, "images per forward pass (progress and cancel between batches)",
+                          1, 4096),)
+    register(MethodSpec(
+        name=_name, label=_label, tasks=_tasks, output="pair" if "verification" in _tasks else "single",
+        cost="sampling" if _cls == "ScoreCAM" else "cheap", fn=_cam_fn(_cls), params=_params,
+        description=_desc + " (pytorch_grad_cam)", gradient_based=_grad,
+        task_outputs={"classification": "single"},
+    ))
+
+register(MethodSpec(
+    name="sddcam", label="SDD-CAM", tasks=_CLS, output="single", cost="cheap", fn=_sddcam,
+    params=(_layer_param(),
+            Param("sdd_classes", int, 5, "CAMs in the set S: the target plus the top-scoring other classes", 2, 1000),
+            Param("sdd_max_factor", float, 50.0, "upper clip of the scale factor F", 1.0, 1e6)),
+    description="Scaled Directed Divergence (seed 003): exp(alpha (F x_t - sum_k x_k)) over Grad-CAM maps "
+                "of the target and the top other classes",
+    gradient_based=True,
+))

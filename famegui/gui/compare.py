@@ -1,0 +1,262 @@
+"""The comparison view: every chosen method on the same image/pair, side by side.
+
+Rows are methods (cheap ones first), columns e+ / e- for a face pair (or one
+map for a class). Tiles fill in as the background job finishes them; each shows
+the method's name and compute time. Colour scale: shared across tiles or per
+tile; signed maps use a diverging colormap centred on zero. Click a tile to
+enlarge it. The method list and every parameter control come from the registry.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
+                               QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+
+from ..core.methods import methods
+from ..core.render import overlay, sheet, to_uint8
+from .canvas import ImageCanvas
+from .params import ParamForm
+
+LABEL_H = 22
+GAP = 4
+
+
+def scaled(maps: list[np.ndarray | None], shared: bool) -> list[np.ndarray | None]:
+    """Maps rescaled for display: unsigned to [0,1], signed to [0,1] with 0 at 0.5."""
+    peaks = [float(np.abs(m).max()) for m in maps if m is not None]
+    common = max(peaks) if peaks else 1.0
+    out = []
+    for m in maps:
+        if m is None:
+            out.append(None)
+            continue
+        peak = common if shared else float(np.abs(m).max())
+        peak = peak if peak > 0 else 1.0
+        out.append((m / peak + 1.0) / 2.0 if m.min() < 0 else m / peak)
+    return out
+
+
+def labelled(tile: np.ndarray, text: str) -> np.ndarray:
+    bar = np.full((LABEL_H, tile.shape[1], 3), 32, np.uint8)
+    cv2.putText(bar, text[:40], (4, LABEL_H - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
+    return np.concatenate([bar, tile], axis=0)
+
+
+class CompareTab(QWidget):
+    """Methods x targets grid for the current image or pair."""
+
+    tile_clicked = Signal(object)  # the MapResult of the clicked tile
+
+    def __init__(self, window) -> None:
+        super().__init__()
+        self.win = window
+        self.results: dict[tuple[str, str], object] = {}
+        self.rows: list[str] = []
+        self.cols: list[str] = []
+        self.tile_shape: tuple[int, int] | None = None
+        self.method_list = QListWidget()
+        self.method_list.setMaximumWidth(280)
+        self.method_list.currentRowChanged.connect(self._show_form)
+        self.forms = QStackedWidget()
+        self.forms.setMaximumWidth(280)
+        self.run_button = QPushButton("Compute checked methods")
+        self.run_button.clicked.connect(self.run)
+        self.shared_scale = QCheckBox("one colour scale for all tiles")
+        self.shared_scale.toggled.connect(lambda _v: self.redraw())
+        self.info = QLabel("Check methods and compute; click a tile to enlarge it.")
+        self.info.setWordWrap(True)
+        self.grid = ImageCanvas("methods")
+        self.big = ImageCanvas("enlarged")
+        self.grid.clicked.connect(self._on_click)
+        side = QVBoxLayout()
+        side.addWidget(QLabel("Methods (cheap first)"))
+        side.addWidget(self.method_list, 2)
+        side.addWidget(self.forms, 1)
+        side.addWidget(self.shared_scale)
+        side.addWidget(self.run_button)
+        side.addWidget(self.info)
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(self.grid)
+        split.addWidget(self.big)
+        lay = QHBoxLayout(self)
+        lay.addLayout(side)
+        lay.addWidget(split, 1)
+        self.task: str | None = None
+
+    # ------------------------------------------------------------------ methods and forms
+    def set_task(self, task: str | None) -> None:
+        """Fill the method list with what supports ``task`` (verification / classification)."""
+        if task == self.task:
+            return
+        self.task = task
+        self.method_list.clear()
+        while self.forms.count():
+            w = self.forms.widget(0)
+            self.forms.removeWidget(w)
+            w.deleteLater()
+        self.results.clear()
+        if task is None:
+            return
+        for spec in methods(task):
+            item = QListWidgetItem(f"{spec.label}  [{spec.cost}]")
+            item.setData(Qt.UserRole, spec.name)
+            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+            item.setCheckState(Qt.Checked if spec.cost == "cheap" or spec.name == "fame" else Qt.Unchecked)
+            item.setToolTip(spec.description)
+            self.method_list.addItem(item)
+            form = ParamForm(spec.params, hidden=("progress_every",))
+            self.forms.addWidget(form)
+        self.method_list.setCurrentRow(0)
+
+    def _show_form(self, row: int) -> None:
+        if 0 <= row < self.forms.count():
+            self.forms.setCurrentIndex(row)
+
+    def checked(self) -> list[str]:
+        return [self.method_list.item(i).data(Qt.UserRole) for i in range(self.method_list.count())
+                if self.method_list.item(i).checkState() == Qt.Checked]
+
+    def set_checked(self, names: list[str]) -> None:
+        for i in range(self.method_list.count()):
+            it = self.method_list.item(i)
+            it.setCheckState(Qt.Checked if it.data(Qt.UserRole) in names else Qt.Unchecked)
+
+    def params_for(self, name: str) -> dict:
+        for i in range(self.method_list.count()):
+            if self.method_list.item(i).data(Qt.UserRole) == name:
+                values = self.forms.widget(i).values()
+                if name == "fame":  # FAME follows the main settings panel
+                    values.update(self.win.current_params())
+                return {k: v for k, v in values.items() if v is not None}
+        return {}
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> None:
+        from ..core.explain import Target
+
+        w = self.win
+        model = w.session.model
+        if model is None or "probe" not in w.session.inputs:
+            w.show_error("load a model and an image first")
+            return
+        names = self.checked()
+        if not names:
+            w.show_error("check at least one method")
+            return
+        if self.task == "verification":
+            if "reference" not in w.session.inputs:
+                w.show_error("the comparison of a pair needs a reference image")
+                return
+            targets = [Target("similar"), Target("dissimilar")]
+            slot, other = w._pair_slots()
+        else:
+            rows = w.session.top_classes(1)
+            targets = [Target("class", class_index=rows[0][0])]
+            slot, other = "probe", None
+        self.rows, self.cols = names, [t.label() for t in targets]
+        self.results = {}
+        plan = [(n, t, self.params_for(n)) for n in names for t in targets]
+
+        def work(job):
+            done = []
+            for i, (name, target, params) in enumerate(plan):
+                def prog(f, _p=None, i=i):
+                    job.progress((i + f) / len(plan), None)
+
+                res = w.session.explain(name, target, params, slot=slot, other=other, progress=prog,
+                                        cancel=job.cancelled)
+                done.append(res)
+                job.progress((i + 1) / len(plan), ("tile", res))
+            return done
+
+        def progress(_f, payload):
+            if isinstance(payload, tuple) and payload[0] == "tile":
+                res = payload[1]
+                self.results[(res.method, res.target.label())] = res
+                self.redraw()
+
+        def finished(results):
+            for res in results:
+                self.results[(res.method, res.target.label())] = res
+            self.redraw()
+            total = sum(r.seconds for r in results)
+            self.info.setText(f"{len(results)} maps in {total:.1f} s of compute")
+            w.result_shown.emit(results[-1] if results else None)
+
+        w._submit(w.compute, work, f"comparing {len(names)} methods", done=finished, progress=progress)
+
+    # ------------------------------------------------------------------ drawing
+    def tile_images(self) -> tuple[list[np.ndarray], list]:
+        w = self.win
+        slot = next((r.slot for r in self.results.values()), "probe")
+        base = w.session.input_rgb(slot)
+        keys = [(m, c) for m in self.rows for c in self.cols]
+        maps = scaled([self.results[k].map if k in self.results else None for k in keys],
+                      self.shared_scale.isChecked())
+        a = w.opacity.value() / 100.0
+        cmap = w.cmap_combo.currentText()
+        tiles = []
+        from ..core.methods import get_method
+
+        for (name, col), m in zip(keys, maps):
+            res = self.results.get((name, col))
+            label = get_method(name).label + (f" {col.split(' ')[0]}" if len(self.cols) > 1 else "")
+            if res is None or m is None:
+                tile = (to_uint8(base) * 0.35).astype(np.uint8)
+                label += " ..."
+            else:
+                signed = res.map.min() < 0
+                tile = overlay(base, m, a, "bwr" if signed else cmap)
+                label += f" {res.seconds:.2f}s"
+            tiles.append(labelled(tile, label))
+        return tiles, keys
+
+    def redraw(self) -> None:
+        if not self.rows or "probe" not in self.win.session.inputs:
+            return
+        tiles, _ = self.tile_images()
+        self.tile_shape = tiles[0].shape[:2]
+        self.grid.set_image(sheet(tiles, len(self.cols), gap=GAP))
+        self.grid.set_title(f"{len(self.rows)} methods x {', '.join(self.cols)}")
+
+    def sheet_image(self) -> np.ndarray:
+        tiles, _ = self.tile_images()
+        return sheet(tiles, len(self.cols), gap=GAP)
+
+    def _on_click(self, x: float, y: float) -> None:
+        if not self.tile_shape:
+            return
+        th, tw = self.tile_shape
+        c, r = int(x // (tw + GAP)), int(y // (th + GAP))
+        if not (0 <= r < len(self.rows) and 0 <= c < len(self.cols)):
+            return
+        res = self.results.get((self.rows[r], self.cols[c]))
+        if res is None:
+            return
+        signed = res.map.min() < 0
+        m = scaled([res.map], False)[0]
+        base = self.win.session.input_rgb(res.slot)
+        self.big.set_image(overlay(base, m, self.win.opacity.value() / 100.0,
+                                   "bwr" if signed else self.win.cmap_combo.currentText()))
+        self.big.set_title(f"{res.method}: {res.target.label()} ({res.seconds:.2f} s)")
+        self.tile_clicked.emit(res)
+
+    def export(self, png: str) -> list:
+        """The sheet as one PNG, plus each map as .npy with its sidecar (PNG overlay + JSON)."""
+        from pathlib import Path
+
+        from ..export import write_png
+
+        if not self.results:
+            raise ValueError("nothing to export: compute the comparison first")
+        written = [write_png(png, self.sheet_image())]
+        stem = Path(png).with_suffix("")
+        for (name, col), res in self.results.items():
+            tag = "eplus" if res.target.kind == "similar" else "eminus" if res.target.kind == "dissimilar" else "map"
+            base = f"{stem}_{name}_{tag}"
+            written += self.win.session.export(res, base + ".png", base + ".npy",
+                                               opacity=self.win.opacity.value() / 100.0,
+                                               cmap="bwr" if res.map.min() < 0 else self.win.cmap_combo.currentText())
+        return written

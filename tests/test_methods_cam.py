@@ -1,0 +1,325 @@
+"""CAM family through pytorch_grad_cam: registry declarations, maps on real models, hooks, sanity checks."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from famegui.core.explain import Target
+from famegui.core.fame import Cancelled
+from famegui.core.methods import get_method, run_method
+from famegui.models.wrapper import ModelWrapper
+
+from conftest import face
+
+CAMS = ("gradcam", "gradcam-pp", "gradcam-ew", "hirescam", "fullgrad", "layercam", "xgradcam", "scorecam",
+        "eigencam", "sddcam")
+VERIFICATION = ("gradcam", "gradcam-pp", "gradcam-ew", "hirescam", "layercam", "xgradcam", "scorecam")
+GRADIENT = ("gradcam", "gradcam-pp", "gradcam-ew", "hirescam", "fullgrad", "layercam", "xgradcam", "sddcam")
+# ReLU(grad * A) (= ReLU(grad) * A for ReLU'd activations): on dlib's net the randomised-weights map keeps
+# the trained map's centre bias; measured Pearson 0.56-0.62 for face e+ (3 seeds), 0.51 for the identity head
+CENTRE_BIASED = ("gradcam-ew", "layercam")
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def dlib_model():
+    from famegui.models.zoo import load_model
+
+    return load_model("dlib-resnet")
+
+
+@pytest.fixture(scope="module")
+def pair(dlib_model):
+    from famegui.pipeline import prepare_for_model
+
+    x = prepare_for_model(dlib_model, face("london_001", "neutral.jpg")).tensor
+    y = prepare_for_model(dlib_model, face("london_001", "smiling.jpg")).tensor
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def photo(resnet18_random):
+    """A real photo for the classifier, shrunk to 128 px to keep the tests quick (layer4 is then 4x4)."""
+    from famegui.pipeline import prepare_for_model
+
+    x = prepare_for_model(resnet18_random, face("barack_obama", "portrait_2012.jpg")).tensor
+    return torch.nn.functional.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
+
+
+def _randomised(module: nn.Module, seed: int = 7) -> nn.Module:
+    """A deep copy with every conv re-initialised (He normal weights, small biases)."""
+    mod = copy.deepcopy(module)
+    g = torch.Generator().manual_seed(seed)
+    for m in mod.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.weight[0].numel()
+            m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5
+            if m.bias is not None:
+                m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.01
+    return mod
+
+
+@pytest.fixture(scope="module")
+def dlib_random(dlib_model):
+    import dataclasses
+
+    # the same wrapper (layers, CAM layer, normalisation) around re-initialised weights
+    return dataclasses.replace(dlib_model, name="dlib-randomised", module=_randomised(dlib_model.module))
+
+
+class _IdentityHead(nn.Module):
+    """Logits = 10 cos(embedding, prototype_k): a face-identity classifier on the trained dlib trunk."""
+
+    def __init__(self, prototypes: torch.Tensor) -> None:
+        super().__init__()
+        self.fc = nn.Linear(prototypes.shape[1], prototypes.shape[0], bias=False)
+        self.fc.weight.data = 10.0 * prototypes / prototypes.norm(dim=1, keepdim=True)
+
+    def forward(self, e):
+        return self.fc(e / e.norm(dim=1, keepdim=True))
+
+
+@pytest.fixture(scope="module")
+def identity_classifiers(dlib_model, dlib_random):
+    """(trained, randomised) 5-identity classifiers on dlib's trunk (seed 003's setting), class 0 = london_001."""
+    from famegui.pipeline import prepare_for_model
+
+    ids = ("london_001", "london_005", "london_006", "london_021", "london_024")
+    with torch.no_grad():
+        protos = torch.cat([dlib_model(prepare_for_model(dlib_model, face(i, "neutral.jpg")).tensor) for i in ids])
+
+    def wrap(trunk):
+        w = dlib_model
+        return ModelWrapper(name="dlib-id", module=nn.Sequential(trunk, _IdentityHead(protos)),
+                            input_size=w.input_size, mean=w.mean, std=w.std, task="classification",
+                            class_names=list(ids), default_layer="0.stage3")
+
+    return wrap(dlib_model.module), wrap(dlib_random.module)
+
+
+def _check_map(a, shape):
+    assert a.shape == tuple(shape)
+    assert a.dtype == np.float32
+    assert np.isfinite(a).all()
+    assert a.min() >= 0.0 and a.max() <= 1.0
+    assert a.max() > 0.0  # not an empty map
+
+
+def _pearson(a, b):
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0 if a.std() != b.std() else 1.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _hook_count(module: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in module.modules())
+
+
+# ----------------------------------------------------------------------------- declarations
+def test_declarations():
+    for name in CAMS:
+        spec = get_method(name)
+        assert "classification" in spec.tasks
+        assert "cell" not in spec.tasks
+        assert spec.gradient_based == (name in GRADIENT)
+        if name in VERIFICATION:
+            assert "verification" in spec.tasks and spec.output == "pair"
+            assert spec.defaults()["detach_norms"] is True
+        else:
+            assert "verification" not in spec.tasks and spec.output == "single"
+    assert get_method("scorecam").cost == "sampling"
+    assert "batch_size" in get_method("scorecam").defaults()
+    assert "layer" not in get_method("fullgrad").defaults()  # FullGrad uses every bias layer
+
+
+def test_default_cam_layer(dlib_model, resnet18_random):
+    from famegui.core.method_cam import cam_layer
+
+    assert cam_layer(dlib_model) == "stage3"
+    assert cam_layer(resnet18_random) == "layer4"
+
+
+# ----------------------------------------------------------------------------- maps on real models
+@pytest.mark.parametrize("name", VERIFICATION)
+def test_face_pair_maps(name, dlib_model, pair):
+    x, y = pair
+    params = {"batch_size": 64} if name == "scorecam" else {}
+    ep = run_method(name, dlib_model, x, Target("similar"), params, reference=y)
+    em = run_method(name, dlib_model, x, Target("dissimilar"), params, reference=y)
+    _check_map(ep, x.shape[-2:])
+    _check_map(em, x.shape[-2:])
+    assert np.abs(ep - em).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", CAMS)
+def test_classification_maps(name, resnet18_random, photo):
+    x, params = photo, {}
+    if name == "scorecam":  # one forward pass per channel: a layer with fewer channels keeps it quick
+        params = {"layer": "layer2", "batch_size": 64}
+    a = run_method(name, resnet18_random, x, Target("class", class_index=7), params)
+    _check_map(a, x.shape[-2:])
+    if name == "gradcam":
+        b = run_method(name, resnet18_random, x, Target("class", class_index=7), params)
+        np.testing.assert_array_equal(a, b)  # deterministic
+
+
+def test_layer_param_and_errors(resnet18_random, photo, dlib_model, pair):
+    a4 = run_method("gradcam", resnet18_random, photo, Target("class", class_index=1))
+    a3 = run_method("gradcam", resnet18_random, photo, Target("class", class_index=1), {"layer": "layer3"})
+    assert np.abs(a4 - a3).max() > 0.05
+    with pytest.raises(KeyError, match="no layer"):
+        run_method("gradcam", resnet18_random, photo, Target("class", class_index=1), {"layer": "nope"})
+    with pytest.raises(ValueError, match="does not support verification"):
+        run_method("eigencam", dlib_model, pair[0], Target("similar"), reference=pair[1])
+
+
+def test_input_is_not_touched(resnet18_random, photo):
+    x = photo.clone()
+    run_method("fullgrad", resnet18_random, x, Target("class", class_index=3))
+    assert not x.requires_grad and x.grad is None
+    assert torch.equal(x, photo)
+
+
+# ----------------------------------------------------------------------------- cross-check with the package
+def test_gradcam_equals_package_classification(resnet18_random, photo):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    ours = run_method("gradcam", resnet18_random, photo, Target("class", class_index=42))
+    z = resnet18_random.normalize(photo).clone().requires_grad_(True)  # the package on normalised input
+    with GradCAM(model=resnet18_random.module, target_layers=[resnet18_random.module.layer4]) as cam:
+        ref = cam(input_tensor=z, targets=[ClassifierOutputTarget(42)])[0]
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["similar", "dissimilar"])
+def test_gradcam_equals_package_verification(kind, dlib_model, pair):
+    from pytorch_grad_cam import GradCAM
+
+    x, y = pair
+    ours = run_method("gradcam", dlib_model, x, Target(kind), reference=y)
+    with torch.no_grad():
+        r = dlib_model(y)[0]
+
+    def target(o):  # cosine with the probe's norm detached, as the FAME authors did
+        c = (o * r).sum() / (o.norm().detach() * r.norm())
+        return c if kind == "similar" else 1 - c
+
+    z = dlib_model.normalize(x).clone().requires_grad_(True)
+    with GradCAM(model=dlib_model.module, target_layers=[dlib_model.get_layer("stage3")]) as cam:
+        ref = cam(input_tensor=z, targets=[target])[0]
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+def test_detach_norms_changes_the_target(dlib_model, pair):
+    x, y = pair
+    a = run_method("hirescam", dlib_model, x, Target("similar"), {"detach_norms": True}, reference=y)
+    b = run_method("hirescam", dlib_model, x, Target("similar"), {"detach_norms": False}, reference=y)
+    assert np.abs(a - b).max() > 1e-3
+
+
+# ----------------------------------------------------------------------------- hooks, progress, cancel
+def test_repeated_runs_do_not_leak_hooks(dlib_model, pair, identity_classifiers):
+    x, y = pair
+    clf = identity_classifiers[0]
+    layer = dlib_model.get_layer("stage3")
+    before_layer, before_all = len(layer._forward_hooks), _hook_count(dlib_model.module)
+    for _ in range(2):
+        run_method("gradcam", dlib_model, x, Target("similar"), reference=y)
+        run_method("fullgrad", clf, y, Target("class", class_index=0))  # hooks on every conv
+        run_method("scorecam", dlib_model, x, Target("dissimilar"), {"layer": "stage1", "batch_size": 32},
+                   reference=y)
+    assert len(layer._forward_hooks) == before_layer
+    assert _hook_count(dlib_model.module) == before_all
+    assert _hook_count(clf.module) == before_all
+    # a run that fails inside the package releases its hooks too
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(Cancelled):
+        run_method("scorecam", dlib_model, x, Target("similar"), {"layer": "stage3", "batch_size": 16},
+                   reference=y, cancel=cancel)
+    assert len(layer._forward_hooks) == before_layer
+    assert _hook_count(dlib_model.module) == before_all
+
+
+def test_scorecam_progress_and_cancel(dlib_model, pair):
+    x, y = pair
+    seen = []
+    run_method("scorecam", dlib_model, x, Target("similar"), {"layer": "stage1", "batch_size": 8}, reference=y,
+               progress=lambda f, m: seen.append(f))
+    assert seen[0] == 0.0 and seen[-1] == 1.0
+    assert len(seen) >= 32 // 8 + 1  # one report per batch of the 32 channels
+    assert all(b >= a for a, b in zip(seen, seen[1:]))
+    with pytest.raises(Cancelled):
+        run_method("scorecam", dlib_model, x, Target("similar"), reference=y, cancel=lambda: True)
+
+
+# ----------------------------------------------------------------------------- SDD-CAM
+def test_sdd_combine_localises_the_target_only_region():
+    from famegui.core.method_cam import sdd_combine
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    blob = lambda cy, cx: np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 20.0)
+    shared = blob(24, 24)
+    target = np.clip(0.8 * blob(8, 8) + shared, 0, 1)  # the target's own region plus a shared one
+    others = [shared * s for s in (1.0, 0.9, 0.8, 0.7)]
+    sdd, info = sdd_combine(np.stack([target] + others))
+    assert sdd.shape == (32, 32) and sdd.min() == 0.0 and sdd.max() == pytest.approx(1.0)
+    assert target[24, 24] > target[8, 8]  # the plain CAM peaks on the region shared with other classes
+    assert np.unravel_index(sdd.argmax(), sdd.shape) == (8, 8)  # SDD on the target's own region
+    assert sdd[24, 24] < 0.5 * sdd[8, 8]
+    assert 5 <= info["factor"] <= 50 and 0.2 <= info["alpha"] <= 0.4
+
+
+def test_sddcam_differs_from_gradcam(identity_classifiers, pair):
+    trained, _ = identity_classifiers
+    y = pair[1]
+    sdd = run_method("sddcam", trained, y, Target("class", class_index=0))
+    gc = run_method("gradcam", trained, y, Target("class", class_index=0))
+    _check_map(sdd, y.shape[-2:])
+    assert np.abs(sdd - gc).max() > 0.1
+    assert (sdd > 0.5).mean() < (gc > 0.5).mean()  # narrower than the plain CAM
+
+
+# ----------------------------------------------------------------------------- sanity check (Adebayo)
+_XFAIL_CENTRE = pytest.mark.xfail(strict=True, reason="shared centre bias: Pearson 0.56-0.62 for face e+")
+FACE_SANITY = [pytest.param(n, marks=_XFAIL_CENTRE) if n in CENTRE_BIASED else n
+               for n in GRADIENT if n in VERIFICATION]
+
+
+@pytest.mark.parametrize("name", FACE_SANITY)
+def test_sanity_face_randomised_weights(name, dlib_model, dlib_random, pair):
+    x, y = pair
+    a = run_method(name, dlib_model, x, Target("similar"), reference=y)
+    b = run_method(name, dlib_random, x, Target("similar"), reference=y)
+    assert _pearson(a, b) < 0.5
+
+
+@pytest.mark.parametrize("name", [n for n in GRADIENT if n not in CENTRE_BIASED])
+def test_sanity_classification_randomised_weights(name, identity_classifiers, pair):
+    trained, randomised = identity_classifiers
+    y = pair[1]
+    a = run_method(name, trained, y, Target("class", class_index=0))
+    b = run_method(name, randomised, y, Target("class", class_index=0))
+    assert _pearson(a, b) < 0.5
+
+
+@pytest.mark.parametrize("name", CENTRE_BIASED)
+def test_centre_biased_maps_still_change(name, dlib_model, dlib_random, identity_classifiers, pair):
+    """The weaker claim that holds for Grad-CAM-EW / LayerCAM: randomising changes the map."""
+    x, y = pair
+    a = run_method(name, dlib_model, x, Target("similar"), reference=y)
+    b = run_method(name, dlib_random, x, Target("similar"), reference=y)
+    assert _pearson(a, b) < 0.75 and np.abs(a - b).max() > 0.3
+    trained, randomised = identity_classifiers
+    a = run_method(name, trained, y, Target("class", class_index=0))
+    b = run_method(name, randomised, y, Target("class", class_index=0))
+    assert _pearson(a, b) < 0.75 and np.abs(a - b).max() > 0.3

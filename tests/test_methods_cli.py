@@ -1,0 +1,83 @@
+"""Every registered method runs through `famegui explain --method NAME` and writes a valid map."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from conftest import face
+from famegui.cli import main
+from famegui.core.methods import methods
+
+# small settings so the whole registry runs in seconds (flags exist only where a method declares them)
+FAST = {"masks": "16", "iterations": "5", "stride": "30", "max_dims": "8", "batch_size": "16", "patches": "10"}
+PAIR = [face("london_001", "neutral.jpg"), face("london_001", "smiling.jpg")]
+
+
+@pytest.fixture(scope="module")
+def r18(tmp_path_factory):
+    torch.manual_seed(0)
+    f = tmp_path_factory.mktemp("w") / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), f)
+    return str(f)
+
+
+# Score-CAM runs one forward pass per channel of its layer: pick a narrow layer in tests
+NARROW_LAYER = {"dlib-resnet": "stage2", "resnet18": "layer1"}
+
+
+def _fast_flags(spec, model):
+    names = {p.name for p in spec.params}
+    out = ["--layer", NARROW_LAYER[model]] if spec.name == "scorecam" else []
+    for k, v in FAST.items():
+        if k in names:
+            out += ["--" + k.replace("_", "-"), v]
+    return out
+
+
+def test_methods_command_lists_the_registry(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for spec in methods():
+        assert spec.name in out
+
+
+@pytest.mark.parametrize("name", [m.name for m in methods("verification")])
+def test_every_verification_method_via_cli(name, tmp_path, capsys):
+    spec = next(m for m in methods() if m.name == name)
+    npy = tmp_path / "m.npy"
+    code = main(["explain", "--model", "dlib-resnet", "--image", PAIR[0], "--reference", PAIR[1], "--target",
+                 "dissimilar", "--method", name, *_fast_flags(spec, "dlib-resnet"), "--out", str(tmp_path / "o.png"),
+                 "--save-map", str(npy)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    m = np.load(npy)
+    assert m.shape == (150, 150) and np.isfinite(m).all()
+    lo = -1.0 if spec.output == "signed" else 0.0
+    assert m.min() >= lo - 1e-6 and m.max() <= 1 + 1e-6 and np.abs(m).max() > 0
+    assert json.loads((tmp_path / "o.json").read_text())["method"] == name
+
+
+@pytest.mark.parametrize("name", [m.name for m in methods("classification")])
+def test_every_classification_method_via_cli(name, tmp_path, capsys, r18):
+    spec = next(m for m in methods() if m.name == name)
+    npy = tmp_path / "m.npy"
+    code = main(["explain", "--model", "resnet18", "--weights", r18, "--image", face("joe_biden", "vp_portrait.jpg"),
+                 "--class", "top1", "--method", name, *_fast_flags(spec, "resnet18"), "--out", str(tmp_path / "o.png"),
+                 "--save-map", str(npy)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    m = np.load(npy)
+    assert m.shape == (224, 224) and np.isfinite(m).all() and m.min() >= -1 - 1e-6 and m.max() <= 1 + 1e-6
+
+
+def test_unknown_method_and_wrong_task_are_one_line_errors(tmp_path, capsys):
+    code = main(["explain", "--model", "dlib-resnet", "--image", PAIR[0], "--reference", PAIR[1], "--target",
+                 "similar", "--method", "nosuch", "--out", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "unknown method" in err and len(err.splitlines()) == 1
+    code = main(["explain", "--model", "dlib-resnet", "--image", PAIR[0], "--cell", "stage4:0,0", "--method",
+                 "corrrise", "--out", str(tmp_path / "o.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "does not support cell" in err
