@@ -66,11 +66,11 @@ def package_versions() -> dict:
     versions = {"famegui": famegui.__version__, "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "numpy": np.__version__,
                 "python": platform.python_version()}
-    try:
-        import pytorch_grad_cam  # noqa: F401
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-        versions["grad-cam"] = version("grad-cam")
-    except Exception:
-        pass
+    for dist in ("grad-cam", "dlib-bin", "PySide6-Essentials"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
     return versions

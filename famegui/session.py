@@ -16,7 +16,7 @@ import torch
 
 from .core.explain import Target
 from .core.methods import get_method, run_method, task_of
-from .core.receptive import Box, footprint, mass_inside, receptive_field
+from .core.receptive import Box, footprint, receptive_field
 from .data.images import LoadedImage, load_image
 from .models.wrapper import ModelWrapper
 from .pipeline import ModelInput, prepare_for_model

@@ -1,7 +1,6 @@
 """dlib face ResNet port: parser, network layout, cache, and dlib itself as the oracle."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 import time
 

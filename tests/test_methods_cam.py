@@ -24,22 +24,6 @@ CENTRE_BIASED = ("gradcam-ew", "layercam")
 
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def dlib_model():
-    from famegui.models.zoo import load_model
-
-    return load_model("dlib-resnet")
-
-
-@pytest.fixture(scope="module")
-def pair(dlib_model):
-    from famegui.pipeline import prepare_for_model
-
-    x = prepare_for_model(dlib_model, face("london_001", "neutral.jpg")).tensor
-    y = prepare_for_model(dlib_model, face("london_001", "smiling.jpg")).tensor
-    return x, y
-
-
-@pytest.fixture(scope="module")
 def photo(resnet18_random):
     """A real photo for the classifier, shrunk to 128 px to keep the tests quick (layer4 is then 4x4)."""
     from famegui.pipeline import prepare_for_model
@@ -62,11 +46,11 @@ def _randomised(module: nn.Module, seed: int = 7) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
-def dlib_random(dlib_model):
+def dlib_random(dlib):
     import dataclasses
 
     # the same wrapper (layers, CAM layer, normalisation) around re-initialised weights
-    return dataclasses.replace(dlib_model, name="dlib-randomised", module=_randomised(dlib_model.module))
+    return dataclasses.replace(dlib, name="dlib-randomised", module=_randomised(dlib.module))
 
 
 class _IdentityHead(nn.Module):
@@ -82,21 +66,21 @@ class _IdentityHead(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def identity_classifiers(dlib_model, dlib_random):
+def identity_classifiers(dlib, dlib_random):
     """(trained, randomised) 5-identity classifiers on dlib's trunk (seed 003's setting), class 0 = london_001."""
     from famegui.pipeline import prepare_for_model
 
     ids = ("london_001", "london_005", "london_006", "london_021", "london_024")
     with torch.no_grad():
-        protos = torch.cat([dlib_model(prepare_for_model(dlib_model, face(i, "neutral.jpg")).tensor) for i in ids])
+        protos = torch.cat([dlib(prepare_for_model(dlib, face(i, "neutral.jpg")).tensor) for i in ids])
 
     def wrap(trunk):
-        w = dlib_model
+        w = dlib
         return ModelWrapper(name="dlib-id", module=nn.Sequential(trunk, _IdentityHead(protos)),
                             input_size=w.input_size, mean=w.mean, std=w.std, task="classification",
                             class_names=list(ids), default_layer="0.stage3")
 
-    return wrap(dlib_model.module), wrap(dlib_random.module)
+    return wrap(dlib.module), wrap(dlib_random.module)
 
 
 def _check_map(a, shape):
@@ -136,20 +120,20 @@ def test_declarations():
     assert "layer" not in get_method("fullgrad").defaults()  # FullGrad uses every bias layer
 
 
-def test_default_cam_layer(dlib_model, resnet18_random):
+def test_default_cam_layer(dlib, resnet18_random):
     from famegui.core.method_cam import cam_layer
 
-    assert cam_layer(dlib_model) == "stage3"
+    assert cam_layer(dlib) == "stage3"
     assert cam_layer(resnet18_random) == "layer4"
 
 
 # ----------------------------------------------------------------------------- maps on real models
 @pytest.mark.parametrize("name", VERIFICATION)
-def test_face_pair_maps(name, dlib_model, pair):
+def test_face_pair_maps(name, dlib, pair):
     x, y = pair
     params = {"batch_size": 64} if name == "scorecam" else {}
-    ep = run_method(name, dlib_model, x, Target("similar"), params, reference=y)
-    em = run_method(name, dlib_model, x, Target("dissimilar"), params, reference=y)
+    ep = run_method(name, dlib, x, Target("similar"), params, reference=y)
+    em = run_method(name, dlib, x, Target("dissimilar"), params, reference=y)
     _check_map(ep, x.shape[-2:])
     _check_map(em, x.shape[-2:])
     assert np.abs(ep - em).max() > 1e-3
@@ -167,14 +151,14 @@ def test_classification_maps(name, resnet18_random, photo):
         np.testing.assert_array_equal(a, b)  # deterministic
 
 
-def test_layer_param_and_errors(resnet18_random, photo, dlib_model, pair):
+def test_layer_param_and_errors(resnet18_random, photo, dlib, pair):
     a4 = run_method("gradcam", resnet18_random, photo, Target("class", class_index=1))
     a3 = run_method("gradcam", resnet18_random, photo, Target("class", class_index=1), {"layer": "layer3"})
     assert np.abs(a4 - a3).max() > 0.05
     with pytest.raises(KeyError, match="no layer"):
         run_method("gradcam", resnet18_random, photo, Target("class", class_index=1), {"layer": "nope"})
     with pytest.raises(ValueError, match="does not support verification"):
-        run_method("eigencam", dlib_model, pair[0], Target("similar"), reference=pair[1])
+        run_method("eigencam", dlib, pair[0], Target("similar"), reference=pair[1])
 
 
 def test_input_is_not_touched(resnet18_random, photo):
@@ -197,44 +181,44 @@ def test_gradcam_equals_package_classification(resnet18_random, photo):
 
 
 @pytest.mark.parametrize("kind", ["similar", "dissimilar"])
-def test_gradcam_equals_package_verification(kind, dlib_model, pair):
+def test_gradcam_equals_package_verification(kind, dlib, pair):
     from pytorch_grad_cam import GradCAM
 
     x, y = pair
-    ours = run_method("gradcam", dlib_model, x, Target(kind), reference=y)
+    ours = run_method("gradcam", dlib, x, Target(kind), reference=y)
     with torch.no_grad():
-        r = dlib_model(y)[0]
+        r = dlib(y)[0]
 
     def target(o):  # cosine with the probe's norm detached, as the FAME authors did
         c = (o * r).sum() / (o.norm().detach() * r.norm())
         return c if kind == "similar" else 1 - c
 
-    z = dlib_model.normalize(x).clone().requires_grad_(True)
-    with GradCAM(model=dlib_model.module, target_layers=[dlib_model.get_layer("stage3")]) as cam:
+    z = dlib.normalize(x).clone().requires_grad_(True)
+    with GradCAM(model=dlib.module, target_layers=[dlib.get_layer("stage3")]) as cam:
         ref = cam(input_tensor=z, targets=[target])[0]
     assert np.abs(ours - ref).max() < 1e-5
 
 
-def test_detach_norms_changes_the_target(dlib_model, pair):
+def test_detach_norms_changes_the_target(dlib, pair):
     x, y = pair
-    a = run_method("hirescam", dlib_model, x, Target("similar"), {"detach_norms": True}, reference=y)
-    b = run_method("hirescam", dlib_model, x, Target("similar"), {"detach_norms": False}, reference=y)
+    a = run_method("hirescam", dlib, x, Target("similar"), {"detach_norms": True}, reference=y)
+    b = run_method("hirescam", dlib, x, Target("similar"), {"detach_norms": False}, reference=y)
     assert np.abs(a - b).max() > 1e-3
 
 
 # ----------------------------------------------------------------------------- hooks, progress, cancel
-def test_repeated_runs_do_not_leak_hooks(dlib_model, pair, identity_classifiers):
+def test_repeated_runs_do_not_leak_hooks(dlib, pair, identity_classifiers):
     x, y = pair
     clf = identity_classifiers[0]
-    layer = dlib_model.get_layer("stage3")
-    before_layer, before_all = len(layer._forward_hooks), _hook_count(dlib_model.module)
+    layer = dlib.get_layer("stage3")
+    before_layer, before_all = len(layer._forward_hooks), _hook_count(dlib.module)
     for _ in range(2):
-        run_method("gradcam", dlib_model, x, Target("similar"), reference=y)
+        run_method("gradcam", dlib, x, Target("similar"), reference=y)
         run_method("fullgrad", clf, y, Target("class", class_index=0))  # hooks on every conv
-        run_method("scorecam", dlib_model, x, Target("dissimilar"), {"layer": "stage1", "batch_size": 32},
+        run_method("scorecam", dlib, x, Target("dissimilar"), {"layer": "stage1", "batch_size": 32},
                    reference=y)
     assert len(layer._forward_hooks) == before_layer
-    assert _hook_count(dlib_model.module) == before_all
+    assert _hook_count(dlib.module) == before_all
     assert _hook_count(clf.module) == before_all
     # a run that fails inside the package releases its hooks too
     calls = []
@@ -244,22 +228,22 @@ def test_repeated_runs_do_not_leak_hooks(dlib_model, pair, identity_classifiers)
         return len(calls) > 2
 
     with pytest.raises(Cancelled):
-        run_method("scorecam", dlib_model, x, Target("similar"), {"layer": "stage3", "batch_size": 16},
+        run_method("scorecam", dlib, x, Target("similar"), {"layer": "stage3", "batch_size": 16},
                    reference=y, cancel=cancel)
     assert len(layer._forward_hooks) == before_layer
-    assert _hook_count(dlib_model.module) == before_all
+    assert _hook_count(dlib.module) == before_all
 
 
-def test_scorecam_progress_and_cancel(dlib_model, pair):
+def test_scorecam_progress_and_cancel(dlib, pair):
     x, y = pair
     seen = []
-    run_method("scorecam", dlib_model, x, Target("similar"), {"layer": "stage1", "batch_size": 8}, reference=y,
+    run_method("scorecam", dlib, x, Target("similar"), {"layer": "stage1", "batch_size": 8}, reference=y,
                progress=lambda f, m: seen.append(f))
     assert seen[0] == 0.0 and seen[-1] == 1.0
     assert len(seen) >= 32 // 8 + 1  # one report per batch of the 32 channels
     assert all(b >= a for a, b in zip(seen, seen[1:]))
     with pytest.raises(Cancelled):
-        run_method("scorecam", dlib_model, x, Target("similar"), reference=y, cancel=lambda: True)
+        run_method("scorecam", dlib, x, Target("similar"), reference=y, cancel=lambda: True)
 
 
 # ----------------------------------------------------------------------------- SDD-CAM
@@ -296,9 +280,9 @@ FACE_SANITY = [pytest.param(n, marks=_XFAIL_CENTRE) if n in CENTRE_BIASED else n
 
 
 @pytest.mark.parametrize("name", FACE_SANITY)
-def test_sanity_face_randomised_weights(name, dlib_model, dlib_random, pair):
+def test_sanity_face_randomised_weights(name, dlib, dlib_random, pair):
     x, y = pair
-    a = run_method(name, dlib_model, x, Target("similar"), reference=y)
+    a = run_method(name, dlib, x, Target("similar"), reference=y)
     b = run_method(name, dlib_random, x, Target("similar"), reference=y)
     assert _pearson(a, b) < 0.5
 
@@ -313,10 +297,10 @@ def test_sanity_classification_randomised_weights(name, identity_classifiers, pa
 
 
 @pytest.mark.parametrize("name", CENTRE_BIASED)
-def test_centre_biased_maps_still_change(name, dlib_model, dlib_random, identity_classifiers, pair):
+def test_centre_biased_maps_still_change(name, dlib, dlib_random, identity_classifiers, pair):
     """The weaker claim that holds for Grad-CAM-EW / LayerCAM: randomising changes the map."""
     x, y = pair
-    a = run_method(name, dlib_model, x, Target("similar"), reference=y)
+    a = run_method(name, dlib, x, Target("similar"), reference=y)
     b = run_method(name, dlib_random, x, Target("similar"), reference=y)
     assert _pearson(a, b) < 0.75 and np.abs(a - b).max() > 0.3
     trained, randomised = identity_classifiers

@@ -17,22 +17,6 @@ from conftest import face
 FEW = 64  # masks per run in these tests (the defaults are 500 / 4000)
 
 
-@pytest.fixture(scope="module")
-def dlib_model():
-    from famegui.models.zoo import load_model
-
-    return load_model("dlib-resnet")
-
-
-@pytest.fixture(scope="module")
-def pair(dlib_model):
-    from famegui.pipeline import prepare_for_model
-
-    x = prepare_for_model(dlib_model, face("london_001", "neutral.jpg")).tensor
-    y = prepare_for_model(dlib_model, face("london_001", "smiling.jpg")).tensor
-    return x, y
-
-
 def _check_map(a, shape):
     assert a.shape == tuple(shape)
     assert a.dtype == np.float32
@@ -98,11 +82,11 @@ def test_declarations():
 
 # ----------------------------------------------------------------------------- maps on real models
 @pytest.mark.parametrize("name,params", [("srise", {}), ("srise", {"score_baseline": "none"}), ("corrrise", {})])
-def test_face_pair_maps(name, params, dlib_model, pair):
+def test_face_pair_maps(name, params, dlib, pair):
     x, y = pair
     p = {"masks": FEW, **params}
-    ep = run_method(name, dlib_model, x, Target("similar"), p, reference=y)
-    em = run_method(name, dlib_model, x, Target("dissimilar"), p, reference=y)
+    ep = run_method(name, dlib, x, Target("similar"), p, reference=y)
+    em = run_method(name, dlib, x, Target("dissimilar"), p, reference=y)
     _check_map(ep, x.shape[-2:])
     _check_map(em, x.shape[-2:])
     assert np.abs(ep - em).max() > 1e-3
@@ -116,14 +100,14 @@ def test_rise_on_resnet(resnet18_random):
     _check_map(a, x.shape[-2:])
 
 
-def test_srise_paper_weights_follow_the_mask_density(dlib_model, pair):
+def test_srise_paper_weights_follow_the_mask_density(dlib, pair):
     """The paper's H = sum s_i M_i is dominated by sum_i M_i; the default (mean baseline) is not."""
     from famegui.core.method_rise import srise_masks
 
     x, y = pair
     dens = srise_masks(FEW, x.shape[-2:], 0).sum(0).numpy().ravel()
-    none = run_method("srise", dlib_model, x, Target("similar"), {"masks": FEW, "score_baseline": "none"}, reference=y)
-    mean = run_method("srise", dlib_model, x, Target("similar"), {"masks": FEW}, reference=y)
+    none = run_method("srise", dlib, x, Target("similar"), {"masks": FEW, "score_baseline": "none"}, reference=y)
+    mean = run_method("srise", dlib, x, Target("similar"), {"masks": FEW}, reference=y)
     assert np.corrcoef(none.ravel(), dens)[0, 1] > 0.95
     assert np.corrcoef(mean.ravel(), dens)[0, 1] < 0.5
 
@@ -246,18 +230,18 @@ def test_progress_reports_partial_maps():
 
 
 # ----------------------------------------------------------------------------- black-box sanity
-def test_randomised_face_model_changes_the_maps(dlib_model, pair):
+def test_randomised_face_model_changes_the_maps(dlib, pair):
     """Not gradient based, but the randomisation test still applies (S-RISE seed 002 runs it too)."""
     x, y = pair
-    mod = copy.deepcopy(dlib_model.module)
+    mod = copy.deepcopy(dlib.module)
     g = torch.Generator().manual_seed(7)
     for m in mod.modules():
         if isinstance(m, nn.Conv2d):
             m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / m.weight[0].numel()) ** 0.5
             m.bias.data = torch.randn(m.bias.shape, generator=g) * 0.01
-    rnd = ModelWrapper(name="rnd", module=mod, input_size=dlib_model.input_size, mean=dlib_model.mean,
-                       std=dlib_model.std, task="embedding")
+    rnd = ModelWrapper(name="rnd", module=mod, input_size=dlib.input_size, mean=dlib.mean,
+                       std=dlib.std, task="embedding")
     for name in ("srise", "corrrise"):
-        a = run_method(name, dlib_model, x, Target("similar"), {"masks": 96}, reference=y)
+        a = run_method(name, dlib, x, Target("similar"), {"masks": 96}, reference=y)
         b = run_method(name, rnd, x, Target("similar"), {"masks": 96}, reference=y)
         assert np.corrcoef(a.ravel(), b.ravel())[0, 1] < 0.5, name

@@ -40,6 +40,8 @@ import threading
 from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
 
+from typing import Callable
+
 import numpy as np
 import torch
 from torch import nn
@@ -143,20 +145,22 @@ def run_cam(ctx: MethodContext, cam_class: str, targets: list | None = None) -> 
         x = x[:1].expand(len(targets), -1, -1, -1)
     x = x.detach().to(model.device).clone()
     scorecam = cam_class == "ScoreCAM"
-    on_forward = None
-    if scorecam:
+    progress_hook: Callable[[int], None] | None = None
+    if scorecam:  # report progress from each forward pass of the channel-masked images
         layer_name = ctx.params.get("layer") or cam_layer(model)
         total = model.layer_info(layer_name).shape[0] * len(targets)  # one masked image per channel
         state = {"first": True, "done": 0}
 
-        def on_forward(batch: int) -> None:
+        def on_batch(batch: int) -> None:
             if state["first"]:  # the activation pass
                 state["first"] = False
             else:
                 state["done"] += batch
             ctx.report(min(1.0, state["done"] / max(total, 1)))
 
-    folded = FoldedNetwork(model, on_forward)
+        progress_hook = on_batch
+
+    folded = FoldedNetwork(model, progress_hook)
     if cam_class == "FullGrad":
         layers = []  # FullGrad uses every bias layer itself
     else:
