@@ -65,8 +65,8 @@ def test_second_click_cancels_the_first(qtbot, win):
     cancelled = []
     win.compute.cancelled.connect(cancelled.append)
     click_cell(qtbot, win, (0, 0))
-    qtbot.waitUntil(lambda: win.compute.running is not None, timeout=10000)
-    first = win.compute.running
+    qtbot.waitUntil(lambda: win.compute.current is not None, timeout=10000)
+    first = win.compute.current
     win.param_form.set_value("iterations", 30)
     with qtbot.waitSignal(win.result_shown, timeout=60000) as sig:
         click_cell(qtbot, win, (3, 3))
@@ -227,11 +227,11 @@ def test_closing_during_a_job_exits_cleanly(qtbot, tmp_path):
     qtbot.waitUntil(lambda: w.fmap_canvas.image_shape() is not None, timeout=60000)
     w.param_form.set_value("iterations", 5000)
     w.request_cell((0, 0))
-    qtbot.waitUntil(lambda: w.compute.running is not None, timeout=10000)
+    qtbot.waitUntil(lambda: w.compute.current is not None, timeout=10000)
     t0 = time.perf_counter()
     w.close()
     assert time.perf_counter() - t0 < 5
-    assert not w.compute._worker.isRunning() and not w.io._worker.isRunning()
+    assert not w.scheduler.isRunning()
 
 
 def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
@@ -256,3 +256,40 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
     assert (tmp_path / "cmp.png").exists() and (tmp_path / "cmp_gradcam_eplus.npy").exists()
     assert json.loads((tmp_path / "cmp_fame_eminus.json").read_text())["method"] == "fame"
     assert len(written) == 1 + 4 * 3
+
+
+def test_one_worker_thread_and_quick_jobs_do_not_wait_for_long_ones(qtbot):
+    import threading
+
+    from famegui.gui.jobs import Lane, Scheduler
+
+    sched = Scheduler()
+    io = Lane("io", sched, priority=0, latest_wins=False)
+    compute = Lane("compute", sched, priority=1, latest_wins=True)
+    threads, order = set(), []
+
+    def long_job(job):
+        threads.add(threading.get_ident())
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 1.5:  # an iterative job: checks cancel between steps
+            if job.cancelled():
+                return "cancelled"
+            time.sleep(0.005)
+        order.append("long")
+        return "long"
+
+    def quick_job(job):
+        threads.add(threading.get_ident())
+        order.append("quick")
+        return "quick"
+
+    done = []
+    compute.finished.connect(lambda _i, r: done.append(r))
+    io.finished.connect(lambda _i, r: done.append(r))
+    compute.submit(long_job)
+    qtbot.waitUntil(lambda: compute.current is not None, timeout=5000)
+    io.submit(quick_job)
+    qtbot.waitUntil(lambda: len(done) == 2, timeout=10000)
+    assert order == ["quick", "long"]  # the quick job ran inside the long one's cancel check
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    assert sched.shutdown()

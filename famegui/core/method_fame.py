@@ -1,11 +1,15 @@
 """FAME in the method registry."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from .explain import explain_fame
 from .fame import FameParams
 from .methods import MethodContext, MethodSpec, Param, register
+
+MAP_INTERVAL_S = 0.2  # shortest time between two intermediate maps sent to a viewer
 
 FAME_PARAMS = (
     Param("iterations", int, 500, "optimisation steps T", 1, 100000),
@@ -38,9 +42,15 @@ def fame_params_for(model, params: dict) -> FameParams:
 def _fame(ctx: MethodContext) -> np.ndarray:
     fp = fame_params_for(ctx.model, ctx.params)
     every = int(ctx.params.get("progress_every") or 5)
+    last_map = [-1.0]
 
     def progress(step):
-        ctx.report(step.iteration / step.total, step.maps(fp)[0] if ctx.progress is not None else None)
+        # the first intermediate map at once, then at most ~5 per second: drawing is not free
+        now = time.perf_counter()
+        want_map = ctx.progress is not None and (last_map[0] < 0 or now - last_map[0] >= MAP_INTERVAL_S)
+        if want_map:
+            last_map[0] = now
+        ctx.report(step.iteration / step.total, step.maps(fp)[0] if want_map else None)
 
     res = explain_fame(ctx.model, ctx.x, ctx.target, fp, reference=ctx.reference_embedding,
                        callback=progress, cancel=ctx.cancel, every=every)

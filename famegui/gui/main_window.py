@@ -9,6 +9,7 @@ import math
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
@@ -24,7 +25,7 @@ from ..core.receptive import mass_inside
 from ..core.render import COLORMAPS, draw_polygon, overlay, sheet, to_uint8
 from ..session import MapResult, Session
 from .canvas import FOOTPRINT_COLOR, RF_COLOR, SELECT_COLOR, ImageCanvas
-from .jobs import Lane
+from .jobs import Lane, Scheduler
 from .params import ParamForm
 
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp);;All files (*)"
@@ -53,13 +54,14 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.session = Session()
         self.settings = settings or QSettings("famegui", "famegui")
-        self.io = Lane("io", self, latest_wins=False)
-        self.compute = Lane("compute", self, latest_wins=True)
+        self.scheduler = Scheduler()  # one worker thread for all network work
+        self.io = Lane("io", self.scheduler, priority=0, latest_wins=False, parent=self)
+        self.compute = Lane("compute", self.scheduler, priority=1, latest_wins=True, parent=self)
         self._handlers: dict[int, tuple] = {}
         for lane in (self.io, self.compute):
-            lane.started.connect(self._on_started)
+            lane.started.connect(lambda job_id, label, lane=lane: self._on_started(lane, job_id, label))
             lane.progress.connect(self._on_progress)
-            lane.finished.connect(self._on_finished)
+            lane.finished.connect(lambda job_id, result, lane=lane: self._on_finished(lane, job_id, result))
             lane.failed.connect(self._on_failed)
             lane.cancelled.connect(self._on_cancelled)
         self.layer: str | None = None
@@ -364,11 +366,12 @@ class MainWindow(QMainWindow):
         self._handlers[job.id] = (done, progress, failed)
         return job
 
-    def _on_started(self, job_id: int, label: str) -> None:
+    def _on_started(self, lane: Lane, job_id: int, label: str) -> None:
         self._job_started[job_id] = time.perf_counter()
-        self.status_label.setText(label + "...")
-        self.cancel_button.setEnabled(True)
-        self.progress.setValue(0)
+        if lane is self.compute:  # the progress bar and Cancel belong to the explanations
+            self.status_label.setText(label + "...")
+            self.cancel_button.setEnabled(True)
+            self.progress.setValue(0)
 
     def _on_progress(self, job_id: int, fraction: float, payload) -> None:
         self.progress.setValue(int(1000 * min(max(fraction, 0.0), 1.0)))
@@ -379,16 +382,17 @@ class MainWindow(QMainWindow):
     def _job_over(self, job_id: int):
         self._job_started.pop(job_id, None)
         h = self._handlers.pop(job_id, None)
-        if not self.io.busy and not self.compute.busy:
+        if not self.compute.busy:
             self.cancel_button.setEnabled(False)
         return h
 
-    def _on_finished(self, job_id: int, result) -> None:
+    def _on_finished(self, lane: Lane, job_id: int, result) -> None:
         started = self._job_started.get(job_id)
         h = self._job_over(job_id)
-        self.progress.setValue(1000)
-        if started is not None:
-            self.status_label.setText(f"done in {time.perf_counter() - started:.2f} s")
+        if lane is self.compute:
+            self.progress.setValue(1000)
+            if started is not None:
+                self.status_label.setText(f"done in {time.perf_counter() - started:.2f} s")
         if h and h[0]:
             try:
                 h[0](result)
@@ -597,8 +601,8 @@ class MainWindow(QMainWindow):
         h, w = rgb.shape[:2]
         fh, fw = fmap.shape
         norm = fmap / fmap.max() if fmap.max() > 0 else fmap
-        up = torch.nn.functional.interpolate(torch.from_numpy(norm)[None, None], size=(h, w), mode="nearest")[0, 0]
-        self.fmap_canvas.set_image(overlay(rgb, up.numpy(), 0.45, "inferno"))
+        up = cv2.resize(norm.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)  # no torch here
+        self.fmap_canvas.set_image(overlay(rgb, up, 0.45, "inferno"))
         self.fmap_canvas.set_grid(fh, fw, (h, w))
         self.fmap_canvas.set_title(f"{layer}: sum_c |a| ({fh}x{fw} cells) - click a cell")
         if self.cell is not None:
@@ -1078,6 +1082,5 @@ class MainWindow(QMainWindow):
         self.settings.setValue("colormap", self.cmap_combo.currentText())
         self.settings.setValue("opacity", self.opacity.value())
         self.settings.sync()
-        self.compute.shutdown()
-        self.io.shutdown()
+        self.scheduler.shutdown()
         super().closeEvent(event)
