@@ -31,7 +31,7 @@ def main() -> None:
 
     from famegui.gui.main_window import MainWindow
 
-    app = QApplication([])
+    app = QApplication([])  # noqa: F841 - must exist while the window lives
     ini = os.path.join(tempfile.mkdtemp(), "bench.ini")
     w = MainWindow(settings=QSettings(ini, QSettings.IniFormat))
     w.show()

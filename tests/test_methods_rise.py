@@ -12,7 +12,6 @@ from famegui.core.method_rise import average_ranks, mask_set, spearman_map
 from famegui.core.methods import get_method, run_method
 from famegui.models.wrapper import ModelWrapper
 
-from conftest import face
 
 FEW = 64  # masks per run in these tests (the defaults are 500 / 4000)
 
