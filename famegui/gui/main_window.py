@@ -202,6 +202,7 @@ class MainWindow(QMainWindow):
 
         self.compare_tab = CompareTab(self)
         self.tabs.addTab(self.compare_tab, "Compare methods")
+        self.tabs.currentChanged.connect(self._on_tab_changed)
 
         self._build_model_dock()
         self._build_settings_dock()
@@ -409,6 +410,10 @@ class MainWindow(QMainWindow):
         self._job_over(job_id)
         self.status_label.setText("cancelled")
 
+    def _on_tab_changed(self, index: int) -> None:
+        if index == 2:  # the pair view computes its map when it is looked at
+            self.request_pair()
+
     def cancel_jobs(self) -> None:
         self.compute.cancel_all()
 
@@ -525,7 +530,6 @@ class MainWindow(QMainWindow):
         """Redraw everything that depends on the images (after a model or image change)."""
         if self.session.model is None:
             return
-        self.clear_error() if not self.last_error else None
         if "probe" in self.session.inputs:
             self._draw_chip_preview()
             self._show_feature_map()
@@ -533,7 +537,7 @@ class MainWindow(QMainWindow):
                 self._request_classes()
         self.third_canvas.setVisible("third" in self.session.inputs)
         self._draw_pair_images()
-        if self.session.model.task == "embedding" and {"probe", "reference"} <= set(self.session.inputs):
+        if self.tabs.currentIndex() == 2:
             self.request_pair()
 
     def _draw_chip_preview(self) -> None:
