@@ -293,3 +293,12 @@ def test_one_worker_thread_and_quick_jobs_do_not_wait_for_long_ones(qtbot):
     assert order == ["quick", "long"]  # the quick job ran inside the long one's cancel check
     assert len(threads) == 1 and threading.get_ident() not in threads
     assert sched.shutdown()
+
+
+def test_layer_tree_shows_receptive_field_sizes(qtbot, win):
+    items = {win.layer_tree.topLevelItem(i).text(0): win.layer_tree.topLevelItem(i)
+             for i in range(win.layer_tree.topLevelItemCount())}
+    qtbot.waitUntil(lambda: items["stage1"].text(3) != "" and items["stage4"].text(3) != "", timeout=30000)
+    # stem 7x7/2 + maxpool 3x3/2 + 6 convs 3x3 at jump 4: a 59 px window for the centre cell of stage1
+    assert items["stage1"].text(3) == "59x59"
+    assert items["stage4"].text(3) == "147x147"

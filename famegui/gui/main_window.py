@@ -495,6 +495,11 @@ class MainWindow(QMainWindow):
         for c in range(4):
             self.layer_tree.resizeColumnToContents(c)
         self.layer_tree.blockSignals(False)
+        for i in range(self.layer_tree.topLevelItemCount()):  # receptive fields of the stages, in the background
+            item = self.layer_tree.topLevelItem(i)
+            name = item.data(0, Qt.UserRole)
+            if model.layer_info(name).is_spatial:
+                self._fill_rf_column(item, name)
         if select is not None:
             self.layer_tree.setCurrentItem(select)
         if not layers:
@@ -575,6 +580,8 @@ class MainWindow(QMainWindow):
 
     def _fill_rf_column(self, item: QTreeWidgetItem, layer: str) -> None:
         model = self.session.model
+        if item.text(3):
+            return
         _, fh, fw = model.layer_info(layer).shape
         centre = (fh // 2, fw // 2)
 
@@ -582,8 +589,11 @@ class MainWindow(QMainWindow):
             return self.session.cell_geometry(layer, centre, io=True)[1]
 
         def done(rf):
-            item.setText(3, f"{int(rf.width)}x{int(rf.height)}")
-            item.setToolTip(3, f"theoretical receptive field of the centre cell {centre}, clipped to the input")
+            if self.session.model is not model:
+                return  # the tree shows another model by now
+            for it in self.layer_tree.findItems(layer, Qt.MatchExactly | Qt.MatchRecursive, 0):
+                it.setText(3, f"{int(rf.width)}x{int(rf.height)}")
+                it.setToolTip(3, f"theoretical receptive field of the centre cell {centre}, clipped to the input")
 
         self._submit(self.io, work, f"receptive field of {layer}", done=done)
 
