@@ -62,3 +62,14 @@ def pair(dlib):
     x = prepare_for_model(dlib, face("london_001", "neutral.jpg")).tensor
     y = prepare_for_model(dlib, face("london_001", "smiling.jpg")).tensor
     return x, y
+
+
+@pytest.fixture(scope="session")
+def r18_weights(tmp_path_factory):
+    """A resnet18 state dict (untrained, seeded) saved to a real file."""
+    import torchvision
+
+    torch.manual_seed(0)
+    f = tmp_path_factory.mktemp("w") / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), f)
+    return str(f)

@@ -13,14 +13,6 @@ from conftest import face
 from famegui.cli import main
 
 
-@pytest.fixture(scope="module")
-def r18_weights(tmp_path_factory):
-    torch.manual_seed(0)
-    f = tmp_path_factory.mktemp("w") / "r18.pth"
-    torch.save(torchvision.models.resnet18().state_dict(), f)
-    return str(f)
-
-
 def run(capsys, *args):
     code = main([str(a) for a in args])
     out, err = capsys.readouterr()

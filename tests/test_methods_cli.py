@@ -3,8 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import torchvision
 
 from conftest import face
 from famegui.cli import main
@@ -13,14 +11,6 @@ from famegui.core.methods import methods
 # small settings so the whole registry runs in seconds (flags exist only where a method declares them)
 FAST = {"masks": "16", "iterations": "5", "stride": "30", "max_dims": "8", "batch_size": "16", "patches": "10"}
 PAIR = [face("london_001", "neutral.jpg"), face("london_001", "smiling.jpg")]
-
-
-@pytest.fixture(scope="module")
-def r18(tmp_path_factory):
-    torch.manual_seed(0)
-    f = tmp_path_factory.mktemp("w") / "r18.pth"
-    torch.save(torchvision.models.resnet18().state_dict(), f)
-    return str(f)
 
 
 # Score-CAM runs one forward pass per channel of its layer: pick a narrow layer in tests
@@ -60,10 +50,10 @@ def test_every_verification_method_via_cli(name, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", [m.name for m in methods("classification")])
-def test_every_classification_method_via_cli(name, tmp_path, capsys, r18):
+def test_every_classification_method_via_cli(name, tmp_path, capsys, r18_weights):
     spec = next(m for m in methods() if m.name == name)
     npy = tmp_path / "m.npy"
-    code = main(["explain", "--model", "resnet18", "--weights", r18, "--image", face("joe_biden", "vp_portrait.jpg"),
+    code = main(["explain", "--model", "resnet18", "--weights", r18_weights, "--image", face("joe_biden", "vp_portrait.jpg"),
                  "--class", "top1", "--method", name, *_fast_flags(spec, "resnet18"), "--out", str(tmp_path / "o.png"),
                  "--save-map", str(npy)])
     err = capsys.readouterr().err
