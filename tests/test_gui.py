@@ -302,3 +302,23 @@ def test_layer_tree_shows_receptive_field_sizes(qtbot, win):
     # stem 7x7/2 + maxpool 3x3/2 + 6 convs 3x3 at jump 4: a 59 px window for the centre cell of stage1
     assert items["stage1"].text(3) == "59x59"
     assert items["stage4"].text(3) == "147x147"
+
+
+def test_drop_files_and_export_on_photo(qtbot, win, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(face("london_005", "neutral.jpg")),
+                  QUrl.fromLocalFile(face("london_005", "smiling.jpg"))])
+    win.tabs.setCurrentIndex(0)
+    ev = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    win.dropEvent(ev)
+    qtbot.waitUntil(lambda: win.session.images["reference"].path.endswith("london_005/smiling.jpg")
+                    and "reference" in win.session.inputs, timeout=30000)
+    assert win.session.images["probe"].path.endswith("london_005/neutral.jpg")
+    with qtbot.waitSignal(win.result_shown, timeout=60000):
+        click_cell(qtbot, win, (1, 1))
+    win.export_on_photo.setChecked(True)
+    win.export_current(str(tmp_path / "photo.png"))
+    assert Image.open(tmp_path / "photo.png").size == Image.open(face("london_005", "neutral.jpg")).size

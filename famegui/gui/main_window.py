@@ -294,6 +294,9 @@ class MainWindow(QMainWindow):
         form.addRow("colormap", self.cmap_combo)
         form.addRow("opacity", self.opacity)
         form.addRow("boxes", self.show_boxes)
+        self.export_on_photo = QCheckBox("export on the full photo")
+        self.export_on_photo.setToolTip("exports draw the map on the opened photo instead of the model input")
+        form.addRow("export", self.export_on_photo)
         form.addRow("device", self.device_combo)
         lay.addWidget(box)
         legend = QLabel("<span style='color:#fff'>&#9632;</span> white: the cell's footprint (the patch under it)"
@@ -1013,11 +1016,12 @@ class MainWindow(QMainWindow):
         return {0: self.cell_result, 2: self.pair_result, 3: self.class_result}.get(self.tabs.currentIndex()) \
             or self.cell_result or self.pair_result or self.class_result
 
-    def export_current(self, png: str, npy: str | None = None, on_photo: bool = False) -> list[Path]:
+    def export_current(self, png: str, npy: str | None = None, on_photo: bool | None = None) -> list[Path]:
         """Export the shown map: overlay PNG (+ boxes for a cell), raw .npy, JSON sidecar next to the PNG."""
         res = self.current_result()
         if res is None:
             raise ValueError("nothing to export yet: compute a map first")
+        on_photo = self.export_on_photo.isChecked() if on_photo is None else on_photo
         boxes = None
         if res.target.kind == "cell" and self.show_boxes.isChecked():
             fp, rf = self.session.cell_geometry(res.target.layer, res.target.cell)
