@@ -351,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("famegui: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (CliError, ModelLoadError, ImageLoadError, ExportError, Cancelled, ValueError, KeyError,
             FileNotFoundError, PermissionError, MemoryError) as e:
         if args.debug:

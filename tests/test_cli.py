@@ -128,3 +128,11 @@ def test_console_script_and_module_entry_points(tmp_path):
     assert r.returncode == 1 and r.stderr.strip().startswith("famegui: error: image not found")
     r = subprocess.run(exe + ["--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "explain" in r.stdout
+
+
+def test_gui_without_a_display_is_a_clear_error():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run([sys.executable, "-m", "famegui"], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1 and "no display" in r.stderr and "Traceback" not in r.stderr
