@@ -329,7 +329,9 @@ def test_ebp_rejects_unknown_architectures():
 # blurred gradient magnitudes keep much of the image's own structure even with random weights (as
 # Adebayo et al. and Sixt et al. report for such methods). Those get a looser bound that still fails a
 # map that ignores the model (an edge detector would correlate ~1).
-SANITY_BOUND = {"cebp": 0.5, "xssab": 0.5, "ebp": 0.7, "gweebp": 0.7}
+# With this seed and pair EBP (0.495) and gweEBP (0.486) stay just under Adebayo's 0.5; other seeds and
+# pairs reach 0.50-0.61 (see above), so these two are borderline, not safely sane.
+SANITY_BOUND = {"cebp": 0.5, "xssab": 0.5, "ebp": 0.5, "gweebp": 0.5}
 
 
 @pytest.mark.parametrize("name", sorted(SANITY_BOUND))
@@ -348,7 +350,19 @@ def test_randomised_weights_change_the_fggb_map(dlib_random, pair, fggb_real):
     rand = mf.fggb(dlib_random, x, ref, mf.resolve_threshold(dlib_random))
     assert torch.isfinite(rand.e_plus).all() and rand.e_plus.max() > 0 and rand.e_minus.max() > 0
     assert _pearson(fggb_real.e_minus.numpy(), rand.e_minus.numpy()) < 0.5
-    assert _pearson(fggb_real.e_plus.numpy(), rand.e_plus.numpy()) < 0.7
+    assert _pearson(fggb_real.e_plus.numpy(), rand.e_plus.numpy()) < 0.7  # looser: see the strict xfail below
+
+
+@pytest.mark.xfail(strict=True, reason="FGGB e+ keeps the image's structure under random weights: "
+                                       "Pearson 0.43-0.62 over seeds/pairs, above Adebayo's 0.5 here")
+def test_fggb_e_plus_passes_adebayo_bound(dlib_random, pair, fggb_real):
+    x, y, _ = pair
+    with torch.no_grad():
+        ref = dlib_random(y)
+    rand = mf.fggb(dlib_random, x, ref, mf.resolve_threshold(dlib_random))
+    r = _pearson(fggb_real.e_plus.numpy(), rand.e_plus.numpy())
+    print(f"FGGB e+ Pearson(real, randomised) = {r:.3f}")
+    assert r < 0.5
 
 
 # --------------------------------------------------------------------------- other networks
