@@ -137,7 +137,6 @@ def _load_torchvision(name: str, weights: str | None) -> ModelWrapper:
     crop = int(meta_tf.crop_size[0])
     resize_size = int(meta_tf.resize_size[0])
     classes = list(wenum.meta.get("categories") or [])
-    module = torchvision.models.get_model(name, weights=None)
     if weights is None:
         cached = torchvision_cache_file(name)
         if cached is None or not cached.exists():
@@ -147,12 +146,13 @@ def _load_torchvision(name: str, weights: str | None) -> ModelWrapper:
                 f"(or --weights random for an untrained network)"
             )
         weights = str(cached)
-        weights_id = "torchvision-cache:" + os.path.basename(cached)
     if weights == "random":
-        torch.manual_seed(0)
-        module = torchvision.models.get_model(name, weights=None)
+        with torch.random.fork_rng(devices=[]):  # seeded, without touching the caller's RNG
+            torch.manual_seed(0)
+            module = torchvision.models.get_model(name, weights=None)
         weights_id = "random"
     else:
+        module = torchvision.models.get_model(name, weights=None)
         path = Path(weights)
         state = _read_state_dict(path)
         n = _classifier_out_features(state, module)
@@ -285,8 +285,9 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
         if weights is None:
             raise ModelLoadError(f"{spec} needs a checkpoint: pass --weights FILE (see README: face models)")
         if weights == "random":
-            torch.manual_seed(0)
-            return wrap_face_network(spec)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                return wrap_face_network(spec)
         return load_face_checkpoint(spec, weights)
     path = Path(spec)
     if path.exists():
