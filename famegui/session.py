@@ -193,14 +193,17 @@ class Session:
         return (self.model_key(), inp.image.sha256, self.face_index.get(slot, 0), other_sha,
                 json.dumps(target.to_dict(), sort_keys=True), method, p, self.align)
 
+    def _resolve(self, method: str, target: Target, params: dict | None, slot: str, other: str | None):
+        """(resolved params, the other slot of a pair, cache key) of a request."""
+        resolved = get_method(method).resolve(params, task_of(target))
+        if target.kind in ("similar", "dissimilar") and other is None:
+            other = "reference" if slot != "reference" else "probe"
+        return resolved, other, self.request_key(method, target, resolved, slot, other)
+
     def explain(self, method: str, target: Target, params: dict | None = None, slot: str = "probe",
                 other: str | None = None, progress=None, cancel=None) -> MapResult:
         """Compute (or fetch from the cache) one map; ``other`` is the reference slot for pair targets."""
-        spec = get_method(method)
-        resolved = spec.resolve(params, task_of(target))
-        if target.kind in ("similar", "dissimilar") and other is None:
-            other = "reference" if slot != "reference" else "probe"
-        key = self.request_key(method, target, resolved, slot, other)
+        resolved, other, key = self._resolve(method, target, params, slot, other)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
@@ -223,11 +226,7 @@ class Session:
     def cached(self, method: str, target: Target, params: dict | None, slot: str = "probe",
                other: str | None = None) -> MapResult | None:
         try:
-            spec = get_method(method)
-            resolved = spec.resolve(params, task_of(target))
-            if target.kind in ("similar", "dissimilar") and other is None:
-                other = "reference" if slot != "reference" else "probe"
-            return self.cache.get(self.request_key(method, target, resolved, slot, other))
+            return self.cache.get(self._resolve(method, target, params, slot, other)[2])
         except ValueError:
             return None
 
