@@ -322,3 +322,16 @@ def test_drop_files_and_export_on_photo(qtbot, win, tmp_path):
     win.export_on_photo.setChecked(True)
     win.export_current(str(tmp_path / "photo.png"))
     assert Image.open(tmp_path / "photo.png").size == Image.open(face("london_005", "neutral.jpg")).size
+
+
+def test_wrong_weights_show_an_error_and_keep_the_model(qtbot, win, tmp_path):
+    bad = tmp_path / "weights.pth"
+    bad.write_text("these are not weights")
+    win.model_combo.setCurrentText("resnet18")
+    with qtbot.waitSignal(win.error_shown, timeout=30000) as sig:
+        win.load_model("resnet18", str(bad))
+    assert "not a PyTorch weights file" in sig.args[0]
+    assert win.session.model.name == "dlib-resnet"  # the working model stays
+    qtbot.waitUntil(lambda: win.model_combo.currentText() == "dlib-resnet", timeout=5000)
+    with qtbot.waitSignal(win.result_shown, timeout=60000):
+        click_cell(qtbot, win, (3, 0))

@@ -449,7 +449,12 @@ class MainWindow(QMainWindow):
         def work(_job):
             return self.session.load_model(spec, weights, device)
 
-        self._submit(self.io, work, f"loading {spec}", done=self._on_model_loaded)
+        def failed(_msg):  # the working model stays: show it again in the combo
+            current = self.session.model_spec
+            if current is not None and self.model_combo.findText(current) >= 0:
+                self.model_combo.setCurrentText(current)
+
+        self._submit(self.io, work, f"loading {spec}", done=self._on_model_loaded, failed=failed)
 
     def _on_model_loaded(self, model) -> None:
         i = self.model_combo.findText(self.session.model_spec or model.name)
