@@ -50,7 +50,12 @@ def explain_record(model, weights_path, probe, reference, target, method: str, p
 def render_overlay(amap: np.ndarray, inp, *, on_photo: bool = False, opacity: float = 0.5, cmap: str = "jet",
                    boxes: list[tuple[tuple[float, float, float, float], tuple[int, int, int]]] | None = None
                    ) -> np.ndarray:
-    """The picture an export shows: the map over the model input, or over the whole photo."""
+    """The picture an export shows: the map over the model input, or over the whole photo.
+
+    A signed map (values in [-1, 1]) is drawn in the diverging blue-white-red scale, 0 in the middle.
+    """
+    if float(np.min(amap)) < 0:
+        amap, cmap = (np.asarray(amap) + 1.0) / 2.0, "bwr"
     if not on_photo:
         base = inp.tensor[0].permute(1, 2, 0).cpu().numpy()
         out = overlay(base, amap, opacity, cmap)
