@@ -335,3 +335,23 @@ def test_wrong_weights_show_an_error_and_keep_the_model(qtbot, win, tmp_path):
     qtbot.waitUntil(lambda: win.model_combo.currentText() == "dlib-resnet", timeout=5000)
     with qtbot.waitSignal(win.result_shown, timeout=60000):
         click_cell(qtbot, win, (3, 0))
+
+
+def test_compare_methods_for_a_classifier(qtbot, tmp_path, r18_weights):
+    from famegui.gui.main_window import MainWindow
+
+    w = MainWindow(model="resnet18", weights=r18_weights, images=[face("joe_biden", "vp_portrait.jpg")],
+                   settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.class_list.count() == 5, timeout=60000)
+    tab = w.compare_tab
+    names = [tab.method_list.item(i).data(Qt.UserRole) for i in range(tab.method_list.count())]
+    assert "rise" in names and "corrrise" not in names  # only what fits classification
+    tab.set_checked(["gradcam", "hirescam"])
+    tab.run()
+    qtbot.waitUntil(lambda: len(tab.results) == 2, timeout=60000)
+    top = w.class_list.item(0).data(Qt.UserRole)
+    assert {r.target.class_index for r in tab.results.values()} == {top}
+    assert tab.grid.image_shape()[1] == tab.tile_shape[1]  # one column
+    w.close()

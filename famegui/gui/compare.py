@@ -152,20 +152,23 @@ class CompareTab(QWidget):
             targets = [Target("similar"), Target("dissimilar")]
             slot, other = w._pair_slots()
         else:
-            rows = w.session.top_classes(1)
-            targets = [Target("class", class_index=rows[0][0])]
+            targets = [None]  # the top-1 class, found in the worker (no network work in the GUI thread)
             slot, other = "probe", None
-        self.rows, self.cols = names, [t.label() for t in targets]
+        self.rows = names
+        self.cols = [t.label() for t in targets] if targets[0] is not None else ["top-1 class"]
         self.results = {}
-        plan = [(n, t, self.params_for(n)) for n in names for t in targets]
+        params = {n: self.params_for(n) for n in names}
 
         def work(job):
+            tg = targets if targets[0] is not None else \
+                [Target("class", class_index=w.session.top_classes(1)[0][0])]
+            plan = [(n, t, params[n]) for n in names for t in tg]
             done = []
-            for i, (name, target, params) in enumerate(plan):
+            for i, (name, target, method_params) in enumerate(plan):
                 def prog(f, _p=None, i=i):
                     job.progress((i + f) / len(plan), None)
 
-                res = w.session.explain(name, target, params, slot=slot, other=other, progress=prog,
+                res = w.session.explain(name, target, method_params, slot=slot, other=other, progress=prog,
                                         cancel=job.cancelled)
                 done.append(res)
                 job.progress((i + 1) / len(plan), ("tile", res))
@@ -174,18 +177,21 @@ class CompareTab(QWidget):
         def progress(_f, payload):
             if isinstance(payload, tuple) and payload[0] == "tile":
                 res = payload[1]
-                self.results[(res.method, res.target.label())] = res
+                self.results[(res.method, self._col(res))] = res
                 self.redraw()
 
         def finished(results):
             for res in results:
-                self.results[(res.method, res.target.label())] = res
+                self.results[(res.method, self._col(res))] = res
             self.redraw()
             total = sum(r.seconds for r in results)
             self.info.setText(f"{len(results)} maps in {total:.1f} s of compute")
             w.result_shown.emit(results[-1] if results else None)
 
         w._submit(w.compute, work, f"comparing {len(names)} methods", done=finished, progress=progress)
+
+    def _col(self, res) -> str:
+        return res.target.label() if res.target.kind != "class" else "top-1 class"
 
     # ------------------------------------------------------------------ drawing
     def tile_images(self) -> tuple[list[np.ndarray], list]:
