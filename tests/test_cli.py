@@ -153,3 +153,21 @@ def test_signed_map_export_uses_a_diverging_scale(tmp_path):
     assert np.array_equal(out[5, 5], colorize(np.zeros((1, 1)), "bwr")[0, 0])  # -1 -> blue end
     assert np.array_equal(out[5, 200], colorize(np.ones((1, 1)), "bwr")[0, 0])  # +1 -> red end
     assert out[5, 5, 2] > out[5, 5, 0] and out[5, 200, 0] > out[5, 200, 2]
+
+
+def test_reproduce_bad_sidecars_are_one_line_errors(tmp_path, capsys, r18_weights):
+    (tmp_path / "junk.json").write_text("{not json")
+    (tmp_path / "other.json").write_text('{"hello": 1}')
+    for name, frag in [("junk.json", "invalid JSON"), ("other.json", "not a famegui sidecar"),
+                       ("missing.json", "not found")]:
+        code, _, err = run(capsys, "reproduce", tmp_path / name)
+        assert code == 1 and frag in err and len(err.strip().splitlines()) == 1
+    # an input image that changed since the export is refused, not silently recomputed
+    img = tmp_path / "photo.jpg"
+    img.write_bytes(open(face("london_021", "neutral.jpg"), "rb").read())
+    code, _, err = run(capsys, "explain", "--model", "resnet18", "--weights", r18_weights, "--image", img,
+                       "--class", "top1", "--iterations", "2", "--out", tmp_path / "o.png")
+    assert code == 0, err
+    img.write_bytes(open(face("london_021", "smiling.jpg"), "rb").read())
+    code, _, err = run(capsys, "reproduce", tmp_path / "o.json")
+    assert code == 1 and "changed since export" in err

@@ -43,20 +43,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 EMBEDDED_DEFAULT = "dlib-resnet"
 
 
-def _face_archs() -> tuple[str, ...]:
-    from .iresnet import FACE_ARCHS
-
-    return tuple(FACE_ARCHS)
-
-
 def zoo_names() -> list[str]:
     """Every name ``load_model`` understands without a path."""
-    names = [EMBEDDED_DEFAULT]
-    try:
-        names += list(_face_archs())
-    except Exception:  # pragma: no cover - optional module
-        pass
-    return names + list(TORCHVISION_CLASSIFIERS)
+    from .iresnet import FACE_ARCHS
+
+    return [EMBEDDED_DEFAULT, *FACE_ARCHS, *TORCHVISION_CLASSIFIERS]
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -275,11 +266,9 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
         return load_dlib_resnet(weights if weights not in (None, "random") else None)
     if spec in TORCHVISION_CLASSIFIERS:
         return _load_torchvision(spec, weights)
-    try:
-        face_archs = _face_archs()
-    except ImportError:
-        face_archs = ()
-    if spec in face_archs:
+    from .iresnet import FACE_ARCHS
+
+    if spec in FACE_ARCHS:
         from .iresnet import load_face_checkpoint, wrap_face_network
 
         if weights is None:
