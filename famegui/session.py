@@ -66,6 +66,7 @@ class Session:
         self.images: dict[str, LoadedImage] = {}
         self.inputs: dict[str, ModelInput] = {}
         self.face_index: dict[str, int] = {}
+        self.input_errors: dict[str, str] = {}  # why a loaded photo cannot be used with the current model
         self.align = True
         self._lock = threading.RLock()
         self._fmap_cache: dict[tuple, np.ndarray] = {}
@@ -90,12 +91,13 @@ class Session:
             self.weights, self.model_spec = weights, spec or model.source
             self.inputs.clear()
             self._fmap_cache.clear()
-        for slot, image in list(self.images.items()):
+        self.input_errors = {}
+        for slot in list(self.images):
             try:
                 self.prepare(slot)
-            except Exception:
-                # the photo stays loaded; the slot shows why it cannot be used with this model
+            except (ValueError, OSError) as e:  # e.g. no face for a face model: the photo stays loaded
                 self.inputs.pop(slot, None)
+                self.input_errors[slot] = f"{slot} image: {str(e).strip().splitlines()[0]}"
 
     def model_key(self) -> tuple:
         m = self.model

@@ -355,3 +355,20 @@ def test_compare_methods_for_a_classifier(qtbot, tmp_path, r18_weights):
     assert {r.target.class_index for r in tab.results.values()} == {top}
     assert tab.grid.image_shape()[1] == tab.tile_shape[1]  # one column
     w.close()
+
+
+def test_switching_to_a_face_model_reports_a_photo_without_a_face(qtbot, tmp_path, r18_weights):
+    from famegui.gui.main_window import MainWindow
+
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (300, 300), (90, 120, 150)).save(flat)
+    w = MainWindow(model="resnet18", weights=r18_weights, images=[str(flat)],
+                   settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: "probe" in w.session.inputs, timeout=60000)  # a classifier takes any image
+    with qtbot.waitSignal(w.error_shown, timeout=60000) as sig:
+        w.load_model("dlib-resnet", None)
+    assert "probe image" in sig.args[0] and "no face" in sig.args[0]
+    assert "probe" in w.session.images and "probe" not in w.session.inputs  # the photo is kept
+    w.close()

@@ -157,11 +157,7 @@ def _load_providers() -> None:
         return
     _loaded = True
     for mod in _PROVIDERS:
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+        importlib.import_module(mod)
 
 
 def methods(task: str | None = None) -> list[MethodSpec]:

@@ -475,6 +475,8 @@ class MainWindow(QMainWindow):
         self.layer = None
         self._fill_layers()
         self.model_ready.emit()
+        for message in self.session.input_errors.values():
+            self.show_error(message)
         self._refresh_inputs()
 
     def _fill_layers(self) -> None:
