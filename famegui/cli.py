@@ -8,6 +8,7 @@
     famegui reproduce SIDECAR     recompute an export from its JSON sidecar
     famegui models                list the model zoo
     famegui methods               list the explanation methods and their parameters
+    famegui sanity ...            randomisation sanity check (Adebayo et al.) for one or more methods
 """
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ def _check_writable(*paths) -> None:
 
 # --------------------------------------------------------------------------- commands
 def cmd_explain(args) -> int:
-    from .core.methods import get_method, run_method, task_of
+    from .core.methods import get_method, methods, run_method, task_of
     from .core.verify import default_cosine_threshold
     from .pipeline import prepare_for_model
     from .report import explain_record, write_outputs
@@ -150,17 +151,23 @@ def cmd_explain(args) -> int:
     if task not in spec.tasks:
         raise CliError(f"{spec.label} does not support {task} targets (it supports: {', '.join(sorted(spec.tasks))})")
     params = spec.resolve(_method_params(args), task)
-    ref = None
+    ref = non_mate = None
     if args.reference is not None:
         ref = prepare_for_model(model, args.reference, face_index=args.reference_face, align=not args.no_align)
+    if args.non_mate is not None:
+        if ref is None or not spec.uses_non_mate:
+            users = ", ".join(m.name for m in methods() if m.uses_non_mate)
+            raise CliError(f"--non-mate is for pair targets of methods with a triplet gain ({users})")
+        non_mate = prepare_for_model(model, args.non_mate, face_index=args.non_mate_face, align=not args.no_align)
     threshold = default_cosine_threshold(model) if ref is not None else None
     info: dict = {}
     t0 = time.perf_counter()
     amap = run_method(spec.name, model, probe.tensor, target, params, reference=None if ref is None else ref.tensor,
-                      threshold=threshold, progress=_cli_progress(args.quiet), info=info)
+                      threshold=threshold, progress=_cli_progress(args.quiet), info=info,
+                      non_mate=None if non_mate is None else non_mate.tensor)
     seconds = time.perf_counter() - t0
     record = explain_record(model, args.weights, probe, ref, target, spec.name, params, seconds,
-                            extra={"info": info})
+                            extra={"info": info}, non_mate=non_mate)
     written = write_outputs(amap, probe, record, args.out, args.save_map,
                             on_photo=args.on_photo, opacity=args.opacity, cmap=args.colormap,
                             sidecar=not args.no_sidecar)
@@ -171,8 +178,77 @@ def cmd_explain(args) -> int:
     extra = ""
     if "initial_loss" in info:
         extra = f"loss {info['initial_loss']:.4f} -> {info['final_loss']:.4f} in {info['iterations']} iterations, "
+    if "gain" in info:
+        extra += f"gain {info['gain']}, "
     print(f"{spec.label} {target.label()}: {extra}{seconds:.1f} s; wrote {', '.join(map(str, written))}")
     return 0
+
+
+def cmd_sanity(args) -> int:
+    from .core.explain import Target
+    from .core.methods import get_method, methods, task_of
+    from .core.sanity import sanity_sheet, sanity_suite
+    from .pipeline import prepare_for_model
+
+    _check_writable(args.sheet, args.json)
+    both = args.target == "both"
+    args.target = ("similar" if args.reference is not None else None) if both else args.target
+    model = _load_model(args)
+    probe = prepare_for_model(model, args.image, face_index=args.face, align=not args.no_align)
+    target = _resolve_target(model, args, probe.tensor)
+    targets = [Target("similar"), Target("dissimilar")] if both and target.kind == "similar" else [target]
+    task = task_of(target)
+    if args.method:
+        specs = [get_method(n) for n in args.method.split(",") if n]
+        for spec in specs:
+            if task not in spec.tasks:
+                raise CliError(f"{spec.label} does not support {task} targets")
+    else:
+        specs = [m for m in methods(task) if m.gradient_based]
+    given = _method_params(args)
+    params = {}
+    for spec in specs:
+        known = {p.name for p in spec.params}
+        params[spec.name] = spec.resolve({k: v for k, v in given.items() if k in known}, task)
+    ref = None
+    if args.reference is not None:
+        ref = prepare_for_model(model, args.reference, face_index=args.reference_face, align=not args.no_align).tensor
+    rows = []
+    print(f"# {model.name}: maps of the trained network vs the same network with random weights "
+          f"({'all layers' if args.depth is None else f'top {args.depth} layers'}, seed {args.weights_seed}); "
+          f"pass = every correlation < {args.threshold}")
+    head = f"{'method':<14} {'target':<11} {'spearman':>8} {'|sp|':>6} {'pearson':>7}  {'full':>6}"
+    print(head + ("" if args.no_prior else f"  {'prior':>6}") + "  result   seconds")
+    results = sanity_suite([s.name for s in specs], model, probe.tensor, targets, params, reference=ref,
+                           seed=args.weights_seed, depth=args.depth, region=args.region, prior=not args.no_prior,
+                           threshold=args.threshold, progress=_cli_progress(True))
+    for r in results:
+        rows.append(r)
+        line = (f"{r.method:<14} {r.target.label().split(' ')[0]:<11} {r.inside.spearman:>+8.2f} "
+                f"{r.inside.spearman_abs:>+6.2f} {r.inside.pearson:>+7.2f}  {r.full.worst:>+6.2f}")
+        if r.prior is not None:
+            line += f"  {r.prior.worst:>+6.2f}"
+        print(line + f"  {'pass' if r.passed else 'FAIL':<7} {r.seconds:7.1f}", flush=True)
+    if rows and rows[0].region is not None:
+        t, b, le, ri = rows[0].region
+        print(f"# correlations inside the face square rows {t}..{b}, columns {le}..{ri}; 'full' = the whole input "
+              f"(worst of the three measures); 'prior' = random vs random (seed {args.weights_seed + 1})")
+    written = []
+    if args.sheet:
+        from .export import write_png
+
+        written.append(write_png(args.sheet, sanity_sheet(rows, probe.prepared.tensor[0].permute(1, 2, 0).numpy())))
+    if args.json:
+        from .export import write_json
+
+        payload = {"model": model.describe(), "image": str(args.image), "reference": args.reference,
+                   "weights_seed": args.weights_seed, "depth": args.depth, "params": params,
+                   "results": [r.to_dict() for r in rows]}
+        written.append(write_json(args.json, payload))
+    if written:
+        print("wrote " + ", ".join(map(str, written)))
+    failed = [r for r in rows if not r.passed]
+    return 0 if not failed else 2
 
 
 def cmd_methods(args) -> int:
@@ -259,6 +335,22 @@ def _add_method_param_flags(parser: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=name, default=None, metavar=p.type.__name__.upper(), help=p.help + extra)
 
 
+def _add_input_args(p: argparse.ArgumentParser, target_required: bool) -> None:
+    """Model, image and target flags shared by explain and sanity."""
+    _add_model_args(p)
+    p.add_argument("--image", required=True)
+    p.add_argument("--face", type=int, default=0, help="which face (0 = largest)")
+    p.add_argument("--no-align", action="store_true", help="face models: use a centre crop instead of alignment")
+    tg = p.add_argument_group("target (exactly one)")
+    tg.add_argument("--cell", default=None, metavar="LAYER:ROW,COL")
+    tg.add_argument("--class", dest="class_", default=None, metavar="K|NAME|top1")
+    tg.add_argument("--reference", default=None, metavar="IMG2")
+    choices = ("similar", "dissimilar") if target_required else ("similar", "dissimilar", "both")
+    tg.add_argument("--target", choices=choices, default=None if target_required else "both",
+                    help=None if target_required else "with --reference: e+, e- or both (default)")
+    p.add_argument("--reference-face", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="famegui", description="See what a convolutional network looks at.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -270,17 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("images", nargs="*")
 
     e = sub.add_parser("explain", help="compute an explanation and write an overlay")
-    _add_model_args(e)
-    e.add_argument("--image", required=True)
-    e.add_argument("--face", type=int, default=0, help="which face (0 = largest)")
-    e.add_argument("--no-align", action="store_true", help="face models: use a centre crop instead of alignment")
-    tg = e.add_argument_group("target (exactly one)")
-    tg.add_argument("--cell", default=None, metavar="LAYER:ROW,COL")
-    tg.add_argument("--class", dest="class_", default=None, metavar="K|NAME|top1")
-    tg.add_argument("--reference", default=None, metavar="IMG2")
-    tg.add_argument("--target", choices=("similar", "dissimilar"), default=None)
-    e.add_argument("--reference-face", type=int, default=0)
+    _add_input_args(e, target_required=True)
     e.add_argument("--method", default="fame", help="explanation method (`famegui methods` lists them)")
+    e.add_argument("--non-mate", default=None, metavar="IMG3",
+                   help="a photo of another person: gweEBP then uses seed 004's triplet gain for e+")
+    e.add_argument("--non-mate-face", type=int, default=0)
     _add_method_param_flags(e)
     e.add_argument("--out", required=True, help="overlay PNG")
     e.add_argument("--save-map", default=None, help="raw map as float32 .npy")
@@ -310,6 +396,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", nargs="?", const="", default=None, metavar="A,B",
                    help="instead: seconds per map for each method (default parameters) on the demo pair")
 
+    sa = sub.add_parser("sanity", help="Adebayo's randomisation test: does the map change with random weights?")
+    _add_input_args(sa, target_required=False)
+    sa.add_argument("--method", default=None, metavar="A,B",
+                    help="methods to test (default: every gradient-based method for the target)")
+    _add_method_param_flags(sa)
+    sa.add_argument("--weights-seed", type=int, default=0,
+                    help="seed of the random weights (the prior's second network uses seed+1)")
+    sa.add_argument("--depth", type=int, default=None,
+                    help="randomise only the top N weight layers (cascading test; default: all)")
+    sa.add_argument("--region", choices=("face", "full"), default="face",
+                    help="where to correlate: the aligned face square (face models; default) or the whole input")
+    sa.add_argument("--threshold", type=float, default=0.5, help="a method passes when every correlation is below")
+    sa.add_argument("--no-prior", action="store_true",
+                    help="skip the second random network (random-vs-random correlation)")
+    sa.add_argument("--sheet", default=None, metavar="PNG", help="write trained vs random maps as one picture")
+    sa.add_argument("--json", default=None, metavar="FILE", help="write the numbers as JSON")
+
     v = sub.add_parser("verify", help="compare two face photos")
     _add_model_args(v)
     v.add_argument("image_a")
@@ -322,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"explain": cmd_explain, "reproduce": cmd_reproduce, "layers": cmd_layers, "models": cmd_models,
-            "bench": cmd_bench, "verify": cmd_verify, "methods": cmd_methods}
+            "bench": cmd_bench, "verify": cmd_verify, "methods": cmd_methods, "sanity": cmd_sanity}
 
 
 def _one_line(e: BaseException) -> str:

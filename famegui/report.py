@@ -25,7 +25,7 @@ def _input_record(inp) -> dict | None:
 
 
 def explain_record(model, weights_path, probe, reference, target, method: str, params, seconds: float | None = None,
-                   extra: dict | None = None) -> dict:
+                   extra: dict | None = None, non_mate=None) -> dict:
     """Everything needed to recompute a map, as a JSON-able dict."""
     m = model.describe()
     m["weights_path"] = _abs(weights_path) if weights_path not in (None, "random") else weights_path
@@ -35,6 +35,7 @@ def explain_record(model, weights_path, probe, reference, target, method: str, p
         "model": m,
         "image": _input_record(probe),
         "reference": _input_record(reference),
+        "non_mate": _input_record(non_mate),
         "target": target.to_dict(),
         "method": method,
         "params": params.to_dict() if hasattr(params, "to_dict") else dict(params),
@@ -135,14 +136,15 @@ def compute_from_record(rec: dict):
             raise SidecarError(f"{r['path']} changed since export (sha256 differs)")
         return x
 
-    probe, ref = inp(rec["image"]), inp(rec.get("reference"))
+    probe, ref, non_mate = inp(rec["image"]), inp(rec.get("reference")), inp(rec.get("non_mate"))
     threshold = None
     if ref is not None:
         from .core.verify import default_cosine_threshold
 
         threshold = default_cosine_threshold(model)
     amap = run_method(rec.get("method", "fame"), model, probe.tensor, Target.from_dict(rec["target"]),
-                      rec.get("params", {}), reference=None if ref is None else ref.tensor, threshold=threshold)
+                      rec.get("params", {}), reference=None if ref is None else ref.tensor, threshold=threshold,
+                      non_mate=None if non_mate is None else non_mate.tensor)
     return amap, probe, model
 
 

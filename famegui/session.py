@@ -37,6 +37,7 @@ class MapResult:
     seconds: float
     info: dict = field(default_factory=dict)
     key: tuple = ()
+    non_mate: str | None = None  # a third image of another identity, for triplet methods
 
     @property
     def signed(self) -> bool:
@@ -188,29 +189,40 @@ class Session:
         return PairScores(cos, dist, rule.describe(), rule.is_same(cos, dist))
 
     # ----------------------------------------------------------------- explanations
-    def request_key(self, method: str, target: Target, params: dict, slot: str, other: str | None) -> tuple:
+    def request_key(self, method: str, target: Target, params: dict, slot: str, other: str | None,
+                    non_mate: str | None = None) -> tuple:
         inp = self.input(slot)
         other_sha = self.input(other).image.sha256 if other else None
         p = json.dumps(params, sort_keys=True, default=str)
-        return (self.model_key(), inp.image.sha256, self.face_index.get(slot, 0), other_sha,
-                json.dumps(target.to_dict(), sort_keys=True), method, p, self.align)
+        key = (self.model_key(), inp.image.sha256, self.face_index.get(slot, 0), other_sha,
+               json.dumps(target.to_dict(), sort_keys=True), method, p, self.align)
+        if non_mate:
+            key += ("non-mate", self.input(non_mate).image.sha256, self.face_index.get(non_mate, 0))
+        return key
 
-    def _resolve(self, method: str, target: Target, params: dict | None, slot: str, other: str | None):
-        """(resolved params, the other slot of a pair, cache key) of a request."""
-        resolved = get_method(method).resolve(params, task_of(target))
-        if target.kind in ("similar", "dissimilar") and other is None:
+    def _resolve(self, method: str, target: Target, params: dict | None, slot: str, other: str | None,
+                 non_mate: str | None = None):
+        """(resolved params, the other slot of a pair, the non-mate slot if used, cache key) of a request."""
+        spec = get_method(method)
+        resolved = spec.resolve(params, task_of(target))
+        pair = target.kind in ("similar", "dissimilar")
+        if pair and other is None:
             other = "reference" if slot != "reference" else "probe"
-        return resolved, other, self.request_key(method, target, resolved, slot, other)
+        if not (pair and spec.uses_non_mate) or non_mate in (slot, other):
+            non_mate = None  # only triplet methods take one, and never one of the pair itself
+        return resolved, other, non_mate, self.request_key(method, target, resolved, slot, other, non_mate)
 
     def explain(self, method: str, target: Target, params: dict | None = None, slot: str = "probe",
-                other: str | None = None, progress=None, cancel=None) -> MapResult:
-        """Compute (or fetch from the cache) one map; ``other`` is the reference slot for pair targets."""
-        resolved, other, key = self._resolve(method, target, params, slot, other)
+                other: str | None = None, progress=None, cancel=None, non_mate: str | None = None) -> MapResult:
+        """Compute (or fetch from the cache) one map; ``other`` is the reference slot for pair targets,
+        ``non_mate`` an optional third slot for methods that use a non-mate (gweEBP's triplet gain)."""
+        resolved, other, non_mate, key = self._resolve(method, target, params, slot, other, non_mate)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
         inp = self.input(slot)
         ref = self.input(other).tensor if other else None
+        nm = self.input(non_mate).tensor if non_mate else None
         info: dict = {}
         t0 = time.perf_counter()
         threshold = None
@@ -219,16 +231,16 @@ class Session:
 
             threshold = default_cosine_threshold(self.model)
         amap = run_method(method, self.model, inp.tensor, target, resolved, reference=ref, threshold=threshold,
-                          progress=progress, cancel=cancel, info=info)
-        res = MapResult(amap, method, target, resolved, slot, other, time.perf_counter() - t0, info, key)
+                          progress=progress, cancel=cancel, info=info, non_mate=nm)
+        res = MapResult(amap, method, target, resolved, slot, other, time.perf_counter() - t0, info, key, non_mate)
         with self._lock:
             self.cache[key] = res
         return res
 
     def cached(self, method: str, target: Target, params: dict | None, slot: str = "probe",
-               other: str | None = None) -> MapResult | None:
+               other: str | None = None, non_mate: str | None = None) -> MapResult | None:
         try:
-            return self.cache.get(self._resolve(method, target, params, slot, other)[2])
+            return self.cache.get(self._resolve(method, target, params, slot, other, non_mate)[3])
         except ValueError:
             return None
 
@@ -285,8 +297,9 @@ class Session:
 
         inp = self.input(result.slot)
         ref = self.input(result.other) if result.other else None
+        nm = self.input(result.non_mate) if result.non_mate else None
         rec = explain_record(self.model, self.weights, inp, ref, result.target, result.method, result.params,
-                             result.seconds, extra={"info": result.info})
+                             result.seconds, extra={"info": result.info}, non_mate=nm)
         return write_outputs(result.map, inp, rec, out, save_map, on_photo=on_photo, opacity=opacity, cmap=cmap,
                              boxes=boxes)
 

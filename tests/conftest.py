@@ -73,3 +73,18 @@ def r18_weights(tmp_path_factory):
     f = tmp_path_factory.mktemp("w") / "r18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), f)
     return str(f)
+
+
+@pytest.fixture(scope="session")
+def identity_classifier(dlib, tmp_path_factory):
+    """A trained 5-identity classifier (the product's identify: model over a gallery of real photos) on
+    dlib's network, as in seed 003's setting; class 0 = london_001."""
+    import shutil
+
+    from famegui.models.identification import build_identification_model
+
+    gallery = tmp_path_factory.mktemp("gallery")
+    for who in ("london_001", "london_005", "london_006", "london_021", "london_024"):
+        (gallery / who).mkdir()
+        shutil.copy(face(who, "neutral.jpg"), gallery / who / "neutral.jpg")
+    return build_identification_model(dlib, gallery)

@@ -238,24 +238,43 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
     tab = win.compare_tab
     names = [tab.method_list.item(i).data(Qt.UserRole) for i in range(tab.method_list.count())]
     assert {"fame", "gradcam", "corrrise"} <= set(names)  # the list comes from the registry
-    tab.set_checked(["gradcam", "fame"])
+    tab.set_checked(["gradcam", "fame", "gweebp"])
     win.param_form.set_value("iterations", 20)
     win.tabs.setCurrentIndex(4)
     tab.run()
-    qtbot.waitUntil(lambda: len(tab.results) == 4, timeout=120000)
+    qtbot.waitUntil(lambda: len(tab.results) == 6, timeout=120000)
+    # the demo's third photo (another person) is gweEBP's non-mate: seed 004's triplet gain for e+
+    g = tab.results[("gweebp", "e+ (similar)")]
+    assert g.non_mate == "third" and g.info["gain"].startswith("triplet")
+    assert tab.results[("gweebp", "e- (dissimilar)")].info["gain"] == "1 - cos(a, p)"
+    assert tab.results[("gradcam", "e+ (similar)")].non_mate is None
     assert tab.cols == ["e+ (similar)", "e- (dissimilar)"]
     g_plus = tab.results[("gradcam", "e+ (similar)")].map
     g_minus = tab.results[("gradcam", "e- (dissimilar)")].map
     assert g_plus.shape == (150, 150) and np.abs(g_plus - g_minus).max() > 0.05
     th, tw = tab.tile_shape
-    assert tab.grid.image_shape() == (2 * th + 4, 2 * tw + 4)
+    assert tab.grid.image_shape() == (3 * th + 2 * 4, 2 * tw + 4)
     with qtbot.waitSignal(tab.tile_clicked, timeout=2000) as sig:
-        tab.grid.click_at_image(tw + 4 + 10, th + 4 + 30)  # row 1 (fame), column e-
+        r = tab.rows.index("fame")
+        tab.grid.click_at_image(tw + 4 + 10, r * (th + 4) + 30)  # the FAME row, column e-
     assert sig.args[0].method == "fame" and sig.args[0].target.kind == "dissimilar"
+    # the clicked tile opens large in the Pair view, its controls following without a recompute
+    assert win.tabs.currentIndex() == 2 and win.pair_result is sig.args[0]
+    assert win.sign_minus.isChecked() and win.side_probe.isChecked()
+    assert win.compute.current is None
+    assert "FAME e- (dissimilar)" in win.probe_canvas.title.text
+    shown = win.probe_canvas.image_shape()
+    assert shown == (150, 150)
+    win.tabs.setCurrentIndex(4)
+    with qtbot.waitSignal(tab.tile_clicked, timeout=2000) as sig:
+        tab.grid.click_at_image(10, tab.rows.index("gradcam") * (th + 4) + 30)  # Grad-CAM e+
+    assert win.tabs.currentIndex() == 2 and win.pair_result.method == "gradcam"
+    assert win.sign_plus.isChecked() and "Grad-CAM e+" in win.probe_canvas.title.text
     written = tab.export(str(tmp_path / "cmp.png"))
     assert (tmp_path / "cmp.png").exists() and (tmp_path / "cmp_gradcam_eplus.npy").exists()
     assert json.loads((tmp_path / "cmp_fame_eminus.json").read_text())["method"] == "fame"
-    assert len(written) == 1 + 4 * 3
+    assert len(written) == 1 + 6 * 3
+    assert json.loads((tmp_path / "cmp_gweebp_eplus.json").read_text())["non_mate"]["path"].endswith("neutral.jpg")
 
 
 def test_one_worker_thread_and_quick_jobs_do_not_wait_for_long_ones(qtbot):

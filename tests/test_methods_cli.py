@@ -71,3 +71,20 @@ def test_unknown_method_and_wrong_task_are_one_line_errors(tmp_path, capsys):
                  "corrrise", "--out", str(tmp_path / "o.png")])
     err = capsys.readouterr().err.strip()
     assert code == 1 and "does not support cell" in err
+
+
+def test_gweebp_non_mate_via_cli_and_reproduce(tmp_path, capsys):
+    out, npy = tmp_path / "g.png", tmp_path / "g.npy"
+    third = face("london_005", "neutral.jpg")
+    assert main(["explain", "--image", PAIR[0], "--reference", PAIR[1], "--target", "similar", "--method",
+                 "gweebp", "--non-mate", third, "--out", str(out), "--save-map", str(npy), "--quiet"]) == 0
+    assert "gain triplet" in capsys.readouterr().out
+    rec = json.loads(out.with_suffix(".json").read_text())
+    assert rec["non_mate"]["path"].endswith("neutral.jpg") and rec["info"]["gain"].startswith("triplet")
+    assert main(["reproduce", str(out.with_suffix(".json")), "--out", str(tmp_path / "r.png")]) == 0
+    diff = float(capsys.readouterr().out.rsplit(":", 1)[1])
+    assert diff < 1e-5  # the reproduced map used the non-mate again
+    # a method without a triplet gain: a clear error, before any work
+    assert main(["explain", "--image", PAIR[0], "--reference", PAIR[1], "--target", "similar", "--method",
+                 "gradcam", "--non-mate", third, "--out", str(tmp_path / "x.png")]) == 1
+    assert "--non-mate is for" in capsys.readouterr().err

@@ -1,9 +1,6 @@
 """Face-verification methods (FGGB, xSSAB, X-Maps, EBP / contrastive EBP / gweEBP) on real networks."""
 from __future__ import annotations
 
-import copy
-import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -35,20 +32,6 @@ def pair(dlib):
 
 
 @pytest.fixture(scope="module")
-def dlib_random(dlib):
-    """A copy of the dlib network with re-initialised conv / linear weights (Adebayo's sanity check)."""
-    module = copy.deepcopy(dlib.module)
-    g = torch.Generator().manual_seed(0)
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()
-            m.weight.data = torch.randn(m.weight.shape, generator=g) * math.sqrt(2.0 / fan_in)
-            if m.bias is not None:
-                m.bias.data.zero_()
-    return dataclasses.replace(dlib, module=module)
-
-
-@pytest.fixture(scope="module")
 def fggb_real(dlib, pair):
     x, _, ref = pair
     return mf.fggb(dlib, x, ref, mf.resolve_threshold(dlib))
@@ -74,9 +57,6 @@ def _closed_form_jacobian(model: ModelWrapper, x: torch.Tensor) -> torch.Tensor:
     jac = (torch.eye(len(e)) - torch.outer(phi, phi)) @ a / e.norm()
     return jac.reshape(len(e), *x.shape[1:])
 
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
 
 
 # --------------------------------------------------------------------------- registry
@@ -296,6 +276,34 @@ def test_ebp_on_dlib_conserves_and_reads_stage2(dlib, pair):
         mf.ebp_layer_map(dlib, x, reference_embedding=ref, layer="nope")
 
 
+def test_gweebp_triplet_gain_with_a_non_mate(dlib, pair):
+    """Seed 004's triplet gain when a non-mate is given; the registry passes it only to gweEBP."""
+    from famegui.pipeline import prepare_for_model
+
+    x, y, ref = pair
+    z = prepare_for_model(dlib, face("london_005", "neutral.jpg")).tensor  # another person
+    info_t, info_p = {}, {}
+    triplet = run_method("gweebp", dlib, x, Target("similar"), reference=y, non_mate=z, info=info_t)
+    plain = run_method("gweebp", dlib, x, Target("similar"), reference=y, info=info_p)
+    assert info_t["gain"].startswith("triplet") and info_p["gain"] == "cos(a, p)"
+    assert np.isfinite(triplet).all() and triplet.max() == pytest.approx(1.0)
+    assert np.abs(triplet - plain).max() > 0.05
+    # the same computation as gweebp_maps with the non-mate's embedding
+    with torch.no_grad():
+        n_emb = dlib(z)
+    direct = mf.gweebp_maps(dlib, x, ref, negative_embedding=n_emb, targets=("similar",)).maps[0]
+    want = F.interpolate(direct.clamp(min=0)[None, None], size=(150, 150), mode="bilinear", align_corners=False)[0, 0]
+    want = (want / want.max()).numpy()
+    np.testing.assert_allclose(triplet, want, atol=1e-5)
+    # e- keeps the pair gain; methods without a triplet gain ignore the non-mate
+    info_m = {}
+    run_method("gweebp", dlib, x, Target("dissimilar"), reference=y, non_mate=z, info=info_m)
+    assert info_m["gain"] == "1 - cos(a, p)"
+    e1 = run_method("ebp", dlib, x, Target("similar"), reference=y, non_mate=z)
+    e2 = run_method("ebp", dlib, x, Target("similar"), reference=y)
+    np.testing.assert_array_equal(e1, e2)
+
+
 def test_methods_honour_cancel():
     from famegui.core.fame import Cancelled
 
@@ -319,50 +327,6 @@ def test_ebp_rejects_unknown_architectures():
     model = ModelWrapper(name="odd", module=Odd(), input_size=(4, 4), task="embedding")
     with pytest.raises(ValueError, match="does not support"):
         mf.ebp_layer_map(model, torch.rand(1, 3, 4, 4), reference_embedding=torch.ones(1, 4))
-
-
-# --------------------------------------------------------------------------- sanity check (Adebayo et al.)
-# Pearson correlation between the map of the real network and that of a copy with all conv / linear
-# weights re-initialised (genuine pair, e+), measured on the dlib network over two seeds and both sample
-# pairs: cEBP -0.33..0.12, xSSAB 0.28..0.34, FGGB e- 0.26..0.37 stay well below Adebayo's 0.5;
-# EBP 0.49..0.50, gweEBP 0.49..0.61 and FGGB e+ 0.43..0.62 do not: non-contrastive EBP (z+) and
-# blurred gradient magnitudes keep much of the image's own structure even with random weights (as
-# Adebayo et al. and Sixt et al. report for such methods). Those get a looser bound that still fails a
-# map that ignores the model (an edge detector would correlate ~1).
-# With this seed and pair EBP (0.495) and gweEBP (0.486) stay just under Adebayo's 0.5; other seeds and
-# pairs reach 0.50-0.61 (see above), so these two are borderline, not safely sane.
-SANITY_BOUND = {"cebp": 0.5, "xssab": 0.5, "ebp": 0.5, "gweebp": 0.5}
-
-
-@pytest.mark.parametrize("name", sorted(SANITY_BOUND))
-def test_randomised_weights_change_the_map(dlib, dlib_random, pair, name):
-    x, y, _ = pair
-    real = run_method(name, dlib, x, Target("similar"), reference=y)
-    rand = run_method(name, dlib_random, x, Target("similar"), reference=y)
-    assert np.isfinite(rand).all() and rand.max() > 0
-    assert _pearson(real, rand) < SANITY_BOUND[name]
-
-
-def test_randomised_weights_change_the_fggb_map(dlib_random, pair, fggb_real):
-    x, y, _ = pair
-    with torch.no_grad():
-        ref = dlib_random(y)  # the pair as the randomised network sees it
-    rand = mf.fggb(dlib_random, x, ref, mf.resolve_threshold(dlib_random))
-    assert torch.isfinite(rand.e_plus).all() and rand.e_plus.max() > 0 and rand.e_minus.max() > 0
-    assert _pearson(fggb_real.e_minus.numpy(), rand.e_minus.numpy()) < 0.5
-    assert _pearson(fggb_real.e_plus.numpy(), rand.e_plus.numpy()) < 0.7  # looser: see the strict xfail below
-
-
-@pytest.mark.xfail(strict=True, reason="FGGB e+ keeps the image's structure under random weights: "
-                                       "Pearson 0.43-0.62 over seeds/pairs, above Adebayo's 0.5 here")
-def test_fggb_e_plus_passes_adebayo_bound(dlib_random, pair, fggb_real):
-    x, y, _ = pair
-    with torch.no_grad():
-        ref = dlib_random(y)
-    rand = mf.fggb(dlib_random, x, ref, mf.resolve_threshold(dlib_random))
-    r = _pearson(fggb_real.e_plus.numpy(), rand.e_plus.numpy())
-    print(f"FGGB e+ Pearson(real, randomised) = {r:.3f}")
-    assert r < 0.5
 
 
 # --------------------------------------------------------------------------- other networks

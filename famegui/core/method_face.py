@@ -60,11 +60,11 @@ Registered methods (all ``verification``; the EBP family also ``classification``
     - ``gweebp``: every child response is replaced by its gradient-weighted value
       ``a [dG/da]^+`` (a >= 0) or ``a [-dG/da]^+`` (a < 0) before the MWP of each
       layer is computed (seed 004, eq. 6). The paper's gain is the triplet gain
-      ``max(0, ||a-n|| - ||a-p||)``; a pair has no non-mate, so here
-      ``G = cos(phi_x, r)`` for e+ (reference = positive) and ``G = 1 - cos`` for
-      e- (gradients flip sign), with the top unit ``r_hat`` / ``-r_hat`` as above.
-      :func:`gweebp_maps` also takes a non-mate embedding and then uses the
-      triplet gain on normalised embeddings. Clamping ``[-dG/da]^+`` for negative
+      ``max(0, ||a-n|| - ||a-p||)`` on normalised embeddings: used for e+ when a
+      non-mate image is given (``run_method(..., non_mate=...)``, the GUI's third
+      image, ``--non-mate``). Without one, and for e-, ``G = cos(phi_x, r)`` for e+
+      (reference = positive) and ``G = 1 - cos`` for e- (gradients flip sign), with
+      the top unit ``r_hat`` / ``-r_hat`` as above. ``info["gain"]`` says which. Clamping ``[-dG/da]^+`` for negative
       neurons (the paper writes ``a (-dG/da)``) keeps the sign of every response;
       the paper's text says such neurons are "suppressed", which this implements.
 
@@ -721,26 +721,35 @@ def _block(m: nn.Module, name: str) -> _Op:
     raise ValueError(f"Excitation Backprop does not know the layer {name or '(root)'} ({kind})")
 
 
-def _build(module: nn.Module) -> tuple[list[_Op], str]:
-    """Operations of a supported network and how its output relates to the module's (``exact``/``direction``)."""
+def _build(module: nn.Module, prefix: str = "") -> tuple[list[_Op], str]:
+    """Operations of a supported network and how its output relates to the module's (``exact``/``direction``).
+
+    ``prefix`` is the network's own name inside a bigger model (e.g. ``"embedder."``), so the
+    readable layer names match the model's.
+    """
     kind = type(module).__name__
     if kind == "DlibResNet":
         named = [("stem", module.stem), ("pool", module.pool)] + [(n, getattr(module, n)) for n in module.stage_names]
-        ops = _walk(named) + [_Pool(lambda t: t.mean(dim=(2, 3)))] + _walk([("fc", module.fc)])
+        ops = _walk(named, prefix) + [_Pool(lambda t: t.mean(dim=(2, 3)))] + _walk([("fc", module.fc)], prefix)
         return ops, "exact"
     if kind == "IResNet":
         named = _children(module, ("conv1", "bn1", "prelu", "layer1", "layer2", "layer3", "layer4", "bn2"))
-        ops = _walk(named) + [_Pool(lambda t: torch.flatten(t, 1))] + _walk(_children(module, ("fc", "features")))
+        ops = (_walk(named, prefix) + [_Pool(lambda t: torch.flatten(t, 1))]
+               + _walk(_children(module, ("fc", "features")), prefix))
         return ops, "exact"
     if kind == "AdaFaceIR":  # its forward divides by the norm at the end: compare directions
-        return _walk(_children(module, ("input_layer", "body", "output_layer"))), "direction"
+        return _walk(_children(module, ("input_layer", "body", "output_layer")), prefix), "direction"
     if kind == "ResNet" and hasattr(module, "layer4") and hasattr(module, "fc"):  # torchvision
         named = _children(module, ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4",
                                    "avgpool"))
-        ops = _walk(named) + [_Pool(lambda t: torch.flatten(t, 1))] + _walk([("fc", module.fc)])
+        ops = _walk(named, prefix) + [_Pool(lambda t: torch.flatten(t, 1))] + _walk([("fc", module.fc)], prefix)
         return ops, "exact"
+    if kind == "IdentificationHead":  # cosine to gallery templates: normalise (a positive scale), then linear
+        inner, _ = _build(module.embedder, f"{prefix}embedder.")  # the normalisation makes a direction exact
+        head = _Linear("linear", module.gallery.detach().float(), None)
+        return inner + [_Pointwise(lambda t: F.normalize(t, dim=1)), head], "exact"
     if isinstance(module, nn.Sequential):
-        return _walk(list(module.named_children())), "exact"
+        return _walk(list(module.named_children()), prefix), "exact"
     raise ValueError(f"Excitation Backprop does not support {kind} networks (supported: dlib ResNet, IResNet, "
                      "AdaFace IR, torchvision ResNet, plain nn.Sequential)")
 
@@ -943,7 +952,13 @@ def _ebp_common(ctx: MethodContext, variant: str) -> np.ndarray:
         ref = _need_reference(ctx)
         similar = _is_similar(ctx)
         if variant == "gweebp":
-            res = gweebp_maps(ctx.model, ctx.x, ref, layer=layer, targets=("similar" if similar else "dissimilar",))
+            # seed 004's triplet gain needs a non-mate and explains the match (e+); otherwise, and for e-,
+            # the pair gain G = cos / 1 - cos
+            triplet = ctx.non_mate_embedding is not None and similar
+            ctx.info["gain"] = "triplet max(0, |a-n| - |a-p|)" if triplet else (
+                "cos(a, p)" if similar else "1 - cos(a, p)")
+            res = gweebp_maps(ctx.model, ctx.x, ref, layer=layer, targets=("similar" if similar else "dissimilar",),
+                              negative_embedding=ctx.non_mate_embedding if triplet else None)
             m = res.maps[0]
         else:
             s = 1.0 if similar else -1.0
@@ -1024,8 +1039,8 @@ register(MethodSpec(
 ))
 
 register(MethodSpec(
-    name="gweebp", label="gweEBP", tasks=EBP_TASKS, output="pair", task_outputs={"classification": "single"}, cost="cheap", fn=_gweebp_method,
-    params=(EBP_LAYER,),
+    name="gweebp", label="gweEBP", tasks=EBP_TASKS, output="pair", task_outputs={"classification": "single"},
+    cost="cheap", fn=_gweebp_method, params=(EBP_LAYER,), uses_non_mate=True,
     description="Gradient-weighted extended EBP (seed 004): responses weighted by the gradient of the gain "
-                "(pair: cos for e+, 1 - cos for e-)",
+                "(with a non-mate: the triplet gain for e+; else cos for e+, 1 - cos for e-)",
 ))

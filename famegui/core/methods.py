@@ -68,6 +68,8 @@ class MethodContext:
     params: dict
     reference: torch.Tensor | None = None  # (1,3,H,W) the other image of a pair
     reference_embedding: torch.Tensor | None = None  # (1,D), frozen
+    non_mate: torch.Tensor | None = None  # (1,3,H,W) a third face, another identity (triplet methods)
+    non_mate_embedding: torch.Tensor | None = None  # (1,D), frozen
     threshold: float | None = None  # cosine decision threshold (model default or EER)
     progress: Callable[[float, np.ndarray | None], None] | None = None  # (fraction done, partial map)
     cancel: Callable[[], bool] | None = None
@@ -101,6 +103,7 @@ class MethodSpec:
     gradient_based: bool = True  # for the randomisation sanity check
     per_task_defaults: dict = field(default_factory=dict)  # task -> {param: default}
     task_outputs: dict = field(default_factory=dict)  # task -> output where it differs from ``output``
+    uses_non_mate: bool = False  # verification: takes an optional non-mate image (triplet gain)
 
     def output_for(self, task: str) -> str:
         """What the method gives for ``task``: e+/e- ("pair"), one "signed" map, or one "single" map."""
@@ -192,8 +195,13 @@ def task_of(target: Target) -> str:
 
 def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, params: dict | None = None, *,
                reference: torch.Tensor | None = None, threshold: float | None = None,
-               progress=None, cancel=None, seed: int = 0, info: dict | None = None) -> np.ndarray:
-    """Compute one map with a registered method; returns (H,W) float32."""
+               progress=None, cancel=None, seed: int = 0, info: dict | None = None,
+               non_mate: torch.Tensor | None = None) -> np.ndarray:
+    """Compute one map with a registered method; returns (H,W) float32.
+
+    ``non_mate`` (verification only) is passed to methods that declare ``uses_non_mate``
+    and ignored by the others.
+    """
     spec = get_method(name)
     task = task_of(target)
     if task not in spec.tasks:
@@ -207,9 +215,14 @@ def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, 
         reference = reference.to(model.device)
         with torch.no_grad():
             ref_emb = model(reference).detach()
+    nm, nm_emb = None, None
+    if non_mate is not None and task == "verification" and spec.uses_non_mate:
+        nm = non_mate.to(model.device)
+        with torch.no_grad():
+            nm_emb = model(nm).detach()
     ctx = MethodContext(model=model, x=x, target=target, params=resolved, reference=reference,
-                        reference_embedding=ref_emb, threshold=threshold, progress=progress, cancel=cancel,
-                        seed=seed, info=info if info is not None else {})
+                        reference_embedding=ref_emb, non_mate=nm, non_mate_embedding=nm_emb, threshold=threshold,
+                        progress=progress, cancel=cancel, seed=seed, info=info if info is not None else {})
     amap = np.asarray(spec.fn(ctx), dtype=np.float32)
     if amap.shape != tuple(x.shape[-2:]):
         raise RuntimeError(f"{spec.label} returned shape {amap.shape}, expected {tuple(x.shape[-2:])}")

@@ -70,3 +70,14 @@ def sheet(tiles: list[np.ndarray], columns: int, gap: int = 2, background: int =
         r, c = divmod(i, columns)
         out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = to_uint8(t)
     return out
+
+
+LABEL_H = 22
+
+
+def labelled(tile: np.ndarray, text: str, width_chars: int = 40) -> np.ndarray:
+    """An RGB tile with a dark caption bar on top."""
+    bar = np.full((LABEL_H, tile.shape[1], 3), 32, np.uint8)
+    cv2.putText(bar, text[:width_chars], (4, LABEL_H - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1,
+                cv2.LINE_AA)
+    return np.concatenate([bar, to_uint8(tile)], axis=0)

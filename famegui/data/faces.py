@@ -36,6 +36,7 @@ __all__ = [
     "ARCFACE_TEMPLATE_112",
     "DLIB_TEMPLATE_UNIT",
     "dlib_template_points",
+    "face_box",
     "detect_faces",
     "align_face",
     "center_crop",
@@ -87,6 +88,20 @@ _DLIB_PADDING = 0.25
 def dlib_template_points(size: int = 150, padding: float = _DLIB_PADDING) -> np.ndarray:
     """dlib's five template points in chip pixels for ``get_face_chip(size, padding)``."""
     return (padding + DLIB_TEMPLATE_UNIT) / (1.0 + 2.0 * padding) * size
+
+
+def face_box(alignment: str | None, size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The face's own square in an aligned chip as (top, bottom, left, right) pixel bounds, or None.
+
+    dlib's chips put the face's unit square in the middle and pad it by 25 % on each
+    side (150 px: rows and columns 25..125). ArcFace chips have no such padding: the
+    face fills the chip, so the whole chip is the face region (None).
+    """
+    if alignment != "dlib150":
+        return None
+    h, w = size
+    lo, hi = _DLIB_PADDING / (1.0 + 2.0 * _DLIB_PADDING), (1.0 + _DLIB_PADDING) / (1.0 + 2.0 * _DLIB_PADDING)
+    return round(lo * h), round(hi * h), round(lo * w), round(hi * w)
 
 
 # ---------------------------------------------------------------------------

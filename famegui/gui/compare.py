@@ -4,22 +4,20 @@ Rows are methods (cheap ones first), columns e+ / e- for a face pair (or one
 map for a class). Tiles fill in as the background job finishes them; each shows
 the method's name and compute time. Colour scale: shared across tiles or per
 tile; signed maps use a diverging colormap centred on zero. Click a tile to
-enlarge it. The method list and every parameter control come from the registry.
+open it large in the main view of its task (Pair or Classes). The method list and every parameter control come from the registry.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
-                               QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+                               QStackedWidget, QVBoxLayout, QWidget)
 
 from ..core.methods import methods
-from ..core.render import overlay, sheet, to_uint8
+from ..core.render import labelled, overlay, sheet, to_uint8
 from .canvas import ImageCanvas
 from .params import ParamForm
 
-LABEL_H = 22
 GAP = 4
 
 
@@ -36,12 +34,6 @@ def scaled(maps: list[np.ndarray | None], shared: bool) -> list[np.ndarray | Non
         peak = peak if peak > 0 else 1.0
         out.append((m / peak + 1.0) / 2.0 if m.min() < 0 else m / peak)
     return out
-
-
-def labelled(tile: np.ndarray, text: str) -> np.ndarray:
-    bar = np.full((LABEL_H, tile.shape[1], 3), 32, np.uint8)
-    cv2.putText(bar, text[:40], (4, LABEL_H - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
-    return np.concatenate([bar, tile], axis=0)
 
 
 class CompareTab(QWidget):
@@ -65,10 +57,9 @@ class CompareTab(QWidget):
         self.run_button.clicked.connect(self.run)
         self.shared_scale = QCheckBox("one colour scale for all tiles")
         self.shared_scale.toggled.connect(lambda _v: self.redraw())
-        self.info = QLabel("Check methods and compute; click a tile to enlarge it.")
+        self.info = QLabel("Check methods and compute; click a tile to open it large in the Pair or Classes view.")
         self.info.setWordWrap(True)
         self.grid = ImageCanvas("methods")
-        self.big = ImageCanvas("enlarged")
         self.grid.clicked.connect(self._on_click)
         side = QVBoxLayout()
         side.addWidget(QLabel("Methods (cheap first)"))
@@ -77,12 +68,9 @@ class CompareTab(QWidget):
         side.addWidget(self.shared_scale)
         side.addWidget(self.run_button)
         side.addWidget(self.info)
-        split = QSplitter(Qt.Horizontal)
-        split.addWidget(self.grid)
-        split.addWidget(self.big)
         lay = QHBoxLayout(self)
         lay.addLayout(side)
-        lay.addWidget(split, 1)
+        lay.addWidget(self.grid, 1)
         self.task: str | None = None
 
     # ------------------------------------------------------------------ methods and forms
@@ -158,6 +146,8 @@ class CompareTab(QWidget):
         self.cols = [t.label() for t in targets] if targets[0] is not None else ["top-1 class"]
         self.results = {}
         params = {n: self.params_for(n) for n in names}
+        # a third photo (another person) is the non-mate of triplet methods (gweEBP), unless it is in the pair
+        non_mate = "third" if self.task == "verification" and "third" in w.session.inputs else None
 
         def work(job):
             tg = targets if targets[0] is not None else \
@@ -169,7 +159,7 @@ class CompareTab(QWidget):
                     job.progress((i + f) / len(plan), None)
 
                 res = w.session.explain(name, target, method_params, slot=slot, other=other, progress=prog,
-                                        cancel=job.cancelled)
+                                        cancel=job.cancelled, non_mate=non_mate)
                 done.append(res)
                 job.progress((i + 1) / len(plan), ("tile", res))
             return done
@@ -215,7 +205,7 @@ class CompareTab(QWidget):
             else:
                 signed = res.map.min() < 0
                 tile = overlay(base, m, a, "bwr" if signed else cmap)
-                label += f" {res.seconds:.2f}s"
+                label += f" {res.seconds:.2f}s" + (" triplet" if res.non_mate else "")
             tiles.append(labelled(tile, label))
         return tiles, keys
 
@@ -239,15 +229,8 @@ class CompareTab(QWidget):
         if not (0 <= r < len(self.rows) and 0 <= c < len(self.cols)):
             return
         res = self.results.get((self.rows[r], self.cols[c]))
-        if res is None:
-            return
-        signed = res.map.min() < 0
-        m = scaled([res.map], False)[0]
-        base = self.win.session.input_rgb(res.slot)
-        self.big.set_image(overlay(base, m, self.win.opacity.value() / 100.0,
-                                   "bwr" if signed else self.win.cmap_combo.currentText()))
-        self.big.set_title(f"{res.method}: {res.target.label()} ({res.seconds:.2f} s)")
-        self.tile_clicked.emit(res)
+        if res is not None:
+            self.tile_clicked.emit(res)  # the main window shows it in its task's view
 
     def export(self, png: str) -> list:
         """The sheet as one PNG, plus each map as .npy with its sidecar (PNG overlay + JSON)."""

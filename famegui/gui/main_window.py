@@ -32,6 +32,12 @@ IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp);;All files
 MAX_RECENT = 10
 
 
+def _method_label(name: str) -> str:
+    from ..core.methods import get_method
+
+    return get_method(name).label
+
+
 def _demo_paths() -> tuple[str, str, str]:
     from ..data.pairs import demo_pairs
 
@@ -201,6 +207,7 @@ class MainWindow(QMainWindow):
         from .compare import CompareTab
 
         self.compare_tab = CompareTab(self)
+        self.compare_tab.tile_clicked.connect(self.show_in_main_view)
         self.tabs.addTab(self.compare_tab, "Compare methods")
         self.tabs.currentChanged.connect(self._on_tab_changed)
 
@@ -727,8 +734,8 @@ class MainWindow(QMainWindow):
         rgb = self.session.input_rgb(slot)
         a = self.opacity.value() / 100.0
         cmap = self.cmap_combo.currentText()
-        if amap.min() < 0:  # signed map: diverging display, 0 in the middle
-            amap = (amap + 1.0) / 2.0
+        if amap.min() < 0:  # signed map: diverging colormap, 0 in the middle
+            amap, cmap = (amap + 1.0) / 2.0, "bwr"
         canvas.set_image(overlay(rgb, amap, a, cmap))
 
     def _is_stale(self, res: MapResult | None) -> bool:
@@ -883,9 +890,30 @@ class MainWindow(QMainWindow):
         if res.info.get("empty"):
             note = (" The map is empty: the loss was already below the early-stop epsilon at the start "
                     "(e.g. e+ of an impostor pair). Lower or clear epsilon.")
-        self.pair_info.setText(f"{res.target.label()} for the {res.slot} (against the {res.other}), "
-                               f"{res.seconds:.2f} s." + note)
+        self.pair_info.setText(f"{_method_label(res.method)} {res.target.label()} for the {res.slot} (against the "
+                               f"{res.other}), {res.seconds:.2f} s." + note)
         self.result_shown.emit(res)
+
+    def show_in_main_view(self, res: MapResult) -> None:
+        """A map from the comparison, shown large in its task's view (Pair or Classes), controls in step."""
+        if res.target.kind == "class":
+            self._show_class_result(res)
+            self.tabs.setCurrentIndex(3)
+            return
+        if res.target.kind not in ("similar", "dissimilar"):
+            return
+        states = ((self.sign_plus, res.target.kind == "similar"), (self.sign_minus, res.target.kind != "similar"),
+                  (self.side_probe, res.slot == "probe"), (self.side_ref, res.slot != "probe"))
+        for button, on in states:  # no recompute: the controls only follow the shown map
+            button.blockSignals(True)
+            button.setChecked(on)
+            button.blockSignals(False)
+        other = res.other if res.slot == "probe" else res.slot
+        self.compare_with.blockSignals(True)
+        self.compare_with.setCurrentText("third" if other == "third" else "reference")
+        self.compare_with.blockSignals(False)
+        self.tabs.setCurrentIndex(2)
+        self._show_pair_result(res)
 
     def _draw_pair_images(self, partial=None) -> None:
         canvases = {"probe": self.probe_canvas, "reference": self.ref_canvas, "third": self.third_canvas}
@@ -900,7 +928,8 @@ class MainWindow(QMainWindow):
                 self._draw_map(canvas, slot, res.map)
             else:
                 canvas.set_image(to_uint8(self.session.input_rgb(slot)))
-            canvas.set_title(slot + (f": {res.target.label()}" if res is not None and res.slot == slot else ""))
+            shown = res is not None and res.slot == slot and partial is None
+            canvas.set_title(slot + (f": {_method_label(res.method)} {res.target.label()}" if shown else ""))
 
     def _load_demo_pair(self, index: int) -> None:
         probe, genuine, impostor = _demo_paths()
@@ -946,7 +975,7 @@ class MainWindow(QMainWindow):
         self.class_result = res
         names = self.session.model.class_names or []
         k = res.target.class_index
-        self.class_canvas.set_title(f"FAME: {names[k] if k < len(names) else k}")
+        self.class_canvas.set_title(f"{_method_label(res.method)}: {names[k] if k < len(names) else k}")
         self._draw_map(self.class_canvas, "probe", res.map)
         self.result_shown.emit(res)
 
