@@ -55,6 +55,14 @@ class CompareTab(QWidget):
         self.forms.setMaximumWidth(280)
         self.run_button = QPushButton("Compute checked methods")
         self.run_button.clicked.connect(self.run)
+        self.sanity_button = QPushButton("Sanity check: trained vs random weights")
+        self.sanity_button.setToolTip("Adebayo et al.'s randomisation test for the checked methods: each map is "
+                                      "recomputed on a copy of the network with random weights; a method passes "
+                                      "when the two maps do not correlate (< 0.5 inside the face square)")
+        self.sanity_button.clicked.connect(self.run_sanity)
+        self.mode = "compare"  # what the grid shows: "compare" (methods x targets) or "sanity"
+        self.sanity_results: list = []
+        self.sanity_slot = "probe"
         self.shared_scale = QCheckBox("one colour scale for all tiles")
         self.shared_scale.toggled.connect(lambda _v: self.redraw())
         self.info = QLabel("Check methods and compute; click a tile to open it large in the Pair or Classes view.")
@@ -67,6 +75,7 @@ class CompareTab(QWidget):
         side.addWidget(self.forms, 1)
         side.addWidget(self.shared_scale)
         side.addWidget(self.run_button)
+        side.addWidget(self.sanity_button)
         side.addWidget(self.info)
         lay = QHBoxLayout(self)
         lay.addLayout(side)
@@ -121,27 +130,39 @@ class CompareTab(QWidget):
         return {}
 
     # ------------------------------------------------------------------ running
+    def _plan(self, what: str):
+        """(methods, targets, explained slot, other slot) for a run, or None after telling the user why.
+
+        ``targets`` is None for classification: the top-1 class is found in the worker (no network
+        work in the GUI thread).
+        """
+        from ..core.explain import Target
+
+        w = self.win
+        if w.session.model is None or "probe" not in w.session.inputs:
+            w.show_error("load a model and an image first")
+            return None
+        names = self.checked()
+        if not names:
+            w.show_error("check at least one method")
+            return None
+        if self.task != "verification":
+            return names, None, "probe", None
+        if "reference" not in w.session.inputs:
+            w.show_error(f"the {what} of a pair needs a reference image")
+            return None
+        return (names, [Target("similar"), Target("dissimilar")]) + w._pair_slots()
+
     def run(self) -> None:
         from ..core.explain import Target
 
         w = self.win
-        model = w.session.model
-        if model is None or "probe" not in w.session.inputs:
-            w.show_error("load a model and an image first")
+        plan = self._plan("comparison")
+        if plan is None:
             return
-        names = self.checked()
-        if not names:
-            w.show_error("check at least one method")
-            return
-        if self.task == "verification":
-            if "reference" not in w.session.inputs:
-                w.show_error("the comparison of a pair needs a reference image")
-                return
-            targets = [Target("similar"), Target("dissimilar")]
-            slot, other = w._pair_slots()
-        else:
-            targets = [None]  # the top-1 class, found in the worker (no network work in the GUI thread)
-            slot, other = "probe", None
+        names, targets, slot, other = plan
+        targets = targets or [None]
+        self.mode = "compare"
         self.rows = names
         self.cols = [t.label() for t in targets] if targets[0] is not None else ["top-1 class"]
         self.results = {}
@@ -180,6 +201,51 @@ class CompareTab(QWidget):
 
         w._submit(w.compute, work, f"comparing {len(names)} methods", done=finished, progress=progress)
 
+    def run_sanity(self) -> None:
+        """The randomisation test for the checked methods, in the background; the grid shows its sheet."""
+        from ..core.explain import Target
+        from ..core.sanity import sanity_suite
+
+        w = self.win
+        plan = self._plan("sanity check")
+        if plan is None:
+            return
+        names, targets, slot, other = plan
+        model = w.session.model
+        params = {n: self.params_for(n) for n in names}
+        x = w.session.input(slot).tensor
+        ref = w.session.input(other).tensor if other else None
+        self.mode = "sanity"
+        self.sanity_results = []
+        self.sanity_slot = slot
+        self.redraw()
+
+        def work(job):
+            tg = targets or [Target("class", class_index=w.session.top_classes(1)[0][0])]
+            out = []
+            for r in sanity_suite(names, model, x, tg, params, reference=ref, prior=False,
+                                  progress=lambda f: job.progress(f, None), cancel=job.cancelled):
+                out.append(r)
+                job.progress(len(out) / (len(names) * len(tg)), ("sanity", r))
+            return out
+
+        def progress(_f, payload):
+            if isinstance(payload, tuple) and payload[0] == "sanity" and self.mode == "sanity":
+                self.sanity_results.append(payload[1])
+                self.redraw()
+
+        def finished(results):
+            if self.mode != "sanity":
+                return
+            self.sanity_results = list(results)
+            self.redraw()
+            failed = [f"{r.method} {r.target.label().split(' ')[0]}" for r in results if not r.passed]
+            self.info.setText(f"{len(results) - len(failed)} of {len(results)} maps change with random weights "
+                              f"(every correlation < {results[0].threshold if results else 0.5} in the face square)"
+                              + (f"; not: {', '.join(failed)}" if failed else ""))
+
+        w._submit(w.compute, work, f"sanity check of {len(names)} methods", done=finished, progress=progress)
+
     def _col(self, res) -> str:
         return res.target.label() if res.target.kind != "class" else "top-1 class"
 
@@ -210,19 +276,44 @@ class CompareTab(QWidget):
         return tiles, keys
 
     def redraw(self) -> None:
-        if not self.rows or "probe" not in self.win.session.inputs:
+        if "probe" not in self.win.session.inputs:
+            return
+        if self.mode == "sanity":
+            self._draw_sanity()
+            return
+        if not self.rows:
             return
         tiles, _ = self.tile_images()
         self.tile_shape = tiles[0].shape[:2]
         self.grid.set_image(sheet(tiles, len(self.cols), gap=GAP))
         self.grid.set_title(f"{len(self.rows)} methods x {', '.join(self.cols)}")
 
+    def _draw_sanity(self) -> None:
+        from ..core.sanity import sanity_sheet
+
+        if not self.sanity_results:
+            self.grid.set_image(None)
+            self.grid.set_title("sanity check: computing...")
+            return
+        w = self.win
+        base = w.session.input_rgb(self.sanity_slot)
+        self.grid.set_image(sanity_sheet(self.sanity_results, base, w.opacity.value() / 100.0,
+                                         w.cmap_combo.currentText()))
+        n_pass = sum(r.passed for r in self.sanity_results)
+        self.grid.set_title(f"trained vs random weights: {n_pass} of {len(self.sanity_results)} pass")
+
     def sheet_image(self) -> np.ndarray:
+        if self.mode == "sanity":
+            from ..core.sanity import sanity_sheet
+
+            base = self.win.session.input_rgb(self.sanity_slot)
+            return sanity_sheet(self.sanity_results, base, self.win.opacity.value() / 100.0,
+                                self.win.cmap_combo.currentText())
         tiles, _ = self.tile_images()
         return sheet(tiles, len(self.cols), gap=GAP)
 
     def _on_click(self, x: float, y: float) -> None:
-        if not self.tile_shape:
+        if not self.tile_shape or self.mode != "compare":
             return
         th, tw = self.tile_shape
         c, r = int(x // (tw + GAP)), int(y // (th + GAP))
@@ -236,8 +327,15 @@ class CompareTab(QWidget):
         """The sheet as one PNG, plus each map as .npy with its sidecar (PNG overlay + JSON)."""
         from pathlib import Path
 
-        from ..export import write_png
+        from ..export import write_json, write_png
 
+        if self.mode == "sanity":
+            if not self.sanity_results:
+                raise ValueError("nothing to export: run the sanity check first")
+            m = self.win.session.model
+            return [write_png(png, self.sheet_image()),
+                    write_json(Path(png).with_suffix(".json"),
+                               {"model": m.describe(), "sanity": [r.to_dict() for r in self.sanity_results]})]
         if not self.results:
             raise ValueError("nothing to export: compute the comparison first")
         written = [write_png(png, self.sheet_image())]

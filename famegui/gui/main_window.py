@@ -898,7 +898,7 @@ class MainWindow(QMainWindow):
         """A map from the comparison, shown large in its task's view (Pair or Classes), controls in step."""
         if res.target.kind == "class":
             self._show_class_result(res)
-            self.tabs.setCurrentIndex(3)
+            self._switch_tab_quietly(3)
             return
         if res.target.kind not in ("similar", "dissimilar"):
             return
@@ -912,8 +912,13 @@ class MainWindow(QMainWindow):
         self.compare_with.blockSignals(True)
         self.compare_with.setCurrentText("third" if other == "third" else "reference")
         self.compare_with.blockSignals(False)
-        self.tabs.setCurrentIndex(2)
+        self._switch_tab_quietly(2)  # the Pair view would otherwise start its own FAME job
         self._show_pair_result(res)
+
+    def _switch_tab_quietly(self, index: int) -> None:
+        self.tabs.blockSignals(True)
+        self.tabs.setCurrentIndex(index)
+        self.tabs.blockSignals(False)
 
     def _draw_pair_images(self, partial=None) -> None:
         canvases = {"probe": self.probe_canvas, "reference": self.ref_canvas, "third": self.third_canvas}
