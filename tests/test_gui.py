@@ -412,3 +412,31 @@ def test_switching_to_a_face_model_reports_a_photo_without_a_face(qtbot, tmp_pat
     assert "probe image" in sig.args[0] and "no face" in sig.args[0]
     assert "probe" in w.session.images and "probe" not in w.session.inputs  # the photo is kept
     w.close()
+
+
+def test_a_finished_job_has_left_its_lane_when_its_end_is_announced(qtbot):
+    """Handlers of finished/failed/cancelled see an idle lane (no race with the worker's bookkeeping)."""
+    from famegui.core.fame import Cancelled
+    from famegui.gui.jobs import Lane, Scheduler
+
+    sched = Scheduler()
+    lane = Lane("compute", sched, priority=1, latest_wins=False)
+    seen = []
+    for sig in (lane.finished, lane.failed, lane.cancelled):
+        # a direct connection runs the handler at the moment of emission, in the worker thread
+        sig.connect(lambda *args: seen.append(lane.busy), Qt.DirectConnection)
+
+    def fail(_job):
+        raise ValueError("bad")
+
+    def cancel(_job):
+        raise Cancelled("stop")
+
+    sched.start()
+    for fn in (lambda _job: 1, fail, cancel):
+        lane.submit(fn, "job")
+        qtbot.waitUntil(lambda: not lane.busy, timeout=5000)
+        qtbot.wait(50)
+    qtbot.waitUntil(lambda: len(seen) == 3, timeout=5000)
+    assert seen == [False, False, False]
+    assert sched.shutdown()

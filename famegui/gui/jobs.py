@@ -109,27 +109,28 @@ class Scheduler(QThread):
 
         lane = job.lane
         lane.started.emit(job.id, job.label)
+        outcome: tuple = ("cancelled", job.id)
         try:
             if job._cancel.is_set():
                 raise Cancelled("cancelled before start")
             result = job.fn(job)
         except Cancelled:
-            lane.cancelled.emit(job.id)
+            pass
         except MemoryError:
-            lane.failed.emit(job.id, f"{job.label}: out of memory")
+            outcome = ("failed", job.id, f"{job.label}: out of memory")
         except Exception as e:  # noqa: BLE001 - every error becomes a message in the window
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             lane.last_traceback = traceback.format_exc()
-            lane.failed.emit(job.id, f"{job.label}: {msg}")
+            outcome = ("failed", job.id, f"{job.label}: {msg}")
         else:
-            if job._cancel.is_set():
-                lane.cancelled.emit(job.id)
-            else:
-                lane.finished.emit(job.id, result)
+            if not job._cancel.is_set():
+                outcome = ("finished", job.id, result)
         finally:
+            # the job leaves the lane before anyone hears of its end: handlers see an idle lane
             with self.cond:
                 if job in lane.running:
                     lane.running.remove(job)
+        getattr(lane, outcome[0]).emit(*outcome[1:])
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         with self.cond:
