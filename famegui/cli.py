@@ -9,6 +9,7 @@
     famegui models                list the model zoo
     famegui methods               list the explanation methods and their parameters
     famegui sanity ...            randomisation sanity check (Adebayo et al.) for one or more methods
+    famegui faithfulness ...      deletion / insertion curves and their areas, for one image or a pair list
 """
 from __future__ import annotations
 
@@ -186,7 +187,7 @@ def cmd_explain(args) -> int:
 
 def cmd_sanity(args) -> int:
     from .core.explain import Target
-    from .core.methods import get_method, methods, task_of
+    from .core.methods import methods, task_of
     from .core.sanity import sanity_sheet, sanity_suite
     from .pipeline import prepare_for_model
 
@@ -198,18 +199,8 @@ def cmd_sanity(args) -> int:
     target = _resolve_target(model, args, probe.tensor)
     targets = [Target("similar"), Target("dissimilar")] if both and target.kind == "similar" else [target]
     task = task_of(target)
-    if args.method:
-        specs = [get_method(n) for n in args.method.split(",") if n]
-        for spec in specs:
-            if task not in spec.tasks:
-                raise CliError(f"{spec.label} does not support {task} targets")
-    else:
-        specs = [m for m in methods(task) if m.gradient_based]
-    given = _method_params(args)
-    params = {}
-    for spec in specs:
-        known = {p.name for p in spec.params}
-        params[spec.name] = spec.resolve({k: v for k, v in given.items() if k in known}, task)
+    specs = _method_choice(args, task) if args.method else [m for m in methods(task) if m.gradient_based]
+    params = _resolved_params(args, specs, task)
     ref = None
     if args.reference is not None:
         ref = prepare_for_model(model, args.reference, face_index=args.reference_face, align=not args.no_align).tensor
@@ -249,6 +240,127 @@ def cmd_sanity(args) -> int:
         print("wrote " + ", ".join(map(str, written)))
     failed = [r for r in rows if not r.passed]
     return 0 if not failed else 2
+
+
+def _method_choice(args, task: str) -> list:
+    """--method A,B (each must support ``task``), or FAME plus the task's cheap methods."""
+    from .core.methods import get_method, methods
+
+    if args.method:
+        specs = [get_method(n) for n in args.method.split(",") if n]
+        for spec in specs:
+            if task not in spec.tasks:
+                raise CliError(f"{spec.label} does not support {task} targets")
+        return specs
+    return [m for m in methods(task) if m.cost == "cheap" or m.name == "fame"]
+
+
+def _resolved_params(args, specs, task: str) -> dict:
+    given = _method_params(args)
+    out = {}
+    for spec in specs:
+        known = {p.name for p in spec.params}
+        out[spec.name] = spec.resolve({k: v for k, v in given.items() if k in known}, task)
+    return out
+
+
+def cmd_faithfulness(args) -> int:
+    from .core import metrics
+    from .core.explain import Target
+    from .core.methods import run_method, task_of
+    from .pipeline import prepare_for_model
+
+    _check_writable(args.plot, args.json)
+    modes = [m for m in args.mode.split(",") if m]
+    if not modes or any(m not in metrics.MODES for m in modes):
+        raise CliError(f"--mode must be deletion, insertion or both (comma-separated), got {args.mode!r}")
+    if args.steps < 1 or args.steps > 1000:
+        raise CliError(f"--steps must be between 1 and 1000, got {args.steps}")
+    fractions = [i / args.steps for i in range(args.steps + 1)]
+    if (args.pairs is None) == (args.image is None):
+        raise CliError("give --image (one image or pair) or --pairs LIST, not both")
+    model = _load_model(args)
+    curves: list = []
+    t0 = time.perf_counter()
+    if args.pairs is not None:
+        from .core.verify import eer_from_pairs
+        from .data.pairs import read_pairs
+
+        if model.task != "embedding":
+            raise CliError(f"{model.name} is a classifier; --pairs needs a face (embedding) model")
+        plist = read_pairs(args.pairs)
+        eer = eer_from_pairs(model, plist, align=not args.no_align)
+        pairs, skipped = [], []
+        for p in plist:
+            try:
+                pairs.append(metrics.LabelledPair(
+                    prepare_for_model(model, str(p.a), align=not args.no_align).tensor,
+                    prepare_for_model(model, str(p.b), align=not args.no_align).tensor, p.same, f"line {p.line}"))
+            except (ValueError, OSError) as e:
+                skipped.append(f"line {p.line}: {_one_line(e)}")
+        if not pairs:
+            raise CliError("no usable pair in " + str(args.pairs))
+        task = "verification"
+        specs = _method_choice(args, task)
+        params = _resolved_params(args, specs, task)
+        print(f"# {model.name}: verification accuracy at the EER threshold {eer.threshold:.4f} of {args.pairs} "
+              f"({len(pairs)} pairs{f', {len(skipped)} skipped' if skipped else ''}); fill {args.fill_with}")
+        size = tuple(pairs[0].probe.shape[-2:])
+        rand = [metrics.random_map(size, i) for i in range(len(pairs))]
+        for name, maps in [("random", rand)] + [(s.name, None) for s in specs]:
+            started = time.perf_counter()
+            if maps is None:
+                maps = metrics.explain_pairs(name, model, pairs, params[name], threshold=eer.threshold)
+            got = metrics.accuracy_curves(model, pairs, maps, eer.threshold, modes, fractions=fractions,
+                                          fill=args.fill_with, method=name)
+            for c in got.values():
+                c.extra["seconds"] = round(time.perf_counter() - started, 3)
+                curves.append(c)
+    else:
+        both = args.target == "both"
+        args.target = ("similar" if args.reference is not None else None) if both else args.target
+        probe = prepare_for_model(model, args.image, face_index=args.face, align=not args.no_align)
+        target = _resolve_target(model, args, probe.tensor)
+        targets = [Target("similar"), Target("dissimilar")] if both and target.kind == "similar" else [target]
+        task = task_of(target)
+        specs = _method_choice(args, task)
+        params = _resolved_params(args, specs, task)
+        ref = None
+        if args.reference is not None:
+            ref = prepare_for_model(model, args.reference, face_index=args.reference_face,
+                                    align=not args.no_align).tensor
+        x = probe.tensor
+        print(f"# {model.name}: {', '.join(t.label() for t in targets)}; fill {args.fill_with}; "
+              f"{args.steps} steps")
+        for t in targets:
+            for name in ["random"] + [s.name for s in specs]:
+                started = time.perf_counter()
+                amap = metrics.random_map(tuple(x.shape[-2:])) if name == "random" else \
+                    run_method(name, model, x, t, params[name], reference=ref)
+                for mode in modes:
+                    c = metrics.curve(model, x, amap, t, mode, reference=ref, fractions=fractions, fill=args.fill_with,
+                                      method=name)
+                    c.extra.update(target=t.label(), seconds=round(time.perf_counter() - started, 3))
+                    curves.append(c)
+    print(f"{'method':<14} {'target':<8} {'mode':<10} {'AUC':>7}  score")
+    for c in curves:
+        tgt = c.extra.get("target", "pairs").split(" ")[0]
+        print(f"{c.method:<14} {tgt:<8} {c.mode:<10} {c.auc:7.4f}  {c.score_name}")
+    print(f"# lower is better for deletion, higher for insertion; {time.perf_counter() - t0:.1f} s in all")
+    written = []
+    if args.plot:
+        from .core.plots import curves_figure
+        from .export import write_png
+
+        written.append(write_png(args.plot, curves_figure(curves)))
+    if args.json:
+        from .export import write_json
+
+        written.append(write_json(args.json, {"model": model.describe(), "fill": args.fill_with,
+                                              "curves": [c.to_dict() for c in curves]}))
+    if written:
+        print("wrote " + ", ".join(map(str, written)))
+    return 0
 
 
 def cmd_methods(args) -> int:
@@ -335,10 +447,10 @@ def _add_method_param_flags(parser: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=name, default=None, metavar=p.type.__name__.upper(), help=p.help + extra)
 
 
-def _add_input_args(p: argparse.ArgumentParser, target_required: bool) -> None:
-    """Model, image and target flags shared by explain and sanity."""
+def _add_input_args(p: argparse.ArgumentParser, target_required: bool, image_required: bool = True) -> None:
+    """Model, image and target flags shared by explain, sanity and faithfulness."""
     _add_model_args(p)
-    p.add_argument("--image", required=True)
+    p.add_argument("--image", required=image_required)
     p.add_argument("--face", type=int, default=0, help="which face (0 = largest)")
     p.add_argument("--no-align", action="store_true", help="face models: use a centre crop instead of alignment")
     tg = p.add_argument_group("target (exactly one)")
@@ -413,6 +525,21 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--sheet", default=None, metavar="PNG", help="write trained vs random maps as one picture")
     sa.add_argument("--json", default=None, metavar="FILE", help="write the numbers as JSON")
 
+    fa = sub.add_parser("faithfulness", help="deletion / insertion curves of one or more methods (AUC, plot)")
+    _add_input_args(fa, target_required=False, image_required=False)
+    fa.add_argument("--pairs", default=None, metavar="LIST",
+                    help="instead of one image: a labelled pair list; the score is the verification accuracy at "
+                         "the list's EER threshold (genuine pairs along e+, impostor pairs along e-)")
+    fa.add_argument("--method", default=None, metavar="A,B",
+                    help="methods to evaluate (default: FAME and the cheap methods of the task)")
+    _add_method_param_flags(fa)
+    fa.add_argument("--mode", default="deletion,insertion", help="deletion, insertion or both (default)")
+    fa.add_argument("--fill-with", dest="fill_with", choices=("mean", "zero", "blur"), default="mean",
+                    help="what a removed pixel becomes (default: the image's mean colour)")
+    fa.add_argument("--steps", type=int, default=10, help="number of steps from 0 to 100 %% of the pixels")
+    fa.add_argument("--plot", default=None, metavar="PNG", help="write the curves as a picture")
+    fa.add_argument("--json", default=None, metavar="FILE", help="write the curves as JSON")
+
     v = sub.add_parser("verify", help="compare two face photos")
     _add_model_args(v)
     v.add_argument("image_a")
@@ -425,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"explain": cmd_explain, "reproduce": cmd_reproduce, "layers": cmd_layers, "models": cmd_models,
-            "bench": cmd_bench, "verify": cmd_verify, "methods": cmd_methods, "sanity": cmd_sanity}
+            "bench": cmd_bench, "verify": cmd_verify, "methods": cmd_methods, "sanity": cmd_sanity,
+            "faithfulness": cmd_faithfulness}
 
 
 def _one_line(e: BaseException) -> str:

@@ -298,6 +298,36 @@ def test_compare_tab_sanity_check(qtbot, win, tmp_path):
     assert win.tabs.currentIndex() == 4
 
 
+def test_compare_tab_faithfulness_curves(qtbot, win, tmp_path):
+    """Deletion / insertion curves of the computed maps, drawn with pyqtgraph and exported."""
+    import pyqtgraph as pg
+
+    tab = win.compare_tab
+    win.tabs.setCurrentIndex(4)
+    tab.faith_button.click()  # nothing computed yet: a clear message, no job
+    assert "compute the comparison first" in win.last_error and not win.compute.busy
+    tab.set_checked(["gradcam", "xssab"])
+    tab.run()
+    qtbot.waitUntil(lambda: len(tab.results) == 4 and not win.compute.busy, timeout=120000)
+    tab.faith_button.click()
+    qtbot.waitUntil(lambda: tab.mode == "faithfulness", timeout=120000)
+    assert tab.right.currentWidget() is tab.plots
+    got = {(c.method, c.extra["target"].split(" ")[0], c.mode) for c in tab.faith_curves}
+    assert got == {(m, t, mode) for m in ("random", "gradcam", "xssab") for t in ("e+", "e-")
+                   for mode in ("deletion", "insertion")}
+    plots = [i for i in tab.plots.ci.items if isinstance(i, pg.PlotItem)]
+    assert len(plots) == 4 and all(len(p.listDataItems()) == 3 for p in plots)
+    g = next(c for c in tab.faith_curves if c.method == "gradcam" and c.mode == "deletion"
+             and c.extra["target"].startswith("e+"))
+    cos0 = g.scores[0]
+    assert cos0 == pytest.approx(win.session.pair_scores("probe", "reference").cosine, abs=1e-4)
+    assert "lowest deletion AUC" in tab.info.text()
+    written = tab.export(str(tmp_path / "faith.png"))
+    assert len(written) == 2 and len(json.loads((tmp_path / "faith.json").read_text())["curves"]) == 12
+    tab.run()  # back to the maps
+    assert tab.right.currentWidget() is tab.grid
+
+
 def test_one_worker_thread_and_quick_jobs_do_not_wait_for_long_ones(qtbot):
     import threading
 

@@ -60,7 +60,15 @@ class CompareTab(QWidget):
                                       "recomputed on a copy of the network with random weights; a method passes "
                                       "when the two maps do not correlate (< 0.5 inside the face square)")
         self.sanity_button.clicked.connect(self.run_sanity)
-        self.mode = "compare"  # what the grid shows: "compare" (methods x targets) or "sanity"
+        self.faith_button = QPushButton("Faithfulness: deletion / insertion curves")
+        self.faith_button.setToolTip("Remove (deletion) or keep only (insertion) the most important pixels of each "
+                                     "computed map, 0-100 %, and plot the explained output; a random ranking is "
+                                     "the dashed baseline")
+        self.faith_button.clicked.connect(self.run_faithfulness)
+        self.faith_curves: list = []
+        # what the right side shows: "compare" (methods x targets), "sanity" (trained vs random weights)
+        # or "faithfulness" (curves)
+        self.mode = "compare"
         self.sanity_results: list = []
         self.sanity_slot = "probe"
         self.shared_scale = QCheckBox("one colour scale for all tiles")
@@ -69,6 +77,12 @@ class CompareTab(QWidget):
         self.info.setWordWrap(True)
         self.grid = ImageCanvas("methods")
         self.grid.clicked.connect(self._on_click)
+        import pyqtgraph as pg
+
+        self.plots = pg.GraphicsLayoutWidget()  # dark, like the image views
+        self.right = QStackedWidget()
+        self.right.addWidget(self.grid)
+        self.right.addWidget(self.plots)
         side = QVBoxLayout()
         side.addWidget(QLabel("Methods (cheap first)"))
         side.addWidget(self.method_list, 2)
@@ -76,10 +90,11 @@ class CompareTab(QWidget):
         side.addWidget(self.shared_scale)
         side.addWidget(self.run_button)
         side.addWidget(self.sanity_button)
+        side.addWidget(self.faith_button)
         side.addWidget(self.info)
         lay = QHBoxLayout(self)
         lay.addLayout(side)
-        lay.addWidget(self.grid, 1)
+        lay.addWidget(self.right, 1)
         self.task: str | None = None
 
     # ------------------------------------------------------------------ methods and forms
@@ -166,6 +181,7 @@ class CompareTab(QWidget):
         self.rows = names
         self.cols = [t.label() for t in targets] if targets[0] is not None else ["top-1 class"]
         self.results = {}
+        self.redraw()  # the grid of waiting tiles, at once
         params = {n: self.params_for(n) for n in names}
         # a third photo (another person) is the non-mate of triplet methods (gweEBP), unless it is in the pair
         non_mate = "third" if self.task == "verification" and "third" in w.session.inputs else None
@@ -275,8 +291,82 @@ class CompareTab(QWidget):
             tiles.append(labelled(tile, label))
         return tiles, keys
 
+    def run_faithfulness(self) -> None:
+        """Deletion and insertion curves of the computed maps (plus a random ranking), in the background."""
+        from ..core import metrics
+
+        w = self.win
+        results = [self.results[(m, c)] for m in self.rows for c in self.cols if (m, c) in self.results]
+        if not results:
+            w.show_error("compute the comparison first: the curves use its maps")
+            return
+        model = w.session.model
+        inputs = {slot: w.session.input(slot).tensor for r in results for slot in (r.slot, r.other) if slot}
+
+        def work(job):
+            out, plan = [], []
+            for target in dict.fromkeys(r.target for r in results):
+                first = next(r for r in results if r.target == target)
+                plan.append(("random", target, metrics.random_map(first.map.shape), first.slot, first.other))
+            plan += [(r.method, r.target, r.map, r.slot, r.other) for r in results]
+            for i, (name, target, amap, slot, other) in enumerate(plan):
+                if job.cancelled():
+                    from ..core.fame import Cancelled
+
+                    raise Cancelled("cancelled")
+                for mode in metrics.MODES:
+                    c = metrics.curve(model, inputs[slot], amap, target, mode,
+                                      reference=inputs[other] if other else None, method=name)
+                    c.extra["target"] = target.label()
+                    out.append(c)
+                job.progress((i + 1) / len(plan), None)
+            return out
+
+        def finished(curves):
+            self.faith_curves = list(curves)
+            self.mode = "faithfulness"
+            self.redraw()
+            best = {}
+            for c in curves:
+                if c.mode == "deletion" and c.method != "random":
+                    key = c.extra["target"].split(" ")[0]
+                    if key not in best or c.auc < best[key].auc:
+                        best[key] = c
+            self.info.setText("lowest deletion AUC: " + ", ".join(f"{k} {c.method} ({c.auc:.3f})"
+                                                                   for k, c in best.items()))
+
+        w._submit(w.compute, work, "faithfulness curves", done=finished)
+
+    def _draw_curves(self) -> None:
+        import pyqtgraph as pg
+
+        self.plots.clear()
+        targets = list(dict.fromkeys(c.extra.get("target", "") for c in self.faith_curves))
+        names = list(dict.fromkeys(c.method for c in self.faith_curves if c.method != "random"))
+        for row, target in enumerate(targets):
+            for col, mode in enumerate(("deletion", "insertion")):
+                group = [c for c in self.faith_curves if c.extra.get("target", "") == target and c.mode == mode]
+                if not group:
+                    continue
+                better = "lower" if mode == "deletion" else "higher"
+                p = self.plots.addPlot(row=row, col=col, title=f"{mode} {target.split(' ')[0]}: {better} AUC is better")
+                p.getAxis("left").enableAutoSIPrefix(False)
+                p.addLegend(offset=(-5, 5), labelTextSize="8pt")
+                p.setLabel("bottom", f"% of pixels {'removed' if mode == 'deletion' else 'kept'}")
+                p.setLabel("left", group[0].score_name)
+                p.showGrid(x=True, y=True, alpha=0.3)
+                for c in group:
+                    pen = pg.mkPen((200, 200, 200), width=2, style=Qt.DashLine) if c.method == "random" else \
+                        pg.mkPen(pg.intColor(names.index(c.method), hues=max(len(names), 1), minValue=200), width=2)
+                    p.plot([100 * f for f in c.fractions], c.scores, pen=pen, symbol="o", symbolSize=4,
+                           symbolBrush=pen.color(), name=f"{c.method} ({c.auc:.3f})")
+
     def redraw(self) -> None:
         if "probe" not in self.win.session.inputs:
+            return
+        self.right.setCurrentIndex(1 if self.mode == "faithfulness" else 0)
+        if self.mode == "faithfulness":
+            self._draw_curves()
             return
         if self.mode == "sanity":
             self._draw_sanity()
@@ -329,6 +419,13 @@ class CompareTab(QWidget):
 
         from ..export import write_json, write_png
 
+        if self.mode == "faithfulness":
+            from ..core.plots import curves_figure
+
+            m = self.win.session.model
+            return [write_png(png, curves_figure(self.faith_curves)),
+                    write_json(Path(png).with_suffix(".json"),
+                               {"model": m.describe(), "curves": [c.to_dict() for c in self.faith_curves]})]
         if self.mode == "sanity":
             if not self.sanity_results:
                 raise ValueError("nothing to export: run the sanity check first")

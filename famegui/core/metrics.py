@@ -1,0 +1,208 @@
+"""Faithfulness: deletion and insertion curves of an attribution map.
+
+Pixels are ranked by the map (most important first; for a signed map the most
+positive first). For each fraction P of the pixels (0, 10, ..., 100 % by default):
+
+- deletion: the top-P pixels of the image are replaced by a fill, the rest kept;
+- insertion: the image starts as the fill and only the top-P pixels are put back.
+
+The fill (``"mean"``: each channel's mean colour, as S-RISE; ``"zero"``: black;
+``"blur"``: a strongly blurred copy) is the same for every method, so curves are
+comparable. A curve's score is the network output the map explains: the cosine to
+the reference embedding (face pairs), the class probability (softmax of the
+logits; raw scores for models whose class scores are cosines), or the cell's
+L1 activation. For a pair it is the cosine to the reference for e+ and
+1 - cosine for e- (each map explains its own output), so "lower is better for
+deletion" holds for both. The area under the curve is the trapezoid over P in [0, 1]:
+lower is better for deletion (the output falls fast), higher for insertion.
+
+Over a labelled pair list (FAME paper, Tab. 2) the score at each P is the
+verification accuracy at the clean EER threshold; genuine pairs are perturbed
+along their e+ map (what makes them similar), impostor pairs along their e- map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..models.wrapper import ModelWrapper
+from .explain import Target
+
+MODES = ("deletion", "insertion")
+FILLS = ("mean", "zero", "blur")
+DEFAULT_FRACTIONS = tuple(i / 10 for i in range(11))
+
+
+def pixel_order(amap: np.ndarray) -> np.ndarray:
+    """Flat pixel indices, most important first (ties keep row-major order)."""
+    a = np.asarray(amap, dtype=np.float64).ravel()
+    return np.argsort(-a, kind="stable")
+
+
+def fill_image(x: torch.Tensor, fill: str = "mean") -> torch.Tensor:
+    """What a removed pixel becomes: (1,3,H,W) like ``x``."""
+    if fill == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x).clone()
+    if fill == "zero":
+        return torch.zeros_like(x)
+    if fill == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        k = max(3, (min(x.shape[-2:]) // 4) | 1)  # a quarter of the image: no detail survives
+        return gaussian_blur(x, [k, k], [k / 3.0, k / 3.0])
+    raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
+
+
+def perturbed(x: torch.Tensor, amap: np.ndarray, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+              mode: str = "deletion", fill: str = "mean") -> torch.Tensor:
+    """(len(fractions),3,H,W): ``x`` with its top pixels removed (deletion) or alone kept (insertion)."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    h, w = x.shape[-2:]
+    if tuple(np.shape(amap)) != (h, w):
+        raise ValueError(f"map shape {np.shape(amap)} does not match the image {h}x{w}")
+    order = torch.from_numpy(pixel_order(amap).copy())
+    base = fill_image(x, fill)
+    out = []
+    for f in fractions:
+        if not 0.0 <= f <= 1.0:
+            raise ValueError(f"fractions must lie in [0, 1], got {f}")
+        top = torch.zeros(h * w, dtype=torch.bool)
+        top[order[:int(round(f * h * w))]] = True
+        top = top.view(1, 1, h, w).to(x.device)
+        keep_x = ~top if mode == "deletion" else top
+        out.append(torch.where(keep_x, x, base))
+    return torch.cat(out)
+
+
+def area(fractions: Sequence[float], values: Sequence[float]) -> float:
+    """Trapezoid area under ``values`` over ``fractions``, normalised by their span (1 for 0..1)."""
+    f = np.asarray(fractions, dtype=np.float64)
+    v = np.asarray(values, dtype=np.float64)
+    span = f[-1] - f[0]
+    if len(f) < 2 or span <= 0:
+        raise ValueError("an area needs at least two increasing fractions")
+    return float(np.sum((v[1:] + v[:-1]) * np.diff(f)) / 2.0 / span)
+
+
+@dataclass
+class Curve:
+    mode: str
+    fractions: list[float]
+    scores: list[float]
+    score_name: str
+    method: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def auc(self) -> float:
+        return area(self.fractions, self.scores)
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "mode": self.mode, "score": self.score_name, "auc": self.auc,
+                "fractions": list(self.fractions), "scores": list(self.scores), **self.extra}
+
+
+# --------------------------------------------------------------------------- scores
+def score_fn(model: ModelWrapper, target: Target, reference: torch.Tensor | None = None
+             ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """(batch -> one score per image, the score's name) for what ``target`` explains."""
+    if target.kind in ("similar", "dissimilar"):
+        if reference is None:
+            raise ValueError("a pair target needs the reference image")
+        with torch.no_grad():
+            r = model(reference.to(model.device)).detach()
+
+        def cos(xs):
+            return F.cosine_similarity(model(xs), r.expand(xs.shape[0], -1), dim=1)
+        if target.kind == "similar":  # e+ explains the similarity
+            return cos, "cosine"
+        return (lambda xs: 1.0 - cos(xs)), "1 - cosine"  # e- explains the dissimilarity
+    if target.kind == "class":
+        k = int(target.class_index)
+        if model.extras.get("scores") == "cosine":
+            return (lambda xs: model(xs)[:, k]), "class cosine"
+        return (lambda xs: torch.softmax(model(xs), dim=1)[:, k]), "class probability"
+    if target.kind == "cell":
+        i, j = target.cell
+
+        def cell(xs):
+            a = model.activation(xs, target.layer)
+            return a[:, :, i, j].abs().sum(dim=1)
+        return cell, "cell L1 activation"
+    raise ValueError(f"no faithfulness score for target {target.kind!r}")
+
+
+@torch.no_grad()
+def curve(model: ModelWrapper, x: torch.Tensor, amap: np.ndarray, target: Target, mode: str = "deletion", *,
+          reference: torch.Tensor | None = None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+          fill: str = "mean", batch: int = 16, method: str = "") -> Curve:
+    """The deletion or insertion curve of one map for one image (or one side of a pair)."""
+    fn, name = score_fn(model, target, reference)
+    xs = perturbed(x.to(model.device), amap, fractions, mode, fill)
+    scores = torch.cat([fn(xs[i:i + batch]).float().cpu() for i in range(0, len(xs), batch)])
+    return Curve(mode, [float(f) for f in fractions], [float(s) for s in scores], name, method,
+                 {"fill": fill})
+
+
+# --------------------------------------------------------------------------- over a pair list
+@dataclass
+class LabelledPair:
+    probe: torch.Tensor  # (1,3,H,W) model input
+    reference: torch.Tensor
+    same: bool
+    name: str = ""
+
+
+@torch.no_grad()
+def accuracy_curves(model: ModelWrapper, pairs: Sequence[LabelledPair], maps: Sequence[np.ndarray],
+                    threshold: float, modes: Sequence[str] = MODES, *,
+                    fractions: Sequence[float] = DEFAULT_FRACTIONS, fill: str = "mean", batch: int = 16,
+                    method: str = "") -> dict[str, Curve]:
+    """Verification accuracy at ``threshold`` vs the fraction of probe pixels removed / kept.
+
+    ``maps[i]`` explains pair i's probe: its e+ map for a genuine pair, its e- map for an
+    impostor pair (see :func:`explain_pairs`).
+    """
+    if len(pairs) != len(maps) or not pairs:
+        raise ValueError("one map per pair, and at least one pair")
+    out = {}
+    for mode in modes:
+        correct = np.zeros(len(fractions))
+        for p, amap in zip(pairs, maps):
+            r = model(p.reference.to(model.device)).detach()
+            xs = perturbed(p.probe.to(model.device), amap, fractions, mode, fill)
+            cos = torch.cat([F.cosine_similarity(model(xs[i:i + batch]), r, dim=1) for i in range(0, len(xs), batch)])
+            decided_same = (cos >= threshold).cpu().numpy()
+            correct += decided_same == p.same
+        out[mode] = Curve(mode, [float(f) for f in fractions], list(correct / len(pairs)), "accuracy", method,
+                          {"fill": fill, "threshold": float(threshold), "pairs": len(pairs)})
+    return out
+
+
+def explain_pairs(name: str, model: ModelWrapper, pairs: Sequence[LabelledPair], params: dict | None = None, *,
+                  threshold: float | None = None, progress: Callable[[float], None] | None = None,
+                  cancel: Callable[[], bool] | None = None) -> list[np.ndarray]:
+    """Method ``name``'s map of each pair's probe: e+ for genuine pairs, e- for impostor pairs."""
+    from .methods import run_method
+
+    maps = []
+    for i, p in enumerate(pairs):
+        target = Target("similar" if p.same else "dissimilar")
+
+        def part(f, _m=None, i=i):
+            if progress is not None:
+                progress((i + f) / len(pairs))
+
+        maps.append(run_method(name, model, p.probe, target, params, reference=p.reference, threshold=threshold,
+                               progress=part, cancel=cancel))
+    return maps
+
+
+def random_map(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    """The baseline every method should beat: a uniformly random ranking of the pixels."""
+    return np.random.default_rng(seed).random(shape).astype(np.float32)

@@ -1,0 +1,211 @@
+"""Faithfulness (deletion / insertion) on hand-built cases and on the real face model."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from famegui.core.explain import Target
+from famegui.core.metrics import (LabelledPair, accuracy_curves, area, curve, explain_pairs, fill_image, perturbed,
+                                  pixel_order, random_map)
+from famegui.core.methods import run_method
+from famegui.models.wrapper import ModelWrapper
+
+from conftest import face
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def test_area_by_hand():
+    assert area([0, 0.5, 1], [1, 0, 1]) == pytest.approx(0.5)
+    assert area([0, 1], [0.2, 0.4]) == pytest.approx(0.3)
+    assert area([0.0, 0.25, 0.5], [1, 1, 0]) == pytest.approx(0.75)  # normalised by the span 0.5
+    with pytest.raises(ValueError):
+        area([0.3], [1.0])
+
+
+def test_perturbed_removes_exactly_the_top_pixels():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 10, 10, generator=g) * 0.5 + 0.4  # never equal to the black fill
+    amap = np.arange(100, dtype=np.float32).reshape(10, 10)  # the last row-major pixels rank first
+    fr = [0.0, 0.13, 0.5, 1.0]
+    dele = perturbed(x, amap, fr, "deletion", fill="zero")
+    ins = perturbed(x, amap, fr, "insertion", fill="zero")
+    for i, f in enumerate(fr):
+        gone = (dele[i] == 0).all(dim=0).flatten()
+        assert int(gone.sum()) == round(100 * f)
+        assert gone[100 - round(100 * f):].all()  # exactly the highest-ranked pixels
+        kept = (ins[i] != 0).all(dim=0).flatten()
+        assert torch.equal(kept, gone)  # insertion keeps what deletion removes
+    assert torch.equal(dele[0], x[0]) and torch.equal(ins[-1], x[0])
+    mean = fill_image(x, "mean")
+    assert torch.allclose(mean[0, :, 3, 4], x.mean(dim=(2, 3))[0])
+    assert fill_image(x, "blur").shape == x.shape
+    assert pixel_order(np.array([[0.1, 0.9], [0.5, 0.9]])).tolist() == [1, 3, 2, 0]
+    with pytest.raises(ValueError, match="shape"):
+        perturbed(x, amap[:5], fr)
+    with pytest.raises(ValueError, match="mode"):
+        perturbed(x, amap, fr, "remove")
+    with pytest.raises(ValueError, match="fill"):
+        fill_image(x, "grey")
+
+
+def _region_embedder(size: int = 32, box=(4, 12, 18, 26)) -> tuple[ModelWrapper, np.ndarray]:
+    """phi(x) = A x restricted to one square: the similarity depends on that region only."""
+    t, b, le, ri = box
+    mask = torch.zeros(1, 3, size, size)
+    mask[..., t:b, le:ri] = 1
+    lin = nn.Linear(3 * size * size, 8, bias=False)
+    g = torch.Generator().manual_seed(3)
+    lin.weight.data = torch.randn(8, 3 * size * size, generator=g) * mask.flatten()
+    model = ModelWrapper(name="region", module=nn.Sequential(nn.Flatten(), lin), input_size=(size, size),
+                         task="embedding", threshold=0.5)
+    truth = np.zeros((size, size), np.float32)
+    truth[t:b, le:ri] = 1.0
+    return model, truth
+
+
+def test_the_true_region_beats_random_and_inverted_maps():
+    model, truth = _region_embedder()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    y = 0.7 * x + 0.3 * y  # a "genuine" reference: cosine well above 0
+    t = Target("similar")
+    kw = dict(reference=y, fill="zero")  # a black pixel adds nothing to A x: deleting the region empties phi
+
+    def curves(amap):
+        return {m: curve(model, x, amap, t, m, **kw) for m in ("deletion", "insertion")}
+
+    good, rand, bad = curves(truth + 0.01 * random_map(truth.shape)), curves(random_map(truth.shape, 5)), \
+        curves(1.0 - truth)
+    print({k: (round(v["deletion"].auc, 3), round(v["insertion"].auc, 3))
+           for k, v in (("good", good), ("random", rand), ("inverted", bad))})
+    assert good["deletion"].auc < rand["deletion"].auc < bad["deletion"].auc
+    assert good["insertion"].auc > rand["insertion"].auc > bad["insertion"].auc
+    # deleting the region (8 % of the pixels) leaves nothing to compare; deleting the rest changes nothing
+    with torch.no_grad():
+        clean = torch.cosine_similarity(model(x), model(y)).item()
+    d = good["deletion"]
+    assert d.score_name == "cosine" and d.scores[0] == pytest.approx(clean, abs=1e-6)
+    assert d.scores[1] == pytest.approx(0.0, abs=1e-6) and d.scores[-1] == pytest.approx(0.0, abs=1e-6)
+    assert bad["deletion"].scores[9] == pytest.approx(clean, abs=1e-5)  # 90 % gone, the region untouched
+    assert good["insertion"].scores[1] == pytest.approx(clean, abs=1e-5)  # the region alone is enough
+    # e- explains 1 - cosine: its deletion curve starts at 1 - clean
+    e_minus = curve(model, x, truth, Target("dissimilar"), "deletion", reference=y)
+    assert e_minus.score_name == "1 - cosine" and e_minus.scores[0] == pytest.approx(1 - clean, abs=1e-6)
+
+
+def test_class_and_cell_scores(resnet18_random, small_images):
+    model = resnet18_random
+    x = small_images[:1]
+    amap = random_map((64, 64))
+    c = curve(model, x, amap, Target("class", class_index=3), "insertion")
+    assert c.score_name == "class probability" and all(0 <= s <= 1 for s in c.scores)
+    with torch.no_grad():
+        p = torch.softmax(model(x), dim=1)[0, 3].item()
+    assert c.scores[-1] == pytest.approx(p, rel=1e-4)  # all pixels back: the clean probability
+    cell = curve(model, x, amap, Target("cell", layer="layer1", cell=(2, 2)), "deletion")
+    with torch.no_grad():
+        a = model.activation(x, "layer1")[0, :, 2, 2].abs().sum().item()
+    assert cell.score_name == "cell L1 activation" and cell.scores[0] == pytest.approx(a, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- the real face model
+@pytest.fixture(scope="module")
+def labelled(dlib):
+    """Three genuine and three impostor pairs of the bundled photos, as model inputs."""
+    from famegui.pipeline import prepare_for_model
+
+    def t(who, what="neutral.jpg"):
+        return prepare_for_model(dlib, face(who, what)).tensor
+
+    ids = ("london_001", "london_005", "london_006")
+    gen = [LabelledPair(t(i), t(i, "smiling.jpg"), True, i) for i in ids]
+    imp = [LabelledPair(t(a), t(b), False, f"{a}-{b}") for a, b in zip(ids, ids[1:] + ids[:1])]
+    return gen + imp
+
+
+def test_fame_and_gradcam_beat_a_random_map_on_a_real_pair(dlib, pair):
+    x, y = pair
+    t = Target("similar")
+    rows = {}
+    for name, params in (("fame", {"iterations": 100}), ("gradcam", {})):
+        amap = run_method(name, dlib, x, t, params, reference=y)
+        rows[name] = curve(dlib, x, amap, t, "deletion", reference=y, method=name)
+    rows["random"] = curve(dlib, x, random_map((150, 150)), t, "deletion", reference=y)
+    print({k: round(v.auc, 4) for k, v in rows.items()})
+    assert rows["fame"].auc < rows["random"].auc and rows["gradcam"].auc < rows["random"].auc
+    assert all(abs(v.scores[0] - rows["random"].scores[0]) < 1e-5 for v in rows.values())  # same start
+
+
+def test_verification_accuracy_curves(dlib, labelled):
+    from famegui.core.verify import default_cosine_threshold
+
+    th = default_cosine_threshold(dlib)
+    maps = explain_pairs("gradcam", dlib, labelled, threshold=th)
+    curves = accuracy_curves(dlib, labelled, maps, th, method="gradcam")
+    rand = accuracy_curves(dlib, labelled, [random_map((150, 150), i) for i in range(len(labelled))], th)
+    with torch.no_grad():
+        clean = [torch.cosine_similarity(dlib(p.probe), dlib(p.reference)).item() >= th for p in labelled]
+    acc0 = np.mean([c == p.same for c, p in zip(clean, labelled)])
+    for c in (curves["deletion"], curves["insertion"], rand["deletion"]):
+        assert c.score_name == "accuracy" and all(0 <= s <= 1 for s in c.scores)
+    assert curves["deletion"].scores[0] == pytest.approx(acc0) and curves["insertion"].scores[-1] == pytest.approx(acc0)
+    print("deletion AUC gradcam", curves["deletion"].auc, "random", rand["deletion"].auc)
+    assert curves["deletion"].auc <= rand["deletion"].auc
+    assert curves["deletion"].to_dict()["pairs"] == 6
+
+
+# --------------------------------------------------------------------------- the command
+def test_cli_faithfulness_one_pair(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from famegui.cli import main
+    from famegui.core.metrics import area
+
+    a, b = face("london_001", "neutral.jpg"), face("london_001", "smiling.jpg")
+    js, png = tmp_path / "f.json", tmp_path / "f.png"
+    assert main(["faithfulness", "--image", a, "--reference", b, "--target", "similar", "--method", "gradcam,xssab",
+                 "--steps", "5", "--json", str(js), "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    data = json.loads(js.read_text())
+    got = {(c["method"], c["mode"]) for c in data["curves"]}
+    assert got == {(m, mode) for m in ("random", "gradcam", "xssab") for mode in ("deletion", "insertion")}
+    for c in data["curves"]:
+        assert c["fractions"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] and c["score"] == "cosine"
+        assert c["auc"] == pytest.approx(area(c["fractions"], c["scores"]))
+        assert f"{c['auc']:.4f}" in out
+    w, h = Image.open(png).size
+    assert (w, h) == (1000, 360)  # one target: deletion | insertion panels
+    # bad input: one line each, exit 1
+    assert main(["faithfulness", "--image", a, "--reference", b, "--mode", "erase"]) == 1
+    assert "--mode" in capsys.readouterr().err
+    assert main(["faithfulness", "--reference", b]) == 1
+    assert "--image" in capsys.readouterr().err
+
+
+def test_cli_faithfulness_over_a_pair_list(tmp_path, capsys):
+    import json
+
+    from famegui.cli import main
+
+    lst = tmp_path / "pairs.txt"
+    lst.write_text("\n".join([
+        f"{face('london_001', 'neutral.jpg')},{face('london_001', 'smiling.jpg')},1",
+        f"{face('london_005', 'neutral.jpg')},{face('london_005', 'smiling.jpg')},1",
+        f"{face('london_001', 'neutral.jpg')},{face('london_005', 'neutral.jpg')},0",
+        f"{face('london_006', 'neutral.jpg')},{face('london_021', 'neutral.jpg')},0",
+        f"{tmp_path / 'missing.jpg'},{face('london_006', 'neutral.jpg')},0",
+    ]) + "\n")
+    (tmp_path / "missing.jpg").write_bytes(b"not an image")
+    js = tmp_path / "acc.json"
+    assert main(["faithfulness", "--pairs", str(lst), "--method", "xssab", "--mode", "deletion", "--steps", "4",
+                 "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "4 pairs, 1 skipped" in out
+    curves = json.loads(js.read_text())["curves"]
+    assert [c["method"] for c in curves] == ["random", "xssab"]
+    for c in curves:
+        assert c["score"] == "accuracy" and c["pairs"] == 4 and c["scores"][0] == 1.0  # separable at the EER
+        assert all(s in (0.0, 0.25, 0.5, 0.75, 1.0) for s in c["scores"])
