@@ -211,8 +211,10 @@ def cmd_sanity(args) -> int:
     head = f"{'method':<14} {'target':<11} {'spearman':>8} {'|sp|':>6} {'pearson':>7}  {'full':>6}"
     print(head + ("" if args.no_prior else f"  {'prior':>6}") + "  result   seconds")
     results = sanity_suite([s.name for s in specs], model, probe.tensor, targets, params, reference=ref,
-                           seed=args.weights_seed, depth=args.depth, region=args.region, prior=not args.no_prior,
-                           threshold=args.threshold, progress=_cli_progress(True))
+                           seed=args.weights_seed, depth=args.depth,
+                           region="full" if args.no_align else args.region,  # no alignment, no face square
+                           prior=not args.no_prior,
+                           threshold=args.threshold)  # each row prints as its method finishes
     for r in results:
         rows.append(r)
         line = (f"{r.method:<14} {r.target.label().split(' ')[0]:<11} {r.inside.spearman:>+8.2f} "

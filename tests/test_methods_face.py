@@ -299,6 +299,12 @@ def test_gweebp_triplet_gain_with_a_non_mate(dlib, pair):
     info_m = {}
     run_method("gweebp", dlib, x, Target("dissimilar"), reference=y, non_mate=z, info=info_m)
     assert info_m["gain"] == "1 - cos(a, p)"
+    assert info_t["triplet_gain"] > 0 and not info_t.get("empty")
+    # a "non-mate" as close as the mate: the triplet gain is 0 and the empty map says why
+    info_0 = {}
+    empty = run_method("gweebp", dlib, x, Target("similar"), reference=y, non_mate=y, info=info_0)
+    assert info_0["empty"] and abs(info_0["triplet_gain"]) < 1e-6 and "not farther" in info_0["note"]
+    assert empty.max() == 0.0
     e1 = run_method("ebp", dlib, x, Target("similar"), reference=y, non_mate=z)
     e2 = run_method("ebp", dlib, x, Target("similar"), reference=y)
     np.testing.assert_array_equal(e1, e2)

@@ -64,8 +64,8 @@ Registered methods (all ``verification``; the EBP family also ``classification``
       non-mate image is given (``run_method(..., non_mate=...)``, the GUI's third
       image, ``--non-mate``). Without one, and for e-, ``G = cos(phi_x, r)`` for e+
       (reference = positive) and ``G = 1 - cos`` for e- (gradients flip sign), with
-      the top unit ``r_hat`` / ``-r_hat`` as above. ``info["gain"]`` says which. Clamping ``[-dG/da]^+`` for negative
-      neurons (the paper writes ``a (-dG/da)``) keeps the sign of every response;
+      the top unit ``r_hat`` / ``-r_hat`` as above. ``info["gain"]`` says which.
+      Clamping ``[-dG/da]^+`` for negative neurons (the paper writes ``a (-dG/da)``) keeps the sign of every response;
       the paper's text says such neurons are "suppressed", which this implements.
 
 EBP engine (``EbpNet``): the network is rebuilt as a list of operations and
@@ -957,6 +957,14 @@ def _ebp_common(ctx: MethodContext, variant: str) -> np.ndarray:
             triplet = ctx.non_mate_embedding is not None and similar
             ctx.info["gain"] = "triplet max(0, |a-n| - |a-p|)" if triplet else (
                 "cos(a, p)" if similar else "1 - cos(a, p)")
+            if triplet:
+                with torch.no_grad():
+                    a = F.normalize(ctx.model(ctx.x).flatten(1), dim=1)
+                    gain = float(((a - _unit(ctx.non_mate_embedding)).norm() - (a - _unit(ref)).norm()).item())
+                ctx.info["triplet_gain"] = gain
+                if gain <= 0:  # max(0, .) has no gradient: the map is empty, say why
+                    ctx.info["empty"] = True
+                    ctx.info["note"] = "the non-mate is not farther from the probe than the mate: triplet gain 0"
             res = gweebp_maps(ctx.model, ctx.x, ref, layer=layer, targets=("similar" if similar else "dissimilar",),
                               negative_embedding=ctx.non_mate_embedding if triplet else None)
             m = res.maps[0]

@@ -287,7 +287,8 @@ class CompareTab(QWidget):
             else:
                 signed = res.map.min() < 0
                 tile = overlay(base, m, a, "bwr" if signed else cmap)
-                label += f" {res.seconds:.2f}s" + (" triplet" if res.non_mate else "")
+                label += f" {res.seconds:.2f}s" + (" triplet" if str(res.info.get("gain", "")).startswith("triplet")
+                                                   else "")
             tiles.append(labelled(tile, label))
         return tiles, keys
 
