@@ -75,6 +75,24 @@ def test_face_pair_maps(name, dlib, pair):
     assert np.abs(ep - em).max() > 1e-3
 
 
+def test_scorecam_pair_scores_are_scaled_cosines(dlib, pair):
+    """Score-CAM's softmax over plain cosines is nearly uniform (e+ = e-); as logits s * cos they differ,
+    and the e+ map becomes more faithful (its top pixels, deleted, lower the similarity faster)."""
+    from famegui.core.metrics import curve
+
+    x, y = pair
+    maps = {}
+    for scale in (1.0, None):  # None: the default (64, ArcFace's scale)
+        params = {"batch_size": 64} if scale is None else {"batch_size": 64, "cos_scale": scale}
+        maps[scale] = [run_method("scorecam", dlib, x, Target(k), params, reference=y)
+                       for k in ("similar", "dissimilar")]
+    corr = {s: float(np.corrcoef(a.ravel(), b.ravel())[0, 1]) for s, (a, b) in maps.items()}
+    auc = {s: curve(dlib, x, m[0], Target("similar"), "deletion", reference=y).auc for s, m in maps.items()}
+    print(f"Score-CAM e+/e- correlation {corr}; e+ deletion AUC {auc}")
+    assert corr[1.0] > 0.99 and corr[None] < 0.5
+    assert auc[None] < auc[1.0]
+
+
 @pytest.mark.parametrize("name", CAMS)
 def test_classification_maps(name, resnet18_random, photo):
     x, params = photo, {}

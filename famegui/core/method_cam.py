@@ -24,10 +24,13 @@ Grad-CAM maps of several classes, see :func:`sdd_combine`).
 
 Score-CAM runs one forward pass per channel of the layer; its ``batch_size`` is
 handed to the package, and progress and cancellation are reported from every
-forward pass of the network (so between batches). For a face pair its channel
-scores (cos or 1 - cos) vary little, and the package's softmax over them gives
-nearly uniform weights: e+ and e- come out almost alike (Pearson 0.9996 on the
-genuine sample pair); that is the package's Score-CAM, not changed here.
+forward pass of the network (so between batches). For a face pair the channel
+scores are cosines, which vary little between channels, and the package's
+softmax over plain cosines gives nearly uniform weights: e+ and e- come out
+almost alike (Pearson 0.9996 on the genuine sample pair). A face network's
+class logits are scaled cosines (ArcFace: s * cos with s = 64), so the target
+here is ``cos_scale * cos`` (default 64; 1 = plain cosine). The scale changes
+nothing for the gradient CAMs (their maps are min-max scaled).
 
 The ``cell`` task is not offered: a cell target only has gradients at layers
 *before* the cell's layer, and at the cell's own layer Grad-CAM degenerates to
@@ -80,10 +83,12 @@ class FoldedNetwork(nn.Module):
 class CosineTarget:
     """A pytorch_grad_cam target on an embedding: cos(f(x), r) (e+) or 1 - cos (e-)."""
 
-    def __init__(self, reference: torch.Tensor, dissimilar: bool = False, detach_norms: bool = True) -> None:
+    def __init__(self, reference: torch.Tensor, dissimilar: bool = False, detach_norms: bool = True,
+                 scale: float = 1.0) -> None:
         self.reference = reference.detach().reshape(-1)
         self.dissimilar = dissimilar
         self.detach_norms = detach_norms
+        self.scale = float(scale)  # s * cos: a face-recognition logit (only Score-CAM's softmax sees the scale)
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         r = self.reference.to(output.device, output.dtype)
@@ -91,7 +96,7 @@ class CosineTarget:
         if self.detach_norms:
             norm = norm.detach()
         cos = (output * r).sum(-1) / (norm * r.norm()).clamp_min(1e-12)
-        return 1.0 - cos if self.dissimilar else cos
+        return self.scale * (1.0 - cos if self.dissimilar else cos)
 
 
 def _targets(ctx: MethodContext) -> list:
@@ -108,7 +113,7 @@ def _targets(ctx: MethodContext) -> list:
         if ctx.reference_embedding is None:
             raise ValueError("a similarity target needs the reference embedding")
         return [CosineTarget(ctx.reference_embedding, target.kind == "dissimilar",
-                             bool(ctx.params.get("detach_norms", True)))]
+                             bool(ctx.params.get("detach_norms", True)), float(ctx.params.get("cos_scale") or 1.0))]
     raise ValueError(f"CAM methods do not explain {target.kind} targets")
 
 
@@ -285,7 +290,10 @@ for _name, _label, _cls, _tasks, _grad, _desc in _CAMS:
         _params += (DETACH,)
     if _cls == "ScoreCAM":
         _params += (Param("batch_size", int, 32, "images per forward pass (progress and cancel between batches)",
-                          1, 4096),)
+                          1, 4096),
+                    Param("cos_scale", float, 64.0, "face pairs: the channel scores are s * cos (or s * (1 - cos)) "
+                          "before the package's softmax, like a face-recognition logit (ArcFace s = 64); "
+                          "1 = the plain cosine, which gives nearly uniform weights", 0.01, 1000.0))
     register(MethodSpec(
         name=_name, label=_label, tasks=_tasks, output="pair" if "verification" in _tasks else "single",
         cost="sampling" if _cls == "ScoreCAM" else "cheap", fn=_cam_fn(_cls), params=_params,
