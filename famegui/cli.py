@@ -332,8 +332,13 @@ def cmd_faithfulness(args) -> int:
             ref = prepare_for_model(model, args.reference, face_index=args.reference_face,
                                     align=not args.no_align).tensor
         x = probe.tensor
+        threshold = None
+        if ref is not None:
+            from .core.verify import default_cosine_threshold
+
+            threshold = default_cosine_threshold(model)  # for the decision-flip fraction (S-RISE)
         print(f"# {model.name}: {', '.join(t.label() for t in targets)}; fill {args.fill_with}; "
-              f"{args.steps} steps")
+              f"{args.steps} steps" + (f"; decision threshold cosine {threshold:.4f}" if threshold else ""))
         for t in targets:
             for name in ["random"] + [s.name for s in specs]:
                 started = time.perf_counter()
@@ -343,12 +348,22 @@ def cmd_faithfulness(args) -> int:
                     c = metrics.curve(model, x, amap, t, mode, reference=ref, fractions=fractions, fill=args.fill_with,
                                       method=name)
                     c.extra.update(target=t.label(), seconds=round(time.perf_counter() - started, 3))
+                    if threshold is not None:
+                        c.extra["flip"] = metrics.flip_fraction(model, x, ref, amap, threshold, mode,
+                                                                fill=args.fill_with)
                     curves.append(c)
-    print(f"{'method':<14} {'target':<8} {'mode':<10} {'AUC':>7}  score")
+    flips = any("flip" in c.extra for c in curves)
+    print(f"{'method':<14} {'target':<8} {'mode':<10} {'AUC':>7}" + ("   flip" if flips else "") + "  score")
     for c in curves:
         tgt = c.extra.get("target", "pairs").split(" ")[0]
-        print(f"{c.method:<14} {tgt:<8} {c.mode:<10} {c.auc:7.4f}  {c.score_name}")
-    print(f"# lower is better for deletion, higher for insertion; {time.perf_counter() - t0:.1f} s in all")
+        flip = ""
+        if flips:
+            f = c.extra.get("flip")
+            flip = f"  {'never' if f is None else f'{f:5.2f}':>5}"
+        print(f"{c.method:<14} {tgt:<8} {c.mode:<10} {c.auc:7.4f}{flip}  {c.score_name}")
+    print("# lower is better for deletion, higher for insertion" +
+          ("; flip: share of pixels removed (deletion) or put back (insertion) until the decision is changed "
+           "(restored), smaller is better" if flips else "") + f"; {time.perf_counter() - t0:.1f} s in all")
     written = []
     if args.plot:
         from .core.plots import curves_figure

@@ -94,6 +94,29 @@ def test_the_true_region_beats_random_and_inverted_maps():
     assert e_minus.score_name == "1 - cosine" and e_minus.scores[0] == pytest.approx(1 - clean, abs=1e-6)
 
 
+def test_flip_fraction_on_the_region_model():
+    from famegui.core.metrics import flip_fraction
+
+    model, truth = _region_embedder()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    y = 0.7 * x + 0.3 * y
+    with torch.no_grad():
+        clean = torch.cosine_similarity(model(x), model(y)).item()
+    th = clean - 0.05  # "same" now; losing a little of the region flips it
+    exact = truth + 0.01 * random_map(truth.shape)
+    good = flip_fraction(model, x, y, exact, th, fill="zero")
+    rand = flip_fraction(model, x, y, random_map(truth.shape, 5), th, fill="zero")
+    bad = flip_fraction(model, x, y, 1.0 - truth, th, fill="zero")
+    print("flip fractions", good, rand, bad)
+    assert good is not None and good <= truth.mean() + 0.01  # within the region's own 8 %
+    assert rand is not None and bad is not None and good < rand < bad
+    assert bad > 1.0 - truth.mean() - 0.01  # the region goes last
+    ins = flip_fraction(model, x, y, exact, th, "insertion", fill="zero")
+    assert ins is not None and ins <= truth.mean() + 0.01
+    assert flip_fraction(model, x, y, exact, -1.0, fill="zero") is None  # "same" whatever is removed
+
+
 def test_class_and_cell_scores(resnet18_random, small_images):
     model = resnet18_random
     x = small_images[:1]
@@ -176,6 +199,7 @@ def test_cli_faithfulness_one_pair(tmp_path, capsys):
         assert c["fractions"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] and c["score"] == "cosine"
         assert c["auc"] == pytest.approx(area(c["fractions"], c["scores"]))
         assert f"{c['auc']:.4f}" in out
+        assert c["flip"] is None or 0 <= c["flip"] <= 1  # S-RISE's decision-flip share, at dlib's threshold
     w, h = Image.open(png).size
     assert (w, h) == (1000, 360)  # one target: deletion | insertion panels
     # bad input: one line each, exit 1

@@ -149,6 +149,29 @@ def curve(model: ModelWrapper, x: torch.Tensor, amap: np.ndarray, target: Target
                  {"fill": fill})
 
 
+@torch.no_grad()
+def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor, amap: np.ndarray, threshold: float,
+                  mode: str = "deletion", *, step: float = 0.01, fill: str = "mean", batch: int = 32) -> float | None:
+    """The share of pixels, in the map's order, at which the verification decision flips (S-RISE's measure).
+
+    Deletion: the first fraction removed at which the decision (cosine >= ``threshold``) is no longer
+    the clean image's. Insertion: the first fraction put back into the fill at which the decision is
+    the clean image's again. Smaller is better. None if it never flips (deletion) or never
+    recovers (insertion), or if the fill alone already gives the clean decision (insertion).
+    """
+    n = int(round(1.0 / step))
+    fractions = [i / n for i in range(n + 1)]
+    r = model(reference.to(model.device)).detach()
+    xs = perturbed(x.to(model.device), amap, fractions, mode, fill)
+    cos = torch.cat([F.cosine_similarity(model(xs[i:i + batch]), r, dim=1) for i in range(0, len(xs), batch)])
+    same = (cos >= threshold).cpu().numpy()
+    clean = bool(same[0]) if mode == "deletion" else bool(same[-1])
+    if mode == "insertion" and bool(same[0]) == clean:
+        return None
+    hits = np.flatnonzero(same != clean) if mode == "deletion" else np.flatnonzero(same == clean)
+    return float(fractions[hits[0]]) if len(hits) else None
+
+
 # --------------------------------------------------------------------------- over a pair list
 @dataclass
 class LabelledPair:
