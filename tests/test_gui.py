@@ -322,6 +322,7 @@ def test_compare_tab_faithfulness_curves(qtbot, win, tmp_path):
     cos0 = g.scores[0]
     assert cos0 == pytest.approx(win.session.pair_scores("probe", "reference").cosine, abs=1e-4)
     assert "lowest deletion AUC" in tab.info.text()
+    assert all(c.extra["flip"] is None or 0 <= c.extra["flip"] <= 1 for c in tab.faith_curves)
     written = tab.export(str(tmp_path / "faith.png"))
     assert len(written) == 2 and len(json.loads((tmp_path / "faith.json").read_text())["curves"]) == 12
     tab.run()  # back to the maps
@@ -424,6 +425,18 @@ def test_compare_methods_for_a_classifier(qtbot, tmp_path, r18_weights):
     top = w.class_list.item(0).data(Qt.UserRole)
     assert {r.target.class_index for r in tab.results.values()} == {top}
     assert tab.grid.image_shape()[1] == tab.tile_shape[1]  # one column
+    # a tile opens in the Classes view
+    with qtbot.waitSignal(tab.tile_clicked, timeout=2000):
+        tab.grid.click_at_image(10, tab.rows.index("hirescam") * (tab.tile_shape[0] + 4) + 30)
+    assert w.tabs.currentIndex() == 3 and w.class_result.method == "hirescam"
+    assert w.class_canvas.title.text.startswith("HiResCAM")
+    # faithfulness of a class map: the class probability as pixels go
+    w.tabs.setCurrentIndex(4)
+    tab.faith_button.click()
+    qtbot.waitUntil(lambda: tab.mode == "faithfulness", timeout=60000)
+    assert {c.score_name for c in tab.faith_curves} == {"class probability"}
+    assert {c.method for c in tab.faith_curves} == {"random", "gradcam", "hirescam"}
+    assert all("flip" not in c.extra for c in tab.faith_curves)  # no decision for a class
     w.close()
 
 

@@ -303,6 +303,11 @@ class CompareTab(QWidget):
             return
         model = w.session.model
         inputs = {slot: w.session.input(slot).tensor for r in results for slot in (r.slot, r.other) if slot}
+        threshold = None
+        if self.task == "verification":
+            from ..core.verify import default_cosine_threshold
+
+            threshold = default_cosine_threshold(model)  # the decision-flip share needs the decision
 
         def work(job):
             out, plan = [], []
@@ -316,9 +321,11 @@ class CompareTab(QWidget):
 
                     raise Cancelled("cancelled")
                 for mode in metrics.MODES:
-                    c = metrics.curve(model, inputs[slot], amap, target, mode,
-                                      reference=inputs[other] if other else None, method=name)
+                    ref = inputs[other] if other else None
+                    c = metrics.curve(model, inputs[slot], amap, target, mode, reference=ref, method=name)
                     c.extra["target"] = target.label()
+                    if threshold is not None and ref is not None:
+                        c.extra["flip"] = metrics.flip_fraction(model, inputs[slot], ref, amap, threshold, mode)
                     out.append(c)
                 job.progress((i + 1) / len(plan), None)
             return out
@@ -359,8 +366,11 @@ class CompareTab(QWidget):
                 for c in group:
                     pen = pg.mkPen((200, 200, 200), width=2, style=Qt.DashLine) if c.method == "random" else \
                         pg.mkPen(pg.intColor(names.index(c.method), hues=max(len(names), 1), minValue=200), width=2)
+                    flip = ""
+                    if "flip" in c.extra:
+                        flip = ", flip never" if c.extra["flip"] is None else f", flip {100 * c.extra['flip']:.0f}%"
                     p.plot([100 * f for f in c.fractions], c.scores, pen=pen, symbol="o", symbolSize=4,
-                           symbolBrush=pen.color(), name=f"{c.method} ({c.auc:.3f})")
+                           symbolBrush=pen.color(), name=f"{c.method} ({c.auc:.3f}{flip})")
 
     def redraw(self) -> None:
         if "probe" not in self.win.session.inputs:
