@@ -327,6 +327,18 @@ def test_compare_tab_faithfulness_curves(qtbot, win, tmp_path):
     assert len(written) == 2 and len(json.loads((tmp_path / "faith.json").read_text())["curves"]) == 12
     tab.run()  # back to the maps
     assert tab.right.currentWidget() is tab.grid
+    # a new image makes the computed maps history: a late result of the old run is dropped
+    qtbot.waitUntil(lambda: not win.compute.busy, timeout=60000)
+    tab.set_checked(["fame"])
+    win.param_form.set_value("iterations", 150)  # not cached: the run is still going when the image changes
+    tab.run()
+    qtbot.waitUntil(lambda: win.compute.current is not None, timeout=10000)
+    with qtbot.waitSignal(win.images_ready, timeout=60000):
+        win.load_image("probe", face("london_006", "neutral.jpg"))
+    assert tab.results == {} and tab.rows == [] and tab.grid.image_shape() is None
+    qtbot.waitUntil(lambda: not win.compute.busy, timeout=60000)
+    qtbot.wait(100)
+    assert tab.results == {}
 
 
 def test_one_worker_thread_and_quick_jobs_do_not_wait_for_long_ones(qtbot):

@@ -71,6 +71,7 @@ class CompareTab(QWidget):
         self.mode = "compare"
         self.sanity_results: list = []
         self.sanity_slot = "probe"
+        self._run_id = 0
         self.shared_scale = QCheckBox("one colour scale for all tiles")
         self.shared_scale.toggled.connect(lambda _v: self.redraw())
         self.info = QLabel("Check methods and compute; click a tile to open it large in the Pair or Classes view.")
@@ -98,8 +99,30 @@ class CompareTab(QWidget):
         self.task: str | None = None
 
     # ------------------------------------------------------------------ methods and forms
+    def _new_run(self) -> int:
+        """A number for the run that starts now: results of older runs arriving late are dropped."""
+        self._run_id += 1
+        return self._run_id
+
+    def _is_current(self, run: int) -> bool:
+        return run == self._run_id
+
+    def clear(self) -> None:
+        """Forget what was computed (another model or image): maps, sanity results and curves."""
+        self._new_run()
+        self.results = {}
+        self.rows, self.cols = [], []
+        self.sanity_results, self.faith_curves = [], []
+        self.tile_shape = None
+        self.mode = "compare"
+        self.right.setCurrentIndex(0)
+        self.plots.clear()
+        self.grid.set_image(None)
+        self.grid.set_title("methods")
+
     def set_task(self, task: str | None) -> None:
         """Fill the method list with what supports ``task`` (verification / classification)."""
+        self.clear()
         if task == self.task:
             return
         self.task = task
@@ -108,7 +131,6 @@ class CompareTab(QWidget):
             w = self.forms.widget(0)
             self.forms.removeWidget(w)
             w.deleteLater()
-        self.results.clear()
         if task is None:
             return
         for spec in methods(task):
@@ -177,6 +199,7 @@ class CompareTab(QWidget):
             return
         names, targets, slot, other = plan
         targets = targets or [None]
+        run = self._new_run()
         self.mode = "compare"
         self.rows = names
         self.cols = [t.label() for t in targets] if targets[0] is not None else ["top-1 class"]
@@ -202,12 +225,14 @@ class CompareTab(QWidget):
             return done
 
         def progress(_f, payload):
-            if isinstance(payload, tuple) and payload[0] == "tile":
+            if isinstance(payload, tuple) and payload[0] == "tile" and self._is_current(run):
                 res = payload[1]
                 self.results[(res.method, self._col(res))] = res
                 self.redraw()
 
         def finished(results):
+            if not self._is_current(run):
+                return
             for res in results:
                 self.results[(res.method, self._col(res))] = res
             self.redraw()
@@ -231,6 +256,7 @@ class CompareTab(QWidget):
         params = {n: self.params_for(n) for n in names}
         x = w.session.input(slot).tensor
         ref = w.session.input(other).tensor if other else None
+        run = self._new_run()
         self.mode = "sanity"
         self.sanity_results = []
         self.sanity_slot = slot
@@ -246,12 +272,12 @@ class CompareTab(QWidget):
             return out
 
         def progress(_f, payload):
-            if isinstance(payload, tuple) and payload[0] == "sanity" and self.mode == "sanity":
+            if isinstance(payload, tuple) and payload[0] == "sanity" and self._is_current(run):
                 self.sanity_results.append(payload[1])
                 self.redraw()
 
         def finished(results):
-            if self.mode != "sanity":
+            if not self._is_current(run):
                 return
             self.sanity_results = list(results)
             self.redraw()
@@ -302,6 +328,7 @@ class CompareTab(QWidget):
             w.show_error("compute the comparison first: the curves use its maps")
             return
         model = w.session.model
+        run = self._run_id  # the curves belong to the maps shown now
         inputs = {slot: w.session.input(slot).tensor for r in results for slot in (r.slot, r.other) if slot}
         threshold = None
         if self.task == "verification":
@@ -331,6 +358,8 @@ class CompareTab(QWidget):
             return out
 
         def finished(curves):
+            if not self._is_current(run):
+                return
             self.faith_curves = list(curves)
             self.mode = "faithfulness"
             self.redraw()

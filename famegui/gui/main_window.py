@@ -544,6 +544,7 @@ class MainWindow(QMainWindow):
         if inp is not None and inp.note:
             label += f" ({inp.note})"
         self.image_labels[slot].setText(label)
+        self.compare_tab.clear()  # its maps were of the previous image
         self._add_recent(path)
         self._refresh_inputs()
         self.images_ready.emit()
