@@ -1,7 +1,10 @@
-"""Render the README screenshot: the real app on the embedded demo with a computed cell.
+"""Render the README screenshots: the real app on the embedded demo.
 
 Run under a real X server for a faithful picture (see README), e.g.
-    xvfb-run -a python scripts/screenshot.py docs/screenshot.png
+    xvfb-run -a python scripts/screenshot.py docs/screenshot.png            # a computed feature-map cell
+    xvfb-run -a python scripts/screenshot.py docs/compare.png compare       # Compare methods: the grid
+    xvfb-run -a python scripts/screenshot.py docs/faithfulness.png faithfulness
+    xvfb-run -a python scripts/screenshot.py docs/sanity.png sanity
 It also works with QT_QPA_PLATFORM=offscreen.
 """
 from __future__ import annotations
@@ -12,7 +15,10 @@ import tempfile
 import time
 
 
-def main(out: str = "docs/screenshot.png", cell: str = "1,2", iterations: int = 500) -> None:
+COMPARED = ["gradcam", "gradcam-ew", "ebp", "gweebp", "xssab", "fame", "fggb", "srise"]
+
+
+def main(out: str = "docs/screenshot.png", view: str = "cell", cell: str = "1,2", iterations: int = 500) -> None:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -32,16 +38,31 @@ def main(out: str = "docs/screenshot.png", cell: str = "1,2", iterations: int = 
         if not cond():
             raise SystemExit("timed out waiting for the app")
 
-    pump_until(lambda: w.session.model is not None and "probe" in w.session.inputs
+    pump_until(lambda: w.session.model is not None and {"probe", "reference", "third"} <= set(w.session.inputs)
                and w.fmap_canvas.image_shape() is not None)
     w.param_form.set_value("iterations", iterations)
-    done = []
-    w.result_shown.connect(done.append)
-    w.request_cell(tuple(int(v) for v in cell.split(",")))
-    pump_until(lambda: bool(done))
-    from PySide6.QtCore import QPointF
+    if view == "cell":
+        done = []
+        w.result_shown.connect(done.append)
+        w.request_cell(tuple(int(v) for v in cell.split(",")))
+        pump_until(lambda: bool(done))
+        from PySide6.QtCore import QPointF
 
-    w.fmap_canvas._on_move((w.fmap_canvas.view.mapViewToScene(QPointF(60, 80)),))  # show a hovered cell
+        w.fmap_canvas._on_move((w.fmap_canvas.view.mapViewToScene(QPointF(60, 80)),))  # show a hovered cell
+    else:
+        tab = w.compare_tab
+        w.tabs.setCurrentIndex(4)
+        names = COMPARED if view != "sanity" else ["gradcam", "gradcam-ew", "gweebp", "xssab", "fame"]
+        tab.set_checked(names)
+        if view == "sanity":
+            tab.sanity_button.click()
+            pump_until(lambda: "maps change" in tab.info.text(), timeout=600)
+        else:
+            tab.run()
+            pump_until(lambda: len(tab.results) == 2 * len(names) and not w.compute.busy, timeout=600)
+            if view == "faithfulness":
+                tab.faith_button.click()
+                pump_until(lambda: tab.mode == "faithfulness", timeout=600)
     for _ in range(20):
         app.processEvents()
         time.sleep(0.02)
@@ -53,4 +74,5 @@ def main(out: str = "docs/screenshot.png", cell: str = "1,2", iterations: int = 
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    argv = sys.argv[1:]
+    main(argv[0] if argv else "docs/screenshot.png", argv[1] if len(argv) > 1 else "cell")

@@ -253,11 +253,15 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
     g_minus = tab.results[("gradcam", "e- (dissimilar)")].map
     assert g_plus.shape == (150, 150) and np.abs(g_plus - g_minus).max() > 0.05
     th, tw = tab.tile_shape
-    assert tab.grid.image_shape() == (3 * th + 2 * 4, 2 * tw + 4)
+    g = tab.groups  # methods per sheet row, chosen to fit the view
+    rows = -(-3 // g)
+    assert tab.grid.image_shape() == (rows * th + (rows - 1) * 4, 2 * g * tw + (2 * g - 1) * 4)
+    assert [tab.tile_at(*tab.tile_origin(m, c)) for m in tab.rows for c in tab.cols] == \
+        [(m, c) for m in tab.rows for c in tab.cols]
     win.param_form.set_value("iterations", 30)  # the Pair view's own FAME map is not in the cache now
     with qtbot.waitSignal(tab.tile_clicked, timeout=2000) as sig:
-        r = tab.rows.index("fame")
-        tab.grid.click_at_image(tw + 4 + 10, r * (th + 4) + 30)  # the FAME row, column e-
+        x0, y0 = tab.tile_origin("fame", "e- (dissimilar)")
+        tab.grid.click_at_image(x0 + 10, y0 + 30)
     assert sig.args[0].method == "fame" and sig.args[0].target.kind == "dissimilar"
     # the clicked tile opens large in the Pair view, its controls following without a recompute
     qtbot.wait(300)  # nothing may start behind it (the Pair view computes FAME when it is looked at)
@@ -269,7 +273,8 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
     assert shown == (150, 150)
     win.tabs.setCurrentIndex(4)
     with qtbot.waitSignal(tab.tile_clicked, timeout=2000) as sig:
-        tab.grid.click_at_image(10, tab.rows.index("gradcam") * (th + 4) + 30)  # Grad-CAM e+
+        x0, y0 = tab.tile_origin("gradcam", "e+ (similar)")
+        tab.grid.click_at_image(x0 + 10, y0 + 30)
     assert win.tabs.currentIndex() == 2 and win.pair_result.method == "gradcam"
     assert win.sign_plus.isChecked() and "Grad-CAM e+" in win.probe_canvas.title.text
     written = tab.export(str(tmp_path / "cmp.png"))
@@ -436,10 +441,14 @@ def test_compare_methods_for_a_classifier(qtbot, tmp_path, r18_weights):
     qtbot.waitUntil(lambda: len(tab.results) == 2, timeout=60000)
     top = w.class_list.item(0).data(Qt.UserRole)
     assert {r.target.class_index for r in tab.results.values()} == {top}
-    assert tab.grid.image_shape()[1] == tab.tile_shape[1]  # one column
+    assert tab.cols == ["top-1 class"]  # one map per method
+    th, tw = tab.tile_shape
+    g = tab.groups
+    assert tab.grid.image_shape() == (-(-2 // g) * (th + 4) - 4, g * (tw + 4) - 4)
     # a tile opens in the Classes view
     with qtbot.waitSignal(tab.tile_clicked, timeout=2000):
-        tab.grid.click_at_image(10, tab.rows.index("hirescam") * (tab.tile_shape[0] + 4) + 30)
+        x0, y0 = tab.tile_origin("hirescam", "top-1 class")
+        tab.grid.click_at_image(x0 + 10, y0 + 30)
     assert w.tabs.currentIndex() == 3 and w.class_result.method == "hirescam"
     assert w.class_canvas.title.text.startswith("HiResCAM")
     # faithfulness of a class map: the class probability as pixels go

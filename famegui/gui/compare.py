@@ -48,6 +48,7 @@ class CompareTab(QWidget):
         self.rows: list[str] = []
         self.cols: list[str] = []
         self.tile_shape: tuple[int, int] | None = None
+        self.groups = 1  # methods per row of the sheet (chosen to fit the view)
         self.method_list = QListWidget()
         self.method_list.setMaximumWidth(280)
         self.method_list.currentRowChanged.connect(self._show_form)
@@ -415,8 +416,47 @@ class CompareTab(QWidget):
             return
         tiles, _ = self.tile_images()
         self.tile_shape = tiles[0].shape[:2]
-        self.grid.set_image(sheet(tiles, len(self.cols), gap=GAP))
+        self.groups = self._fit_groups(self.tile_shape)
+        self.grid.set_image(sheet(tiles, len(self.cols) * self.groups, gap=GAP))
         self.grid.set_title(f"{len(self.rows)} methods x {', '.join(self.cols)}")
+
+    def _fit_groups(self, tile_shape: tuple[int, int]) -> int:
+        """How many methods share a row of the sheet, so that its shape suits the view (bigger tiles)."""
+        import math
+
+        n, k = len(self.rows), max(len(self.cols), 1)
+        if n <= 1:
+            return 1
+        th, tw = tile_shape
+        view = max(self.grid.width(), 1) / max(self.grid.height(), 1)
+
+        def misfit(g: int) -> float:
+            rows = math.ceil(n / g)
+            return abs(math.log((g * k * (tw + GAP)) / (rows * (th + GAP))) - math.log(view))
+
+        return min(range(1, n + 1), key=misfit)
+
+    def tile_at(self, x: float, y: float) -> tuple[str, str] | None:
+        """(method, column) of the tile under image point (x, y) of the sheet, or None."""
+        if not self.tile_shape:
+            return None
+        th, tw = self.tile_shape
+        k = len(self.cols)
+        c, r = int(x // (tw + GAP)), int(y // (th + GAP))
+        if x < 0 or y < 0 or c >= k * self.groups:
+            return None
+        i = r * k * self.groups + c
+        if i >= len(self.rows) * k:
+            return None
+        return self.rows[i // k], self.cols[i % k]
+
+    def tile_origin(self, method: str, col: str) -> tuple[float, float]:
+        """Top-left image point of a tile of the sheet (for scripts and tests)."""
+        th, tw = self.tile_shape
+        k = len(self.cols)
+        i = self.rows.index(method) * k + self.cols.index(col)
+        r, c = divmod(i, k * self.groups)
+        return c * (tw + GAP), r * (th + GAP)
 
     def _draw_sanity(self) -> None:
         from ..core.sanity import sanity_sheet
@@ -440,16 +480,13 @@ class CompareTab(QWidget):
             return sanity_sheet(self.sanity_results, base, self.win.opacity.value() / 100.0,
                                 self.win.cmap_combo.currentText())
         tiles, _ = self.tile_images()
-        return sheet(tiles, len(self.cols), gap=GAP)
+        return sheet(tiles, len(self.cols) * self.groups, gap=GAP)
 
     def _on_click(self, x: float, y: float) -> None:
-        if not self.tile_shape or self.mode != "compare":
+        if self.mode != "compare":
             return
-        th, tw = self.tile_shape
-        c, r = int(x // (tw + GAP)), int(y // (th + GAP))
-        if not (0 <= r < len(self.rows) and 0 <= c < len(self.cols)):
-            return
-        res = self.results.get((self.rows[r], self.cols[c]))
+        key = self.tile_at(x, y)
+        res = self.results.get(key) if key else None
         if res is not None:
             self.tile_clicked.emit(res)  # the main window shows it in its task's view
 
