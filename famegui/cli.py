@@ -273,9 +273,14 @@ def cmd_faithfulness(args) -> int:
     from .pipeline import prepare_for_model
 
     _check_writable(args.plot, args.json)
-    modes = [m for m in args.mode.split(",") if m]
-    if not modes or any(m not in metrics.MODES for m in modes):
-        raise CliError(f"--mode must be deletion, insertion or both (comma-separated), got {args.mode!r}")
+    given_modes = args.mode or ("deletion,insertion" + (",hiding" if args.non_mate else ""))
+    modes = [m for m in given_modes.split(",") if m]
+    if not modes or any(m not in metrics.GAMES for m in modes):
+        raise CliError(f"--mode must be deletion, insertion and/or hiding (comma-separated), got {args.mode!r}")
+    hiding = "hiding" in modes
+    modes = [m for m in modes if m != "hiding"]
+    if hiding and (args.non_mate is None or args.reference is None):
+        raise CliError("--mode hiding (the hiding game) needs --reference MATE and --non-mate IMG")
     if args.steps < 1 or args.steps > 1000:
         raise CliError(f"--steps must be between 1 and 1000, got {args.steps}")
     fractions = [i / args.steps for i in range(args.steps + 1)]
@@ -290,6 +295,8 @@ def cmd_faithfulness(args) -> int:
 
         if model.task != "embedding":
             raise CliError(f"{model.name} is a classifier; --pairs needs a face (embedding) model")
+        if hiding or args.non_mate:
+            raise CliError("the hiding game runs on one triplet (--image, --reference, --non-mate), not --pairs")
         plist = read_pairs(args.pairs)
         eer = eer_from_pairs(model, plist, align=not args.no_align)
         pairs, skipped = [], []
@@ -332,6 +339,11 @@ def cmd_faithfulness(args) -> int:
             ref = prepare_for_model(model, args.reference, face_index=args.reference_face,
                                     align=not args.no_align).tensor
         x = probe.tensor
+        nm = None
+        if args.non_mate is not None:
+            if ref is None:
+                raise CliError("--non-mate needs --reference (the mate)")
+            nm = prepare_for_model(model, args.non_mate, face_index=args.non_mate_face, align=not args.no_align).tensor
         threshold = None
         if ref is not None:
             from .core.verify import default_cosine_threshold
@@ -343,7 +355,7 @@ def cmd_faithfulness(args) -> int:
             for name in ["random"] + [s.name for s in specs]:
                 started = time.perf_counter()
                 amap = metrics.random_map(tuple(x.shape[-2:])) if name == "random" else \
-                    run_method(name, model, x, t, params[name], reference=ref)
+                    run_method(name, model, x, t, params[name], reference=ref, non_mate=nm)
                 for mode in modes:
                     c = metrics.curve(model, x, amap, t, mode, reference=ref, fractions=fractions, fill=args.fill_with,
                                       method=name)
@@ -352,6 +364,10 @@ def cmd_faithfulness(args) -> int:
                         c.extra["flip"] = metrics.flip_fraction(model, x, ref, amap, threshold, mode,
                                                                 fill=args.fill_with)
                     curves.append(c)
+                if hiding and t.kind == "similar":  # the hiding game explains the match (e+)
+                    c = metrics.hiding_curve(model, x, ref, nm, amap, fractions=fractions, method=name)
+                    c.extra.update(target=t.label(), seconds=round(time.perf_counter() - started, 3))
+                    curves.append(c)
     flips = any("flip" in c.extra for c in curves)
     print(f"{'method':<14} {'target':<8} {'mode':<10} {'AUC':>7}" + ("   flip" if flips else "") + "  score")
     for c in curves:
@@ -359,9 +375,9 @@ def cmd_faithfulness(args) -> int:
         flip = ""
         if flips:
             f = c.extra.get("flip")
-            flip = f"  {'never' if f is None else f'{f:5.2f}':>5}"
+            flip = f"  {'' if 'flip' not in c.extra else 'never' if f is None else f'{f:5.2f}':>5}"
         print(f"{c.method:<14} {tgt:<8} {c.mode:<10} {c.auc:7.4f}{flip}  {c.score_name}")
-    print("# lower is better for deletion, higher for insertion" +
+    print("# lower is better for deletion, higher for insertion" + (" and hiding" if hiding else "") +
           ("; flip: share of pixels removed (deletion) or put back (insertion) until the decision is changed "
            "(restored), smaller is better" if flips else "") + f"; {time.perf_counter() - t0:.1f} s in all")
     written = []
@@ -550,7 +566,13 @@ def build_parser() -> argparse.ArgumentParser:
     fa.add_argument("--method", default=None, metavar="A,B",
                     help="methods to evaluate (default: FAME and the cheap methods of the task)")
     _add_method_param_flags(fa)
-    fa.add_argument("--mode", default="deletion,insertion", help="deletion, insertion or both (default)")
+    fa.add_argument("--mode", default=None,
+                    help="deletion, insertion and/or hiding, comma-separated (default: deletion,insertion, plus "
+                         "hiding when --non-mate is given)")
+    fa.add_argument("--non-mate", default=None, metavar="IMG3",
+                    help="a photo of another person: adds seed 004's hiding game (probe pixels replaced by the "
+                         "non-mate's, least important first) and gives gweEBP its triplet gain")
+    fa.add_argument("--non-mate-face", type=int, default=0)
     fa.add_argument("--fill-with", dest="fill_with", choices=("mean", "zero", "blur"), default="mean",
                     help="what a removed pixel becomes (default: the image's mean colour)")
     fa.add_argument("--steps", type=int, default=10, help="number of steps from 0 to 100 %% of the pixels")

@@ -318,18 +318,19 @@ def test_compare_tab_faithfulness_curves(qtbot, win, tmp_path):
     qtbot.waitUntil(lambda: tab.mode == "faithfulness", timeout=120000)
     assert tab.right.currentWidget() is tab.plots
     got = {(c.method, c.extra["target"].split(" ")[0], c.mode) for c in tab.faith_curves}
+    # the demo's third photo is the non-mate of seed 004's hiding game (for e+)
     assert got == {(m, t, mode) for m in ("random", "gradcam", "xssab") for t in ("e+", "e-")
-                   for mode in ("deletion", "insertion")}
+                   for mode in ("deletion", "insertion")} | {(m, "e+", "hiding") for m in ("random", "gradcam", "xssab")}
     plots = [i for i in tab.plots.ci.items if isinstance(i, pg.PlotItem)]
-    assert len(plots) == 4 and all(len(p.listDataItems()) == 3 for p in plots)
+    assert len(plots) == 5 and all(len(p.listDataItems()) == 3 for p in plots)
     g = next(c for c in tab.faith_curves if c.method == "gradcam" and c.mode == "deletion"
              and c.extra["target"].startswith("e+"))
     cos0 = g.scores[0]
     assert cos0 == pytest.approx(win.session.pair_scores("probe", "reference").cosine, abs=1e-4)
     assert "lowest deletion AUC" in tab.info.text()
-    assert all(c.extra["flip"] is None or 0 <= c.extra["flip"] <= 1 for c in tab.faith_curves)
+    assert all(c.extra["flip"] is None or 0 <= c.extra["flip"] <= 1 for c in tab.faith_curves if c.mode != "hiding")
     written = tab.export(str(tmp_path / "faith.png"))
-    assert len(written) == 2 and len(json.loads((tmp_path / "faith.json").read_text())["curves"]) == 12
+    assert len(written) == 2 and len(json.loads((tmp_path / "faith.json").read_text())["curves"]) == 15
     tab.run()  # back to the maps
     assert tab.right.currentWidget() is tab.grid
     # a new image makes the computed maps history: a late result of the old run is dropped

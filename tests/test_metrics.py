@@ -117,6 +117,28 @@ def test_flip_fraction_on_the_region_model():
     assert flip_fraction(model, x, y, exact, -1.0, fill="zero") is None  # "same" whatever is removed
 
 
+def test_hiding_game_on_the_region_model():
+    """Seed 004: replacing the unimportant pixels by the non-mate's first keeps the match longest."""
+    from famegui.core.metrics import hiding_curve
+
+    model, truth = _region_embedder()
+    g = torch.Generator().manual_seed(2)
+    x, n = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    mate = 0.8 * x + 0.2 * torch.rand(1, 3, 32, 32, generator=g)
+    good = hiding_curve(model, x, mate, n, truth + 0.01 * random_map(truth.shape))
+    rand = hiding_curve(model, x, mate, n, random_map(truth.shape, 5))
+    bad = hiding_curve(model, x, mate, n, 1.0 - truth)
+    print("hiding AUC", good.auc, rand.auc, bad.auc)
+    assert good.auc > rand.auc > bad.auc
+    assert good.scores[0] > 0 and good.extra["matched"][0]  # the clean probe is matched to its mate
+    assert good.scores[9] == pytest.approx(good.scores[0], abs=1e-5)  # 90 % hidden, the region untouched
+    assert good.scores[-1] == pytest.approx(bad.scores[-1], abs=1e-6) and not good.extra["matched"][-1]
+    assert bad.scores[1] < 0  # the region goes first: the probe is the non-mate at once
+    xs = perturbed(x, truth, [0.5], "hiding", fill=n)
+    hidden = (xs[0] == n[0]).all(dim=0)
+    assert not hidden[truth > 0].any() and int(hidden.sum()) == 512  # half the pixels, none of the region
+
+
 def test_class_and_cell_scores(resnet18_random, small_images):
     model = resnet18_random
     x = small_images[:1]
@@ -207,6 +229,18 @@ def test_cli_faithfulness_one_pair(tmp_path, capsys):
     assert "--mode" in capsys.readouterr().err
     assert main(["faithfulness", "--reference", b]) == 1
     assert "--image" in capsys.readouterr().err
+    assert main(["faithfulness", "--image", a, "--reference", b, "--mode", "hiding"]) == 1
+    assert "--non-mate" in capsys.readouterr().err
+    # with a non-mate: the hiding game joins deletion and insertion (for e+)
+    n = face("london_005", "neutral.jpg")
+    assert main(["faithfulness", "--image", a, "--reference", b, "--non-mate", n, "--method", "gweebp", "--steps",
+                 "4", "--json", str(js)]) == 0
+    capsys.readouterr()
+    curves = json.loads(js.read_text())["curves"]
+    hiding = [c for c in curves if c["mode"] == "hiding"]
+    assert {c["method"] for c in hiding} == {"random", "gweebp"}
+    assert all(c["target"].startswith("e+") and c["scores"][0] > 0 for c in hiding)  # matched at the start
+    assert {c["mode"] for c in curves if c["target"].startswith("e-")} == {"deletion", "insertion"}
 
 
 def test_cli_faithfulness_over_a_pair_list(tmp_path, capsys):

@@ -4,7 +4,10 @@ Pixels are ranked by the map (most important first; for a signed map the most
 positive first). For each fraction P of the pixels (0, 10, ..., 100 % by default):
 
 - deletion: the top-P pixels of the image are replaced by a fill, the rest kept;
-- insertion: the image starts as the fill and only the top-P pixels are put back.
+- insertion: the image starts as the fill and only the top-P pixels are put back;
+- hiding (seed 004's hiding game, with a non-mate): the probe's pixels are replaced
+  by the non-mate's, least important first; the match to the mate should survive
+  until the important pixels go (higher area is better).
 
 The fill (``"mean"``: each channel's mean colour, as S-RISE; ``"zero"``: black;
 ``"blur"``: a strongly blurred copy) is the same for every method, so curves are
@@ -33,6 +36,7 @@ from ..models.wrapper import ModelWrapper
 from .explain import Target
 
 MODES = ("deletion", "insertion")
+GAMES = MODES + ("hiding",)  # hiding: seed 004's hiding game (needs a non-mate)
 FILLS = ("mean", "zero", "blur")
 DEFAULT_FRACTIONS = tuple(i / 10 for i in range(11))
 
@@ -58,15 +62,25 @@ def fill_image(x: torch.Tensor, fill: str = "mean") -> torch.Tensor:
 
 
 def perturbed(x: torch.Tensor, amap: np.ndarray, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-              mode: str = "deletion", fill: str = "mean") -> torch.Tensor:
-    """(len(fractions),3,H,W): ``x`` with its top pixels removed (deletion) or alone kept (insertion)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+              mode: str = "deletion", fill: str | torch.Tensor = "mean") -> torch.Tensor:
+    """(len(fractions),3,H,W): ``x`` with its top pixels removed (deletion), alone kept (insertion), or
+    its least important pixels replaced first (hiding). ``fill`` may be an image like ``x`` (hiding: the
+    non-mate)."""
+    if mode not in GAMES:
+        raise ValueError(f"mode must be one of {', '.join(GAMES)}, got {mode!r}")
     h, w = x.shape[-2:]
     if tuple(np.shape(amap)) != (h, w):
         raise ValueError(f"map shape {np.shape(amap)} does not match the image {h}x{w}")
-    order = torch.from_numpy(pixel_order(amap).copy())
-    base = fill_image(x, fill)
+    order = pixel_order(amap)
+    if mode == "hiding":
+        order = order[::-1]  # least important first
+    order = torch.from_numpy(order.copy())
+    if isinstance(fill, torch.Tensor):
+        if fill.shape[-2:] != x.shape[-2:]:
+            raise ValueError(f"the fill image is {tuple(fill.shape[-2:])}, the image {tuple(x.shape[-2:])}")
+        base = fill.to(x.device, x.dtype).expand_as(x)
+    else:
+        base = fill_image(x, fill)
     out = []
     for f in fractions:
         if not 0.0 <= f <= 1.0:
@@ -74,7 +88,7 @@ def perturbed(x: torch.Tensor, amap: np.ndarray, fractions: Sequence[float] = DE
         top = torch.zeros(h * w, dtype=torch.bool)
         top[order[:int(round(f * h * w))]] = True
         top = top.view(1, 1, h, w).to(x.device)
-        keep_x = ~top if mode == "deletion" else top
+        keep_x = top if mode == "insertion" else ~top
         out.append(torch.where(keep_x, x, base))
     return torch.cat(out)
 
@@ -170,6 +184,20 @@ def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor,
         return None
     hits = np.flatnonzero(same != clean) if mode == "deletion" else np.flatnonzero(same == clean)
     return float(fractions[hits[0]]) if len(hits) else None
+
+
+@torch.no_grad()
+def hiding_curve(model: ModelWrapper, x: torch.Tensor, mate: torch.Tensor, non_mate: torch.Tensor, amap: np.ndarray,
+                 *, fractions: Sequence[float] = DEFAULT_FRACTIONS, batch: int = 16, method: str = "") -> Curve:
+    """Seed 004's hiding game for one triplet: the probe's pixels, least important first, are replaced by
+    the non-mate's; the score is cos(probe', mate) - cos(probe', non-mate) (> 0: still matched to the mate).
+    A good map keeps the match longest: higher area is better."""
+    xs = perturbed(x.to(model.device), amap, fractions, "hiding", fill=non_mate.to(model.device))
+    m, n = model(mate.to(model.device)).detach(), model(non_mate.to(model.device)).detach()
+    emb = torch.cat([model(xs[i:i + batch]) for i in range(0, len(xs), batch)])
+    margin = (F.cosine_similarity(emb, m, dim=1) - F.cosine_similarity(emb, n, dim=1)).float().cpu()
+    return Curve("hiding", [float(f) for f in fractions], [float(v) for v in margin],
+                 "cos(mate) - cos(non-mate)", method, {"matched": [bool(v > 0) for v in margin]})
 
 
 # --------------------------------------------------------------------------- over a pair list

@@ -5,6 +5,9 @@ from typing import Sequence
 
 import numpy as np
 
+AXIS_LABELS = {"deletion": "% of pixels removed", "insertion": "% of pixels kept",
+               "hiding": "% of pixels from the non-mate (least important first)"}
+
 
 def curves_figure(curves: Sequence, width: float = 5.0, height: float = 3.6, dpi: int = 100) -> np.ndarray:
     """Deletion / insertion curves as an RGB uint8 image: one panel per (target, mode), AUC in the legend."""
@@ -33,7 +36,7 @@ def curves_figure(curves: Sequence, width: float = 5.0, height: float = 3.6, dpi
                     **style)
         better = "lower" if mode == "deletion" else "higher"
         ax.set_title(f"{mode}{' - ' + target if target else ''} (AUC, {better} is better)", fontsize=9)
-        ax.set_xlabel(f"% of pixels {'removed' if mode == 'deletion' else 'kept'}")
+        ax.set_xlabel(AXIS_LABELS.get(mode, "% of pixels"))
         ax.set_ylabel(group[0].score_name)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QListWidget, QLis
                                QStackedWidget, QVBoxLayout, QWidget)
 
 from ..core.methods import methods
+from ..core.plots import AXIS_LABELS
 from ..core.render import labelled, overlay, sheet, to_uint8
 from .canvas import ImageCanvas
 from .params import ParamForm
@@ -332,10 +333,13 @@ class CompareTab(QWidget):
         run = self._run_id  # the curves belong to the maps shown now
         inputs = {slot: w.session.input(slot).tensor for r in results for slot in (r.slot, r.other) if slot}
         threshold = None
+        non_mate = None
         if self.task == "verification":
             from ..core.verify import default_cosine_threshold
 
             threshold = default_cosine_threshold(model)  # the decision-flip share needs the decision
+            if "third" in w.session.inputs and all("third" not in (r.slot, r.other) for r in results):
+                non_mate = w.session.input("third").tensor  # the hiding game's non-mate (seed 004)
 
         def work(job):
             out, plan = [], []
@@ -354,6 +358,10 @@ class CompareTab(QWidget):
                     c.extra["target"] = target.label()
                     if threshold is not None and ref is not None:
                         c.extra["flip"] = metrics.flip_fraction(model, inputs[slot], ref, amap, threshold, mode)
+                    out.append(c)
+                if non_mate is not None and target.kind == "similar":
+                    c = metrics.hiding_curve(model, inputs[slot], inputs[other], non_mate, amap, method=name)
+                    c.extra["target"] = target.label()
                     out.append(c)
                 job.progress((i + 1) / len(plan), None)
             return out
@@ -382,15 +390,17 @@ class CompareTab(QWidget):
         targets = list(dict.fromkeys(c.extra.get("target", "") for c in self.faith_curves))
         names = list(dict.fromkeys(c.method for c in self.faith_curves if c.method != "random"))
         for row, target in enumerate(targets):
-            for col, mode in enumerate(("deletion", "insertion")):
+            for col, mode in enumerate(("deletion", "insertion", "hiding")):
                 group = [c for c in self.faith_curves if c.extra.get("target", "") == target and c.mode == mode]
                 if not group:
                     continue
                 better = "lower" if mode == "deletion" else "higher"
-                p = self.plots.addPlot(row=row, col=col, title=f"{mode} {target.split(' ')[0]}: {better} AUC is better")
+                p = self.plots.addPlot(row=row, col=col)
+                p.setTitle(f"{mode} {target.split(' ')[0]}: {better} AUC is better", size="9pt")
                 p.getAxis("left").enableAutoSIPrefix(False)
-                p.addLegend(offset=(-5, 5), labelTextSize="8pt")
-                p.setLabel("bottom", f"% of pixels {'removed' if mode == 'deletion' else 'kept'}")
+                p.addLegend(offset=(-5, 5), labelTextSize="8pt", brush=pg.mkBrush(0, 0, 0, 170))
+                p.setLabel("bottom", AXIS_LABELS[mode].split(" (")[0])  # short: the panels must fit side by side
+                p.setMinimumWidth(0)
                 p.setLabel("left", group[0].score_name)
                 p.showGrid(x=True, y=True, alpha=0.3)
                 for c in group:
