@@ -266,11 +266,93 @@ def _resolved_params(args, specs, task: str) -> dict:
     return out
 
 
-def cmd_faithfulness(args) -> int:
+def _faithfulness_over_pairs(args, model, modes, fractions) -> list:
+    """Verification accuracy curves over a labelled pair list, at its EER threshold."""
+    from .core import metrics
+    from .core.verify import eer_from_pairs
+    from .data.pairs import read_pairs
+    from .pipeline import prepare_for_model
+
+    if model.task != "embedding":
+        raise CliError(f"{model.name} is a classifier; --pairs needs a face (embedding) model")
+    plist = read_pairs(args.pairs)
+    eer = eer_from_pairs(model, plist, align=not args.no_align)
+    pairs, skipped = [], []
+    for p in plist:
+        try:
+            pairs.append(metrics.LabelledPair(
+                prepare_for_model(model, str(p.a), align=not args.no_align).tensor,
+                prepare_for_model(model, str(p.b), align=not args.no_align).tensor, p.same, f"line {p.line}"))
+        except (ValueError, OSError) as e:
+            skipped.append(f"line {p.line}: {_one_line(e)}")
+    if not pairs:
+        raise CliError("no usable pair in " + str(args.pairs))
+    specs = _method_choice(args, "verification")
+    params = _resolved_params(args, specs, "verification")
+    print(f"# {model.name}: verification accuracy at the EER threshold {eer.threshold:.4f} of {args.pairs} "
+          f"({len(pairs)} pairs{f', {len(skipped)} skipped' if skipped else ''}); fill {args.fill_with}")
+    size = tuple(pairs[0].probe.shape[-2:])
+    curves = []
+    for name in ["random"] + [s.name for s in specs]:
+        started = time.perf_counter()
+        maps = [metrics.random_map(size, i) for i in range(len(pairs))] if name == "random" else \
+            metrics.explain_pairs(name, model, pairs, params[name], threshold=eer.threshold)
+        got = metrics.accuracy_curves(model, pairs, maps, eer.threshold, modes, fractions=fractions,
+                                      fill=args.fill_with, method=name)
+        for c in got.values():
+            c.extra["seconds"] = round(time.perf_counter() - started, 3)
+            curves.append(c)
+    return curves
+
+
+def _faithfulness_of_one_input(args, model, modes, hiding, fractions) -> list:
+    """Curves of one image (class / cell) or one pair (e+ / e-, the hiding game with a non-mate)."""
     from .core import metrics
     from .core.explain import Target
     from .core.methods import run_method, task_of
     from .pipeline import prepare_for_model
+
+    both = args.target == "both"
+    args.target = ("similar" if args.reference is not None else None) if both else args.target
+    probe = prepare_for_model(model, args.image, face_index=args.face, align=not args.no_align)
+    target = _resolve_target(model, args, probe.tensor)
+    targets = [Target("similar"), Target("dissimilar")] if both and target.kind == "similar" else [target]
+    specs = _method_choice(args, task_of(target))
+    params = _resolved_params(args, specs, task_of(target))
+    x, ref, nm, threshold = probe.tensor, None, None, None
+    if args.reference is not None:
+        from .core.verify import default_cosine_threshold
+
+        ref = prepare_for_model(model, args.reference, face_index=args.reference_face, align=not args.no_align).tensor
+        threshold = default_cosine_threshold(model)  # for the decision-flip share (S-RISE)
+    if args.non_mate is not None:
+        if ref is None:
+            raise CliError("--non-mate needs --reference (the mate)")
+        nm = prepare_for_model(model, args.non_mate, face_index=args.non_mate_face, align=not args.no_align).tensor
+    print(f"# {model.name}: {', '.join(t.label() for t in targets)}; fill {args.fill_with}; "
+          f"{args.steps} steps" + (f"; decision threshold cosine {threshold:.4f}" if threshold else ""))
+    curves = []
+    for t in targets:
+        for name in ["random"] + [s.name for s in specs]:
+            started = time.perf_counter()
+            amap = metrics.random_map(tuple(x.shape[-2:])) if name == "random" else \
+                run_method(name, model, x, t, params[name], reference=ref, non_mate=nm)
+            got = [metrics.curve(model, x, amap, t, mode, reference=ref, fractions=fractions, fill=args.fill_with,
+                                 method=name) for mode in modes]
+            for c in got:
+                if threshold is not None:
+                    c.extra["flip"] = metrics.flip_fraction(model, x, ref, amap, threshold, c.mode,
+                                                            fill=args.fill_with)
+            if hiding and t.kind == "similar":  # the hiding game explains the match (e+)
+                got.append(metrics.hiding_curve(model, x, ref, nm, amap, fractions=fractions, method=name))
+            for c in got:
+                c.extra.update(target=t.label(), seconds=round(time.perf_counter() - started, 3))
+                curves.append(c)
+    return curves
+
+
+def cmd_faithfulness(args) -> int:
+    from .core import metrics
 
     _check_writable(args.plot, args.json)
     given_modes = args.mode or ("deletion,insertion" + (",hiding" if args.non_mate else ""))
@@ -279,95 +361,19 @@ def cmd_faithfulness(args) -> int:
         raise CliError(f"--mode must be deletion, insertion and/or hiding (comma-separated), got {args.mode!r}")
     hiding = "hiding" in modes
     modes = [m for m in modes if m != "hiding"]
+    if (args.pairs is None) == (args.image is None):
+        raise CliError("give --image (one image or pair) or --pairs LIST, not both")
+    if args.pairs is not None and (hiding or args.non_mate):
+        raise CliError("the hiding game runs on one triplet (--image, --reference, --non-mate), not --pairs")
     if hiding and (args.non_mate is None or args.reference is None):
         raise CliError("--mode hiding (the hiding game) needs --reference MATE and --non-mate IMG")
     if args.steps < 1 or args.steps > 1000:
         raise CliError(f"--steps must be between 1 and 1000, got {args.steps}")
     fractions = [i / args.steps for i in range(args.steps + 1)]
-    if (args.pairs is None) == (args.image is None):
-        raise CliError("give --image (one image or pair) or --pairs LIST, not both")
     model = _load_model(args)
-    curves: list = []
     t0 = time.perf_counter()
-    if args.pairs is not None:
-        from .core.verify import eer_from_pairs
-        from .data.pairs import read_pairs
-
-        if model.task != "embedding":
-            raise CliError(f"{model.name} is a classifier; --pairs needs a face (embedding) model")
-        if hiding or args.non_mate:
-            raise CliError("the hiding game runs on one triplet (--image, --reference, --non-mate), not --pairs")
-        plist = read_pairs(args.pairs)
-        eer = eer_from_pairs(model, plist, align=not args.no_align)
-        pairs, skipped = [], []
-        for p in plist:
-            try:
-                pairs.append(metrics.LabelledPair(
-                    prepare_for_model(model, str(p.a), align=not args.no_align).tensor,
-                    prepare_for_model(model, str(p.b), align=not args.no_align).tensor, p.same, f"line {p.line}"))
-            except (ValueError, OSError) as e:
-                skipped.append(f"line {p.line}: {_one_line(e)}")
-        if not pairs:
-            raise CliError("no usable pair in " + str(args.pairs))
-        task = "verification"
-        specs = _method_choice(args, task)
-        params = _resolved_params(args, specs, task)
-        print(f"# {model.name}: verification accuracy at the EER threshold {eer.threshold:.4f} of {args.pairs} "
-              f"({len(pairs)} pairs{f', {len(skipped)} skipped' if skipped else ''}); fill {args.fill_with}")
-        size = tuple(pairs[0].probe.shape[-2:])
-        rand = [metrics.random_map(size, i) for i in range(len(pairs))]
-        for name, maps in [("random", rand)] + [(s.name, None) for s in specs]:
-            started = time.perf_counter()
-            if maps is None:
-                maps = metrics.explain_pairs(name, model, pairs, params[name], threshold=eer.threshold)
-            got = metrics.accuracy_curves(model, pairs, maps, eer.threshold, modes, fractions=fractions,
-                                          fill=args.fill_with, method=name)
-            for c in got.values():
-                c.extra["seconds"] = round(time.perf_counter() - started, 3)
-                curves.append(c)
-    else:
-        both = args.target == "both"
-        args.target = ("similar" if args.reference is not None else None) if both else args.target
-        probe = prepare_for_model(model, args.image, face_index=args.face, align=not args.no_align)
-        target = _resolve_target(model, args, probe.tensor)
-        targets = [Target("similar"), Target("dissimilar")] if both and target.kind == "similar" else [target]
-        task = task_of(target)
-        specs = _method_choice(args, task)
-        params = _resolved_params(args, specs, task)
-        ref = None
-        if args.reference is not None:
-            ref = prepare_for_model(model, args.reference, face_index=args.reference_face,
-                                    align=not args.no_align).tensor
-        x = probe.tensor
-        nm = None
-        if args.non_mate is not None:
-            if ref is None:
-                raise CliError("--non-mate needs --reference (the mate)")
-            nm = prepare_for_model(model, args.non_mate, face_index=args.non_mate_face, align=not args.no_align).tensor
-        threshold = None
-        if ref is not None:
-            from .core.verify import default_cosine_threshold
-
-            threshold = default_cosine_threshold(model)  # for the decision-flip fraction (S-RISE)
-        print(f"# {model.name}: {', '.join(t.label() for t in targets)}; fill {args.fill_with}; "
-              f"{args.steps} steps" + (f"; decision threshold cosine {threshold:.4f}" if threshold else ""))
-        for t in targets:
-            for name in ["random"] + [s.name for s in specs]:
-                started = time.perf_counter()
-                amap = metrics.random_map(tuple(x.shape[-2:])) if name == "random" else \
-                    run_method(name, model, x, t, params[name], reference=ref, non_mate=nm)
-                for mode in modes:
-                    c = metrics.curve(model, x, amap, t, mode, reference=ref, fractions=fractions, fill=args.fill_with,
-                                      method=name)
-                    c.extra.update(target=t.label(), seconds=round(time.perf_counter() - started, 3))
-                    if threshold is not None:
-                        c.extra["flip"] = metrics.flip_fraction(model, x, ref, amap, threshold, mode,
-                                                                fill=args.fill_with)
-                    curves.append(c)
-                if hiding and t.kind == "similar":  # the hiding game explains the match (e+)
-                    c = metrics.hiding_curve(model, x, ref, nm, amap, fractions=fractions, method=name)
-                    c.extra.update(target=t.label(), seconds=round(time.perf_counter() - started, 3))
-                    curves.append(c)
+    curves = _faithfulness_over_pairs(args, model, modes, fractions) if args.pairs is not None else \
+        _faithfulness_of_one_input(args, model, modes, hiding, fractions)
     flips = any("flip" in c.extra for c in curves)
     print(f"{'method':<14} {'target':<8} {'mode':<10} {'AUC':>7}" + ("   flip" if flips else "") + "  score")
     for c in curves:
