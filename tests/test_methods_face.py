@@ -131,11 +131,14 @@ def test_xmaps_is_local():
 
 
 # --------------------------------------------------------------------------- analytic cases
+def _analytic_case(seed: int):
+    """The linear embedder with a random 8x8 probe and a random reference embedding."""
+    g = torch.Generator().manual_seed(seed)
+    return _linear_embedder(), torch.rand(1, 3, 8, 8, generator=g), torch.randn(1, 6, generator=g)
+
+
 def test_fggb_weights_and_maps_closed_form():
-    model = _linear_embedder()
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(1, 3, 8, 8, generator=g)
-    ref = torch.randn(1, 6, generator=g)
+    model, x, ref = _analytic_case(1)
     theta = 0.3
     res = mf.fggb(model, x, ref, theta, blur_kernel=0)
     phi_x = F.normalize(model.module[1].weight.detach() @ x.flatten(), dim=0)
@@ -157,10 +160,7 @@ def test_fggb_weights_and_maps_closed_form():
 
 
 def test_xssab_partition_and_gradients_closed_form():
-    model = _linear_embedder()
-    g = torch.Generator().manual_seed(2)
-    x = torch.rand(1, 3, 8, 8, generator=g)
-    ref = torch.randn(1, 6, generator=g)
+    model, x, ref = _analytic_case(2)
     theta = 0.2
     res = mf.xssab(model, x, ref, theta)
     r_hat = F.normalize(ref[0], dim=0)
