@@ -284,6 +284,25 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
     assert json.loads((tmp_path / "cmp_gweebp_eplus.json").read_text())["non_mate"]["path"].endswith("neutral.jpg")
 
 
+def test_a_signed_map_opens_in_the_diverging_scale(qtbot, win):
+    """X-Maps-like signed maps: negative blue, positive red, zero white, whatever colormap is chosen."""
+    from famegui.core.explain import Target
+    from famegui.session import MapResult
+
+    signed = np.zeros((150, 150), np.float32)
+    signed[:, :50], signed[:, 100:] = -1.0, 1.0
+    win.opacity.setValue(100)
+    win.cmap_combo.setCurrentText("jet")
+    res = MapResult(signed, "xmaps", Target("similar"), {}, "probe", "reference", 0.1)
+    with qtbot.waitSignal(win.result_shown, timeout=2000):
+        win.show_in_main_view(res)
+    assert win.tabs.currentIndex() == 2 and "X-Maps" in win.probe_canvas.title.text
+    rgb = win.probe_canvas.image_item.image
+    left, mid, right = rgb[75, 20].astype(int), rgb[75, 75].astype(int), rgb[75, 130].astype(int)
+    assert left[2] > left[0] + 100 and right[0] > right[2] + 100  # blue / red
+    assert mid.min() > 240  # white at zero (jet would be green there)
+
+
 def test_compare_tab_sanity_check(qtbot, win, tmp_path):
     """The randomisation test from the GUI: a sheet of trained vs random-weight maps, exported with numbers."""
     tab = win.compare_tab

@@ -208,6 +208,12 @@ def test_cli_sanity(tmp_path, capsys):
                "--threshold", "-1", "--no-prior"])
     out = capsys.readouterr().out
     assert rc == 2 and "FAIL" in out and "prior" not in out.splitlines()[1]
+    # without alignment there is no face square: the whole input is compared
+    assert main(["sanity", "--image", a, "--reference", b, "--method", "xssab", "--target", "similar",
+                 "--no-align", "--no-prior", "--json", str(js)]) in (0, 2)
+    capsys.readouterr()
+    r = json.loads(js.read_text())["results"][0]
+    assert r["region"] is None and r["inside"] == r["full"]
     # bad input: one line, exit 1
     assert main(["sanity", "--image", a, "--reference", b, "--method", "rise"]) == 1
     assert "does not support" in capsys.readouterr().err
