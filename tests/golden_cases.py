@@ -1,0 +1,91 @@
+"""Golden maps: every registered method x target on the demo pair (dlib) and on resnet18 (seeded random
+weights), with few iterations / masks so the whole set runs in a minute.
+
+``scripts/make_goldens.py`` writes them to ``tests/golden/``; ``tests/test_golden_maps.py`` recomputes
+each and compares (max abs difference <= 1e-6). The goldens were written before the redesign of the
+package layout, so they pin the behaviour the redesign had to keep. Regenerate only for an intended
+change of a method's numbers (and say so in the commit).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+TOLERANCE = 1e-6
+
+# cheap settings: the maps need not be good, only reproducible
+FAST = {
+    "fame": {"iterations": 8},
+    "rise": {"masks": 48, "batch_size": 16},
+    "srise": {"masks": 24},
+    "corrrise": {"masks": 24},
+    "xmaps": {"stride": 23},
+    "fggb": {"max_dims": 16},
+}
+FAST_CLASSIFIER = {"scorecam": {"layer": "layer3", "batch_size": 64}}
+
+
+def _api():
+    # the only famegui names the goldens depend on (public API)
+    from famegui.core.explain import Target
+    from famegui.core.methods import methods, run_method
+    from famegui.models.zoo import load_model
+    from famegui.pipeline import prepare_for_model
+
+    return methods, run_method, load_model, prepare_for_model, Target
+
+
+def _face(*parts: str) -> str:
+    from famegui.paths import resource_path
+
+    return str(resource_path("faces", *parts))
+
+
+def face_cases():
+    """(key, run) for the dlib model: every verification method x (e+, e-), gweEBP's triplet, FAME cells."""
+    methods, run_method, load_model, prepare_for_model, Target = _api()
+    model = load_model("dlib-resnet")
+    probe = prepare_for_model(model, _face("london_001", "neutral.jpg")).tensor
+    mate = prepare_for_model(model, _face("london_001", "smiling.jpg")).tensor
+    other = prepare_for_model(model, _face("london_005", "neutral.jpg")).tensor
+    cases = []
+    for spec in methods("verification"):
+        for kind in ("similar", "dissimilar"):
+            def run(spec=spec, kind=kind):
+                return run_method(spec.name, model, probe, Target(kind), FAST.get(spec.name, {}), reference=mate)
+            cases.append((f"dlib/{spec.name}/{kind}", run))
+    cases.append((f"dlib/gweebp/triplet", lambda: run_method("gweebp", model, probe, Target("similar"), {},
+                                                               reference=mate, non_mate=other)))
+    for layer, cell in (("stage1", (17, 17)), ("stage4", (2, 1))):
+        cases.append((f"dlib/fame/cell-{layer}", lambda layer=layer, cell=cell: run_method(
+            "fame", model, probe, Target("cell", layer=layer, cell=cell), FAST["fame"])))
+    return cases
+
+
+def classifier_cases():
+    """(key, run) for resnet18 with seeded random weights: every classification method, FAME cells."""
+    methods, run_method, load_model, prepare_for_model, Target = _api()
+    model = load_model("resnet18", "random")
+    x = prepare_for_model(model, _face("london_001", "neutral.jpg")).tensor
+    with torch.no_grad():
+        top = int(model(x).argmax())
+    cases = []
+    for spec in methods("classification"):
+        params = {**FAST.get(spec.name, {}), **FAST_CLASSIFIER.get(spec.name, {})}
+        cases.append((f"r18/{spec.name}/class", lambda spec=spec, params=params: run_method(
+            spec.name, model, x, Target("class", class_index=top), params)))
+    cases.append(("r18/fame/cell-layer1", lambda: run_method(
+        "fame", model, x, Target("cell", layer="layer1", cell=(20, 30)), FAST["fame"])))
+    return cases
+
+
+def golden_path(group: str) -> Path:
+    return GOLDEN_DIR / f"{group}.npz"
+
+
+def compute(group: str) -> dict[str, np.ndarray]:
+    cases = face_cases() if group == "dlib" else classifier_cases()
+    return {key: np.asarray(run(), dtype=np.float32) for key, run in cases}

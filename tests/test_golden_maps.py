@@ -1,0 +1,25 @@
+"""Every registered method x target equals its golden map (written before the package redesign)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import golden_cases as gc
+
+
+@pytest.mark.parametrize("group", ["dlib", "r18"])
+def test_maps_equal_their_goldens(group):
+    stored = np.load(gc.golden_path(group))
+    cases = dict(gc.face_cases() if group == "dlib" else gc.classifier_cases())
+    # every method of the registry has a golden, and no golden is left without its method
+    assert sorted(cases) == sorted(stored.files)
+    worst = {}
+    for key, run in cases.items():
+        got = np.asarray(run(), dtype=np.float32)
+        want = stored[key]
+        assert got.shape == want.shape, key
+        worst[key] = float(np.abs(got - want).max())
+    bad = {k: v for k, v in worst.items() if v > gc.TOLERANCE}
+    assert not bad, f"maps differ from their goldens: {bad}"
+    # the goldens are not trivial: most maps have structure
+    assert sum(float(np.ptp(stored[k])) > 0 for k in stored.files) >= len(stored.files) - 2
