@@ -62,7 +62,7 @@ def _parse_blur(text: str | None):
 
 def _method_params(args) -> dict:
     """Method parameters given on the command line (flags generated from the registry)."""
-    from .core.methods import all_params
+    from .methods import all_params
 
     given = {name: getattr(args, name) for name in all_params() if getattr(args, name, None) is not None}
     k, sig = _parse_blur(getattr(args, "blur", None))
@@ -86,7 +86,7 @@ def _cli_progress(quiet: bool):
 
 def _resolve_target(model, args, x):
     """The Target the flags ask for (exactly one of --cell, --class, --reference)."""
-    from .core.explain import Target
+    from .targets import Target
 
     given = [n for n in ("cell", "class_", "reference") if getattr(args, n) is not None]
     if len(given) != 1:
@@ -138,9 +138,10 @@ def _check_writable(*paths) -> None:
 
 # --------------------------------------------------------------------------- commands
 def cmd_explain(args) -> int:
-    from .core.methods import get_method, methods, run_method, task_of
-    from .core.verify import default_cosine_threshold
-    from .pipeline import prepare_for_model
+    from .methods import get_method, methods, run_method
+    from .targets import task_of
+    from .evaluation.verification import default_cosine_threshold
+    from .data.pipeline import prepare_for_model
     from .report import explain_record, write_outputs
 
     spec = get_method(args.method)  # unknown method -> one-line error listing them
@@ -186,10 +187,11 @@ def cmd_explain(args) -> int:
 
 
 def cmd_sanity(args) -> int:
-    from .core.explain import Target
-    from .core.methods import methods, task_of
-    from .core.sanity import sanity_sheet, sanity_suite
-    from .pipeline import prepare_for_model
+    from .targets import Target
+    from .methods import methods
+    from .targets import task_of
+    from .evaluation.sanity import sanity_sheet, sanity_suite
+    from .data.pipeline import prepare_for_model
 
     _check_writable(args.sheet, args.json)
     both = args.target == "both"
@@ -246,7 +248,7 @@ def cmd_sanity(args) -> int:
 
 def _method_choice(args, task: str) -> list:
     """--method A,B (each must support ``task``), or FAME plus the task's cheap methods."""
-    from .core.methods import get_method, methods
+    from .methods import get_method, methods
 
     if args.method:
         specs = [get_method(n) for n in args.method.split(",") if n]
@@ -267,11 +269,13 @@ def _resolved_params(args, specs, task: str) -> dict:
 
 
 def _faithfulness_over_pairs(args, model, modes, fractions) -> list:
-    """Verification accuracy curves over a labelled pair list, at its EER threshold."""
-    from .core import metrics
-    from .core.verify import eer_from_pairs
+    """Verification accuracy curves over a labelled pair list, at its EER threshold (FAME paper, Tab. 2)."""
     from .data.pairs import read_pairs
-    from .pipeline import prepare_for_model
+    from .data.pipeline import prepare_for_model
+    from .evaluation.experiment import aggregate, baseline, evaluate
+    from .evaluation.metrics import Sample
+    from .evaluation.verification import eer_from_pairs
+    from .targets import Target
 
     if model.task != "embedding":
         raise CliError(f"{model.name} is a classifier; --pairs needs a face (embedding) model")
@@ -280,9 +284,8 @@ def _faithfulness_over_pairs(args, model, modes, fractions) -> list:
     pairs, skipped = [], []
     for p in plist:
         try:
-            pairs.append(metrics.LabelledPair(
-                prepare_for_model(model, str(p.a), align=not args.no_align).tensor,
-                prepare_for_model(model, str(p.b), align=not args.no_align).tensor, p.same, f"line {p.line}"))
+            pairs.append((prepare_for_model(model, str(p.a), align=not args.no_align).tensor,
+                          prepare_for_model(model, str(p.b), align=not args.no_align).tensor, p.same))
         except (ValueError, OSError) as e:
             skipped.append(f"line {p.line}: {_one_line(e)}")
     if not pairs:
@@ -291,38 +294,39 @@ def _faithfulness_over_pairs(args, model, modes, fractions) -> list:
     params = _resolved_params(args, specs, "verification")
     print(f"# {model.name}: verification accuracy at the EER threshold {eer.threshold:.4f} of {args.pairs} "
           f"({len(pairs)} pairs{f', {len(skipped)} skipped' if skipped else ''}); fill {args.fill_with}")
-    size = tuple(pairs[0].probe.shape[-2:])
-    curves = []
+    samples = []
     for name in ["random"] + [s.name for s in specs]:
-        started = time.perf_counter()
-        maps = [metrics.random_map(size, i) for i in range(len(pairs))] if name == "random" else \
-            metrics.explain_pairs(name, model, pairs, params[name], threshold=eer.threshold)
-        got = metrics.accuracy_curves(model, pairs, maps, eer.threshold, modes, fractions=fractions,
-                                      fill=args.fill_with, method=name)
-        for c in got.values():
-            c.extra["seconds"] = round(time.perf_counter() - started, 3)
-            curves.append(c)
-    return curves
+        for i, (probe, ref, same) in enumerate(pairs):
+            # genuine pairs along their e+ map (what makes them similar), impostors along e-
+            s = Sample(model, probe, Target("similar" if same else "dissimilar"), method=name,
+                       params=params.get(name, {}), reference=ref, threshold=eer.threshold, same=same, group="pairs")
+            samples.append(baseline(s, seed=i) if name == "random" else s)
+    from .evaluation.metrics import metric_names
+
+    names = [f"accuracy-{m}" if f"accuracy-{m}" in metric_names() else m for m in modes]
+    results = evaluate(samples, names, fractions=fractions, fill=args.fill_with)
+    return aggregate(results, names, fractions=fractions, fill=args.fill_with)
 
 
-def _faithfulness_of_one_input(args, model, modes, hiding, fractions) -> list:
+def _faithfulness_of_one_input(args, model, metric_names, fractions) -> list:
     """Curves of one image (class / cell) or one pair (e+ / e-, the hiding game with a non-mate)."""
-    from .core import metrics
-    from .core.explain import Target
-    from .core.methods import run_method, task_of
-    from .pipeline import prepare_for_model
+    import dataclasses
+
+    from .data.pipeline import prepare_for_model
+    from .evaluation.experiment import baseline, evaluate
+    from .evaluation.metrics import Sample
+    from .models.thresholds import default_cosine_threshold
+    from .targets import Target
 
     both = args.target == "both"
     args.target = ("similar" if args.reference is not None else None) if both else args.target
     probe = prepare_for_model(model, args.image, face_index=args.face, align=not args.no_align)
     target = _resolve_target(model, args, probe.tensor)
     targets = [Target("similar"), Target("dissimilar")] if both and target.kind == "similar" else [target]
-    specs = _method_choice(args, task_of(target))
-    params = _resolved_params(args, specs, task_of(target))
+    specs = _method_choice(args, target.task)
+    params = _resolved_params(args, specs, target.task)
     x, ref, nm, threshold = probe.tensor, None, None, None
     if args.reference is not None:
-        from .core.verify import default_cosine_threshold
-
         ref = prepare_for_model(model, args.reference, face_index=args.reference_face, align=not args.no_align).tensor
         threshold = default_cosine_threshold(model)  # for the decision-flip share (S-RISE)
     if args.non_mate is not None:
@@ -331,36 +335,24 @@ def _faithfulness_of_one_input(args, model, modes, hiding, fractions) -> list:
         nm = prepare_for_model(model, args.non_mate, face_index=args.non_mate_face, align=not args.no_align).tensor
     print(f"# {model.name}: {', '.join(t.label() for t in targets)}; fill {args.fill_with}; "
           f"{args.steps} steps" + (f"; decision threshold cosine {threshold:.4f}" if threshold else ""))
-    curves = []
+    samples = []
     for t in targets:
-        for name in ["random"] + [s.name for s in specs]:
-            started = time.perf_counter()
-            amap = metrics.random_map(tuple(x.shape[-2:])) if name == "random" else \
-                run_method(name, model, x, t, params[name], reference=ref, non_mate=nm)
-            got = [metrics.curve(model, x, amap, t, mode, reference=ref, fractions=fractions, fill=args.fill_with,
-                                 method=name) for mode in modes]
-            for c in got:
-                if threshold is not None:
-                    c.extra["flip"] = metrics.flip_fraction(model, x, ref, amap, threshold, c.mode,
-                                                            fill=args.fill_with)
-            if hiding and t.kind == "similar":  # the hiding game explains the match (e+)
-                got.append(metrics.hiding_curve(model, x, ref, nm, amap, fractions=fractions, method=name))
-            for c in got:
-                c.extra.update(target=t.label(), seconds=round(time.perf_counter() - started, 3))
-                curves.append(c)
-    return curves
+        base = Sample(model, x, t, reference=ref, non_mate=nm, threshold=threshold)
+        samples.append(baseline(base))
+        samples += [dataclasses.replace(base, method=s.name, params=params[s.name]) for s in specs]
+    return evaluate(samples, metric_names, fractions=fractions, fill=args.fill_with)
 
 
 def cmd_faithfulness(args) -> int:
-    from .core import metrics
+    from .evaluation.metrics import metric_names
 
     _check_writable(args.plot, args.json)
     given_modes = args.mode or ("deletion,insertion" + (",hiding" if args.non_mate else ""))
     modes = [m for m in given_modes.split(",") if m]
-    if not modes or any(m not in metrics.GAMES for m in modes):
-        raise CliError(f"--mode must be deletion, insertion and/or hiding (comma-separated), got {args.mode!r}")
+    known = [m for m in metric_names() if not m.startswith("accuracy-")]
+    if not modes or any(m not in known for m in modes):
+        raise CliError(f"--mode must be one or more of {', '.join(known)} (comma-separated), got {args.mode!r}")
     hiding = "hiding" in modes
-    modes = [m for m in modes if m != "hiding"]
     if (args.pairs is None) == (args.image is None):
         raise CliError("give --image (one image or pair) or --pairs LIST, not both")
     if args.pairs is not None and (hiding or args.non_mate):
@@ -373,7 +365,7 @@ def cmd_faithfulness(args) -> int:
     model = _load_model(args)
     t0 = time.perf_counter()
     curves = _faithfulness_over_pairs(args, model, modes, fractions) if args.pairs is not None else \
-        _faithfulness_of_one_input(args, model, modes, hiding, fractions)
+        _faithfulness_of_one_input(args, model, modes, fractions)
     flips = any("flip" in c.extra for c in curves)
     print(f"{'method':<14} {'target':<8} {'mode':<10} {'AUC':>7}" + ("   flip" if flips else "") + "  score")
     for c in curves:
@@ -403,7 +395,7 @@ def cmd_faithfulness(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from .core.methods import methods
+    from .methods import methods
 
     for m in methods():
         ps = ", ".join(f"{p.name}={p.default}" for p in m.params)
@@ -458,7 +450,7 @@ def cmd_bench(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .core.verify import compare_pair
+    from .evaluation.verification import compare_pair
 
     model = _load_model(args)
     if model.task != "embedding":
@@ -472,7 +464,7 @@ def cmd_verify(args) -> int:
 # --------------------------------------------------------------------------- parser
 def _add_method_param_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per registry parameter (--iterations, --step, --masks, ...), plus --blur K,SIGMA."""
-    from .core.methods import all_params
+    from .methods import all_params
 
     g = parser.add_argument_group("method parameters (defaults depend on the method; `famegui methods`)")
     g.add_argument("--blur", default=None, metavar="K,SIGMA",

@@ -49,13 +49,14 @@ def explain_record(model, weights_path, probe, reference, target, method: str, p
 
 
 def render_overlay(amap: np.ndarray, inp, *, on_photo: bool = False, opacity: float = 0.5, cmap: str = "jet",
-                   boxes: list[tuple[tuple[float, float, float, float], tuple[int, int, int]]] | None = None
-                   ) -> np.ndarray:
+                   boxes: list[tuple[tuple[float, float, float, float], tuple[int, int, int]]] | None = None,
+                   signed: bool = False) -> np.ndarray:
     """The picture an export shows: the map over the model input, or over the whole photo.
 
-    A signed map (values in [-1, 1]) is drawn in the diverging blue-white-red scale, 0 in the middle.
+    A ``signed`` map (values in [-1, 1], as the method declares) is drawn in the diverging
+    blue-white-red scale, 0 in the middle.
     """
-    if float(np.min(amap)) < 0:
+    if signed:
         amap, cmap = (np.asarray(amap) + 1.0) / 2.0, "bwr"
     if not on_photo:
         base = inp.tensor[0].permute(1, 2, 0).cpu().numpy()
@@ -80,7 +81,7 @@ def write_outputs(amap: np.ndarray, inp, record: dict, out: str, save_map: str |
     """Write the overlay PNG, optionally the raw map (.npy) and the JSON sidecar (OUT with .json)."""
     amap = np.asarray(amap, dtype=np.float32)
     written = [write_png(out, render_overlay(amap, inp, on_photo=on_photo, opacity=opacity, cmap=cmap,
-                                             boxes=boxes))]
+                                             boxes=boxes, signed=record_is_signed(record)))]
     if save_map:
         written.append(write_npy(save_map, amap))
     if sidecar:
@@ -90,6 +91,15 @@ def write_outputs(amap: np.ndarray, inp, record: dict, out: str, save_map: str |
                              "map_sha256": _sha(amap)}
         written.append(write_json(Path(out).with_suffix(".json"), record))
     return written
+
+
+def record_is_signed(record: dict) -> bool:
+    """Whether the map of a sidecar record is signed, as its method declares for its target and parameters."""
+    from .methods import get_method
+    from .targets import Target
+
+    target = Target.from_dict(record["target"])
+    return get_method(record.get("method", "fame")).signed(target.task, record.get("params"))
 
 
 def _sha(a: np.ndarray) -> str:
@@ -117,10 +127,10 @@ def load_sidecar(path: str) -> dict:
 
 def compute_from_record(rec: dict):
     """Recompute (map, probe input, record) from a sidecar record, checking the inputs are unchanged."""
-    from .core.explain import Target
-    from .core.methods import run_method
+    from .targets import Target
+    from .methods import run_method
     from .models.zoo import load_model
-    from .pipeline import prepare_for_model
+    from .data.pipeline import prepare_for_model
 
     m = rec["model"]
     model = load_model(m["source"], m.get("weights_path"))
@@ -139,7 +149,7 @@ def compute_from_record(rec: dict):
     probe, ref, non_mate = inp(rec["image"]), inp(rec.get("reference")), inp(rec.get("non_mate"))
     threshold = None
     if ref is not None:
-        from .core.verify import default_cosine_threshold
+        from .models.thresholds import default_cosine_threshold
 
         threshold = default_cosine_threshold(model)
     amap = run_method(rec.get("method", "fame"), model, probe.tensor, Target.from_dict(rec["target"]),

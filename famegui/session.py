@@ -5,7 +5,6 @@ so the same code runs headless (and is tested without a display).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -14,12 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .core.explain import Target
-from .core.methods import get_method, run_method, task_of
-from .core.receptive import Box, footprint, receptive_field
+from .targets import Target
+from .methods import get_method, run_method
+from .targets import task_of
+from .models.receptive import Box, footprint, receptive_field
 from .data.images import LoadedImage, load_image
 from .models.wrapper import ModelWrapper
-from .pipeline import ModelInput, prepare_for_model
+from .data.pipeline import ModelInput, prepare_for_model
 
 SLOTS = ("probe", "reference", "third")
 
@@ -41,7 +41,8 @@ class MapResult:
 
     @property
     def signed(self) -> bool:
-        return bool(self.map.min() < 0)
+        """Whether the map is signed, as its method declares (never guessed from the values)."""
+        return get_method(self.method).signed(self.target.task, self.params)
 
 
 @dataclass
@@ -180,7 +181,7 @@ class Session:
             eb = m(self.input(b).tensor.to(m.device))
         cos = float(torch.nn.functional.cosine_similarity(ea, eb)[0])
         dist = float((ea - eb).norm())
-        from .core.verify import decision_rule
+        from .models.thresholds import decision_rule
 
         try:
             rule = decision_rule(m)
@@ -205,7 +206,7 @@ class Session:
         """(resolved params, the other slot of a pair, the non-mate slot if used, cache key) of a request."""
         spec = get_method(method)
         resolved = spec.resolve(params, task_of(target))
-        pair = target.kind in ("similar", "dissimilar")
+        pair = target.needs_reference
         if pair and other is None:
             other = "reference" if slot != "reference" else "probe"
         if not (pair and spec.uses_non_mate) or non_mate in (slot, other):
@@ -226,8 +227,8 @@ class Session:
         info: dict = {}
         t0 = time.perf_counter()
         threshold = None
-        if target.kind in ("similar", "dissimilar"):
-            from .core.verify import default_cosine_threshold
+        if target.needs_reference:
+            from .models.thresholds import default_cosine_threshold
 
             threshold = default_cosine_threshold(self.model)
         amap = run_method(method, self.model, inp.tensor, target, resolved, reference=ref, threshold=threshold,
@@ -247,8 +248,8 @@ class Session:
     def explain_cells(self, layer: str, params: dict | None = None, slot: str = "probe", batch: int = 16,
                       progress=None, cancel=None) -> list[MapResult]:
         """FAME for every cell of ``layer``, batched; progress(fraction, done_results)."""
-        from .core.explain import explain_fame
-        from .core.method_fame import fame_params_for
+        from .methods.fame import explain_fame
+        from .methods.fame import fame_params_for
 
         spec = get_method("fame")
         resolved = spec.resolve(params, "cell")
@@ -302,7 +303,3 @@ class Session:
                              result.seconds, extra={"info": result.info}, non_mate=nm)
         return write_outputs(result.map, inp, rec, out, save_map, on_photo=on_photo, opacity=opacity, cmap=cmap,
                              boxes=boxes)
-
-
-def params_hash(params: dict) -> str:
-    return hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:10]

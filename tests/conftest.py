@@ -57,7 +57,7 @@ def dlib():
 @pytest.fixture(scope="session")
 def pair(dlib):
     """The genuine sample pair (london_001 neutral / smiling) as aligned 150x150 chips."""
-    from famegui.pipeline import prepare_for_model
+    from famegui.data.pipeline import prepare_for_model
 
     x = prepare_for_model(dlib, face("london_001", "neutral.jpg")).tensor
     y = prepare_for_model(dlib, face("london_001", "smiling.jpg")).tensor

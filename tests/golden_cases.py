@@ -30,10 +30,10 @@ FAST_CLASSIFIER = {"scorecam": {"layer": "layer3", "batch_size": 64}}
 
 def _api():
     # the only famegui names the goldens depend on (public API)
-    from famegui.core.explain import Target
-    from famegui.core.methods import methods, run_method
+    from famegui.targets import Target
+    from famegui.methods import methods, run_method
     from famegui.models.zoo import load_model
-    from famegui.pipeline import prepare_for_model
+    from famegui.data.pipeline import prepare_for_model
 
     return methods, run_method, load_model, prepare_for_model, Target
 

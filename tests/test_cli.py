@@ -141,7 +141,7 @@ def test_gui_without_a_display_is_a_clear_error():
 def test_signed_map_export_uses_a_diverging_scale(tmp_path):
     from famegui.core.render import colorize
     from famegui.report import render_overlay
-    from famegui.pipeline import prepare_for_model
+    from famegui.data.pipeline import prepare_for_model
     from famegui.models.zoo import load_model
 
     model = load_model("resnet18", "random")
@@ -149,7 +149,7 @@ def test_signed_map_export_uses_a_diverging_scale(tmp_path):
     signed = np.zeros((224, 224), np.float32)
     signed[:, :112] = -1.0  # left half negative, right half positive
     signed[:, 112:] = 1.0
-    out = render_overlay(signed, inp, opacity=1.0)
+    out = render_overlay(signed, inp, opacity=1.0, signed=True)
     assert np.array_equal(out[5, 5], colorize(np.zeros((1, 1)), "bwr")[0, 0])  # -1 -> blue end
     assert np.array_equal(out[5, 200], colorize(np.ones((1, 1)), "bwr")[0, 0])  # +1 -> red end
     assert out[5, 5, 2] > out[5, 5, 0] and out[5, 200, 0] > out[5, 200, 2]

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from famegui.core.attribution import gray, perturbation_map
-from famegui.core.explain import Target, explain_fame
+from famegui.targets import Target
+from famegui.methods.fame import explain_fame
 from famegui.core.fame import Cancelled, FameParams, fame_steps, run_fame
-from famegui.core.losses import cell_loss, class_logit_loss, cosine_to, verification_loss
+from famegui.targets.losses import cell_loss, class_logit_loss, cosine_to, verification_loss
 
 CORE = Path(__file__).resolve().parents[1] / "famegui" / "core"
 
@@ -197,7 +198,7 @@ def test_normalized_space_and_clamp(resnet18_random, small_images):
 
 
 def test_receptive_field_matches_hand_computed_resnet18(resnet18_random):
-    from famegui.core.receptive import footprint, receptive_field
+    from famegui.models.receptive import footprint, receptive_field
 
     # conv1 7x7/2 -> maxpool 3x3/2 -> layer1 (4 convs 3x3, jump 4): 7 + 2*2 + 4*2*4 = 43
     # layer2: stride-2 conv (+2*4) then 3 convs at jump 8: 43 + 8 + 3*2*8 = 99
@@ -211,7 +212,7 @@ def test_receptive_field_matches_hand_computed_resnet18(resnet18_random):
 
 
 def test_mass_inside_footprint():
-    from famegui.core.receptive import Box, mass_inside
+    from famegui.models.receptive import Box, mass_inside
 
     m = np.zeros((10, 10), np.float32)
     m[2:4, 2:4] = 1.0

@@ -286,7 +286,7 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
 
 def test_a_signed_map_opens_in_the_diverging_scale(qtbot, win):
     """X-Maps-like signed maps: negative blue, positive red, zero white, whatever colormap is chosen."""
-    from famegui.core.explain import Target
+    from famegui.targets import Target
     from famegui.session import MapResult
 
     signed = np.zeros((150, 150), np.float32)

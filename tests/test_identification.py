@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import face
-from famegui.core.explain import Target, explain_fame
+from famegui.targets import Target
+from famegui.methods.fame import explain_fame
 from famegui.core.fame import default_params
 from famegui.models.identification import (
     build_identification_model,
@@ -19,7 +20,7 @@ from famegui.models.identification import (
     parse_identification_spec,
 )
 from famegui.paths import resource_path
-from famegui.pipeline import prepare_for_model
+from famegui.data.pipeline import prepare_for_model
 
 
 def _link(src, dst):

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from famegui.core.explain import Target
+from famegui.targets import Target
 from famegui.core.fame import Cancelled
-from famegui.core.methods import get_method, run_method
+from famegui.methods import get_method, run_method
 
 from conftest import face
 
@@ -20,7 +20,7 @@ GRADIENT = ("gradcam", "gradcam-pp", "gradcam-ew", "hirescam", "fullgrad", "laye
 @pytest.fixture(scope="module")
 def photo(resnet18_random):
     """A real photo for the classifier, shrunk to 128 px to keep the tests quick (layer4 is then 4x4)."""
-    from famegui.pipeline import prepare_for_model
+    from famegui.data.pipeline import prepare_for_model
 
     x = prepare_for_model(resnet18_random, face("barack_obama", "portrait_2012.jpg")).tensor
     return torch.nn.functional.interpolate(x, size=(128, 128), mode="bilinear", align_corners=False)
@@ -57,7 +57,7 @@ def test_declarations():
 
 
 def test_default_cam_layer(dlib, resnet18_random):
-    from famegui.core.method_cam import cam_layer
+    from famegui.methods.cam import cam_layer
 
     assert cam_layer(dlib) == "stage3"
     assert cam_layer(resnet18_random) == "layer4"
@@ -78,7 +78,7 @@ def test_face_pair_maps(name, dlib, pair):
 def test_scorecam_pair_scores_are_scaled_cosines(dlib, pair):
     """Score-CAM's softmax over plain cosines is nearly uniform (e+ = e-); as logits s * cos they differ,
     and the e+ map becomes more faithful (its top pixels, deleted, lower the similarity faster)."""
-    from famegui.core.metrics import curve
+    from famegui.evaluation.curves import curve
 
     x, y = pair
     maps = {}
@@ -202,7 +202,7 @@ def test_scorecam_progress_and_cancel(dlib, pair):
 
 # ----------------------------------------------------------------------------- SDD-CAM
 def test_sdd_combine_localises_the_target_only_region():
-    from famegui.core.method_cam import sdd_combine
+    from famegui.methods.cam import sdd_combine
 
     yy, xx = np.mgrid[0:32, 0:32]
     blob = lambda cy, cx: np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 20.0)

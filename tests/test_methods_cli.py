@@ -6,7 +6,7 @@ import pytest
 
 from conftest import face
 from famegui.cli import main
-from famegui.core.methods import methods
+from famegui.methods import methods
 
 # small settings so the whole registry runs in seconds (flags exist only where a method declares them)
 FAST = {"masks": "16", "iterations": "5", "stride": "30", "max_dims": "8", "batch_size": "16", "patches": "10"}

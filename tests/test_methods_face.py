@@ -8,9 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from famegui.core import method_face as mf
-from famegui.core.explain import Target
-from famegui.core.methods import get_method, run_method
+from famegui.methods.ebp_engine import ebp_layer_map, gweebp_maps
+from famegui.methods.face_common import resolve_threshold
+from famegui.methods.fggb import fggb
+from famegui.methods.xmaps import xmaps
+from famegui.methods.xssab import xssab
+from famegui.targets import Target
+from famegui.methods import get_method, run_method
 from famegui.models.wrapper import ModelWrapper
 
 from conftest import face
@@ -22,7 +26,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(scope="module")
 def pair(dlib):
     """The genuine sample pair as aligned 150x150 chips, and the reference embedding."""
-    from famegui.pipeline import prepare_for_model
+    from famegui.data.pipeline import prepare_for_model
 
     x = prepare_for_model(dlib, face("london_001", "neutral.jpg")).tensor
     y = prepare_for_model(dlib, face("london_001", "smiling.jpg")).tensor
@@ -34,7 +38,7 @@ def pair(dlib):
 @pytest.fixture(scope="module")
 def fggb_real(dlib, pair):
     x, _, ref = pair
-    return mf.fggb(dlib, x, ref, mf.resolve_threshold(dlib))
+    return fggb(dlib, x, ref, resolve_threshold(dlib))
 
 
 def _linear_embedder(d: int = 6, size: int = 8, seed: int = 0, mask: torch.Tensor | None = None) -> ModelWrapper:
@@ -72,9 +76,9 @@ def test_registered_declarations():
 
 
 def test_threshold_resolution(dlib):
-    assert mf.resolve_threshold(dlib) == pytest.approx(0.913, abs=0.01)
-    assert mf.resolve_threshold(dlib, 0.5) == 0.5
-    assert mf.resolve_threshold(_linear_embedder()) == 0.25
+    assert resolve_threshold(dlib) == pytest.approx(0.913, abs=0.01)
+    assert resolve_threshold(dlib, 0.5) == 0.5
+    assert resolve_threshold(_linear_embedder()) == 0.25
 
 
 # --------------------------------------------------------------------------- the dlib network, genuine pair
@@ -125,7 +129,7 @@ def test_xmaps_is_local():
     g = torch.Generator().manual_seed(4)
     x = torch.rand(1, 3, 32, 32, generator=g)
     ref = model(torch.rand(1, 3, 32, 32, generator=g)).detach()
-    m = mf.xmaps(model, x, ref, patch_sizes=(4, 8), stride=2).numpy()
+    m = xmaps(model, x, ref, patch_sizes=(4, 8), stride=2).numpy()
     assert np.abs(m[:, :14]).max() == pytest.approx(1.0)
     assert np.abs(m[:, 24:]).max() < 1e-6  # patches there never touch the left half (blur reaches 2 px)
 
@@ -140,7 +144,7 @@ def _analytic_case(seed: int):
 def test_fggb_weights_and_maps_closed_form():
     model, x, ref = _analytic_case(1)
     theta = 0.3
-    res = mf.fggb(model, x, ref, theta, blur_kernel=0)
+    res = fggb(model, x, ref, theta, blur_kernel=0)
     phi_x = F.normalize(model.module[1].weight.detach() @ x.flatten(), dim=0)
     phi_y = F.normalize(ref[0], dim=0)
     np.testing.assert_allclose(res.weights.numpy(), (phi_x * phi_y - theta / 6).numpy(), atol=1e-6)
@@ -154,7 +158,7 @@ def test_fggb_weights_and_maps_closed_form():
     np.testing.assert_allclose(res.e_minus.numpy(), ((-s).clamp(min=0) / (-s).clamp(min=0).max()).numpy(),
                                atol=1e-5)
     # max_dims: the most positive and the most negative weights
-    top = mf.fggb(model, x, ref, theta, blur_kernel=0, max_dims=2)
+    top = fggb(model, x, ref, theta, blur_kernel=0, max_dims=2)
     assert set(top.dims.tolist()) == {int(res.weights.argmax()), int(res.weights.argmin())}
     np.testing.assert_allclose(top.maps.numpy(), want[top.dims].numpy(), rtol=1e-4, atol=1e-6)
 
@@ -162,7 +166,7 @@ def test_fggb_weights_and_maps_closed_form():
 def test_xssab_partition_and_gradients_closed_form():
     model, x, ref = _analytic_case(2)
     theta = 0.2
-    res = mf.xssab(model, x, ref, theta)
+    res = xssab(model, x, ref, theta)
     r_hat = F.normalize(ref[0], dim=0)
     phi = F.normalize(model.module[1].weight.detach() @ x.flatten(), dim=0)
     assert res.bound == pytest.approx(theta / 6)
@@ -202,11 +206,11 @@ def test_ebp_conserves_probability(nonneg):
     x = torch.rand(1, 3, 16, 16, generator=g)
     ref = torch.rand(1, 6, generator=g) + (0.1 if nonneg else -0.5)
     for layer in ("3", "1", "input"):  # after conv 2, after the first ReLU, the pixels
-        res = mf.ebp_layer_map(model, x, reference_embedding=ref, layer=layer)
+        res = ebp_layer_map(model, x, reference_embedding=ref, layer=layer)
         assert res.maps.min() >= 0
         assert float(res.maps.sum()) == pytest.approx(1.0, abs=1e-5), layer
     if nonneg:  # the dual unit (-r) has no excitatory input at all: nothing flows down
-        assert float(mf.ebp_layer_map(model, x, reference_embedding=ref, layer="1", dual=True).maps.sum()) == 0.0
+        assert float(ebp_layer_map(model, x, reference_embedding=ref, layer="1", dual=True).maps.sum()) == 0.0
 
 
 def test_ebp_rule_on_a_single_layer():
@@ -218,7 +222,7 @@ def test_ebp_rule_on_a_single_layer():
     model = ModelWrapper(name="one", module=nn.Sequential(nn.Flatten(), lin2), input_size=(2, 2), task="embedding")
     x = torch.zeros(1, 3, 2, 2)
     x[0, 0] = torch.tensor([[0.5, 0.25], [-0.5, 0.1]])  # only the first colour is seen
-    res = mf.ebp_layer_map(model, x, reference_embedding=torch.ones(1, 1), layer="input")
+    res = ebp_layer_map(model, x, reference_embedding=torch.ones(1, 1), layer="input")
     contrib = torch.tensor([1.0 * 0.5, -2.0 * 0.25, 0.5 * -0.5, 3.0 * 0.1]).clamp(min=0)
     np.testing.assert_allclose(res.maps[0].flatten().numpy(), (contrib / contrib.sum()).numpy(), atol=1e-6)
 
@@ -261,24 +265,24 @@ def test_gweebp_weighting_by_hand(target):
     c = (top_w * weigh(e, ge)).clamp(min=0)
     assert c.sum() > 0
     want = _mwp_linear(c / c.sum(), w, weigh(z, gz), e).reshape(3, 2, 2).sum(0)
-    got = mf.gweebp_maps(model, x, ref, layer="input", targets=(target,)).maps[0]
+    got = gweebp_maps(model, x, ref, layer="input", targets=(target,)).maps[0]
     np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
-    plain = mf.ebp_layer_map(model, x, reference_embedding=ref, layer="input", dual=target == "dissimilar").maps[0]
+    plain = ebp_layer_map(model, x, reference_embedding=ref, layer="input", dual=target == "dissimilar").maps[0]
     assert (plain - got).abs().max() > 1e-3  # the weighting changes the map
 
 
 def test_ebp_on_dlib_conserves_and_reads_stage2(dlib, pair):
     x, _, ref = pair
-    res = mf.ebp_layer_map(dlib, x, reference_embedding=ref)
+    res = ebp_layer_map(dlib, x, reference_embedding=ref)
     assert res.layer == "stage2" and res.maps.shape == (1, 17, 17)
     assert float(res.maps.sum()) == pytest.approx(1.0, abs=1e-4)
     with pytest.raises(ValueError, match="no EBP layer"):
-        mf.ebp_layer_map(dlib, x, reference_embedding=ref, layer="nope")
+        ebp_layer_map(dlib, x, reference_embedding=ref, layer="nope")
 
 
 def test_gweebp_triplet_gain_with_a_non_mate(dlib, pair):
     """Seed 004's triplet gain when a non-mate is given; the registry passes it only to gweEBP."""
-    from famegui.pipeline import prepare_for_model
+    from famegui.data.pipeline import prepare_for_model
 
     x, y, ref = pair
     z = prepare_for_model(dlib, face("london_005", "neutral.jpg")).tensor  # another person
@@ -291,7 +295,7 @@ def test_gweebp_triplet_gain_with_a_non_mate(dlib, pair):
     # the same computation as gweebp_maps with the non-mate's embedding
     with torch.no_grad():
         n_emb = dlib(z)
-    direct = mf.gweebp_maps(dlib, x, ref, negative_embedding=n_emb, targets=("similar",)).maps[0]
+    direct = gweebp_maps(dlib, x, ref, negative_embedding=n_emb, targets=("similar",)).maps[0]
     want = F.interpolate(direct.clamp(min=0)[None, None], size=(150, 150), mode="bilinear", align_corners=False)[0, 0]
     want = (want / want.max()).numpy()
     np.testing.assert_allclose(triplet, want, atol=1e-5)
@@ -332,7 +336,7 @@ def test_ebp_rejects_unknown_architectures():
 
     model = ModelWrapper(name="odd", module=Odd(), input_size=(4, 4), task="embedding")
     with pytest.raises(ValueError, match="does not support"):
-        mf.ebp_layer_map(model, torch.rand(1, 3, 4, 4), reference_embedding=torch.ones(1, 4))
+        ebp_layer_map(model, torch.rand(1, 3, 4, 4), reference_embedding=torch.ones(1, 4))
 
 
 # --------------------------------------------------------------------------- other networks
@@ -353,9 +357,9 @@ def test_iresnet_ebp_and_fggb(iresnet):
         assert m.min() >= 0 and m.max() == pytest.approx(1.0), name
     with torch.no_grad():
         ref = iresnet(y)
-    res = mf.ebp_layer_map(iresnet, x, reference_embedding=ref)
+    res = ebp_layer_map(iresnet, x, reference_embedding=ref)
     assert res.layer == "layer3" and res.maps.shape == (1, 14, 14)
-    assert mf.ebp_layer_map(iresnet, x, reference_embedding=ref, layer="stage2").layer == "layer2"
+    assert ebp_layer_map(iresnet, x, reference_embedding=ref, layer="stage2").layer == "layer2"
     assert 0.0 < float(res.maps.sum()) <= 1.0 + 1e-4
 
 

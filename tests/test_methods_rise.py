@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from famegui.core.explain import Target
+from famegui.targets import Target
 from famegui.core.fame import Cancelled
-from famegui.core.method_rise import average_ranks, mask_set, spearman_map
-from famegui.core.methods import get_method, run_method
+from famegui.methods.rise import mask_set, spearman_map
+from famegui.methods import get_method, run_method
 from famegui.models.wrapper import ModelWrapper
 
 
@@ -100,7 +100,7 @@ def test_rise_on_resnet(resnet18_random):
 
 def test_srise_paper_weights_follow_the_mask_density(dlib, pair):
     """The paper's H = sum s_i M_i is dominated by sum_i M_i; the default (mean baseline) is not."""
-    from famegui.core.method_rise import srise_masks
+    from famegui.methods.rise import srise_masks
 
     x, y = pair
     dens = srise_masks(FEW, x.shape[-2:], 0).sum(0).numpy().ravel()
@@ -167,7 +167,7 @@ def test_masks_do_not_depend_on_batch_size():
 
 
 def test_srise_masks_are_gaussian_patches():
-    from famegui.core.method_rise import gaussian_patch, srise_masks
+    from famegui.methods.rise import gaussian_patch, srise_masks
 
     g = gaussian_patch(40, 7.0)
     assert g.shape == (40, 40) and g.max() == pytest.approx(1.0)
@@ -189,7 +189,6 @@ def test_spearman_map_matches_scipy():
     for i, j in ((1, 1), (3, 5), (5, 6)):
         ref = stats.spearmanr(masks[:, i, j].numpy(), scores)[0]
         assert ours[i, j] == pytest.approx(ref, abs=1e-5)
-    np.testing.assert_allclose(average_ranks([3.0, 1.0, 3.0, 2.0]), [2.5, 0.0, 2.5, 1.0])
 
 
 # ----------------------------------------------------------------------------- progress and cancel

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from famegui.core.explain import Target
-from famegui.core.metrics import (LabelledPair, accuracy_curves, area, curve, explain_pairs, fill_image, perturbed,
+from famegui.targets import Target
+from famegui.evaluation.curves import (LabelledPair, accuracy_curves, area, curve, explain_pairs, fill_image, perturbed,
                                   pixel_order, random_map)
-from famegui.core.methods import run_method
+from famegui.methods import run_method
 from famegui.models.wrapper import ModelWrapper
 
 from conftest import face
@@ -95,7 +95,7 @@ def test_the_true_region_beats_random_and_inverted_maps():
 
 
 def test_flip_fraction_on_the_region_model():
-    from famegui.core.metrics import flip_fraction
+    from famegui.evaluation.curves import flip_fraction
 
     model, truth = _region_embedder()
     g = torch.Generator().manual_seed(1)
@@ -119,7 +119,7 @@ def test_flip_fraction_on_the_region_model():
 
 def test_hiding_game_on_the_region_model():
     """Seed 004: replacing the unimportant pixels by the non-mate's first keeps the match longest."""
-    from famegui.core.metrics import hiding_curve
+    from famegui.evaluation.curves import hiding_curve
 
     model, truth = _region_embedder()
     g = torch.Generator().manual_seed(2)
@@ -158,7 +158,7 @@ def test_class_and_cell_scores(resnet18_random, small_images):
 @pytest.fixture(scope="module")
 def labelled(dlib):
     """Three genuine and three impostor pairs of the bundled photos, as model inputs."""
-    from famegui.pipeline import prepare_for_model
+    from famegui.data.pipeline import prepare_for_model
 
     def t(who, what="neutral.jpg"):
         return prepare_for_model(dlib, face(who, what)).tensor
@@ -183,7 +183,7 @@ def test_fame_and_gradcam_beat_a_random_map_on_a_real_pair(dlib, pair):
 
 
 def test_verification_accuracy_curves(dlib, labelled):
-    from famegui.core.verify import default_cosine_threshold
+    from famegui.evaluation.verification import default_cosine_threshold
 
     th = default_cosine_threshold(dlib)
     maps = explain_pairs("gradcam", dlib, labelled, threshold=th)
@@ -207,7 +207,7 @@ def test_cli_faithfulness_one_pair(tmp_path, capsys):
     from PIL import Image
 
     from famegui.cli import main
-    from famegui.core.metrics import area
+    from famegui.evaluation.curves import area
 
     a, b = face("london_001", "neutral.jpg"), face("london_001", "smiling.jpg")
     js, png = tmp_path / "f.json", tmp_path / "f.png"

@@ -15,13 +15,15 @@ from torchvision.transforms.functional import gaussian_blur
 
 # --- every famegui import of this module (one block: the package redesign will move these) ---
 from famegui.core.attribution import GRAY_WEIGHTS, blur_maps, gray, normalize_maps, perturbation_map
-from famegui.core.explain import Target, build_loss, explain_fame
+from famegui.targets import Target, build_loss
+from famegui.methods.fame import explain_fame
 from famegui.core.fame import Cancelled, FameParams, fame_steps, run_fame
-from famegui.core.losses import cell_loss, class_logit_loss, cosine_to, verification_loss
-from famegui.core.method_cam import CosineTarget, FoldedNetwork, cam_layer
-from famegui.core.method_face import fggb
-from famegui.core.method_rise import corrrise_masks
-from famegui.core.methods import get_method, run_method
+from famegui.targets.losses import cell_loss, class_logit_loss, cosine_to, verification_loss
+from famegui.targets.kinds import CosineTarget
+from famegui.methods.cam import FoldedNetwork, cam_layer
+from famegui.methods.fggb import fggb
+from famegui.methods.rise import corrrise_masks
+from famegui.methods import get_method, run_method
 from famegui.models.wrapper import ModelWrapper
 
 torch.set_num_threads(min(2, torch.get_num_threads()))

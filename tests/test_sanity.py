@@ -1,4 +1,4 @@
-"""Adebayo's model-parameter randomisation test, as the product runs it (famegui.core.sanity, `famegui sanity`)."""
+"""Adebayo's model-parameter randomisation test, as the product runs it (famegui.evaluation.sanity, `famegui sanity`)."""
 import json
 
 import numpy as np
@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from famegui.core.explain import Target
-from famegui.core.methods import methods
-from famegui.core.sanity import (compare_maps, default_region, randomise_weights, sanity_check, sanity_suite,
+from famegui.targets import Target
+from famegui.methods import methods
+from famegui.evaluation.sanity import (compare_maps, default_region, randomise_weights, sanity_check, sanity_suite,
                                  trainable_layers)
 
 from conftest import face

@@ -11,10 +11,11 @@ from PIL import Image
 
 from conftest import face
 from famegui.cli import main
-from famegui.core.explain import Target, explain_fame
+from famegui.targets import Target
+from famegui.methods.fame import explain_fame
 from famegui.core.fame import default_params, run_fame
-from famegui.core.losses import cosine_to
-from famegui.core.verify import (
+from famegui.targets.losses import cosine_to
+from famegui.evaluation.verification import (
     DLIB_COSINE_THRESHOLD,
     compare_pair,
     cosine,
@@ -26,7 +27,7 @@ from famegui.core.verify import (
     euclidean,
 )
 from famegui.data.pairs import demo_pairs, read_pairs, sample_identities, sample_pairs
-from famegui.pipeline import prepare_for_model
+from famegui.data.pipeline import prepare_for_model
 
 
 @pytest.fixture(scope="module")

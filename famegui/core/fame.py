@@ -2,7 +2,7 @@
 
     x_{t+1} = x_t - eta * g_t / max|g_t|,   g_t = dL(x_t)/dx_t,  max per sample over (C,H,W)
 
-Tasks are loss callables ``x -> (B,)`` (see :mod:`famegui.core.losses`). Batch
+Tasks are loss callables ``x -> (B,)`` (see :mod:`famegui.targets`). Batch
 elements never influence each other, so a batch gives the same result as
 running its elements one by one. :func:`fame_steps` is a generator that
 yields progress every ``every`` iterations (current loss and perturbed input)

@@ -13,7 +13,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QStackedWidget, QVBoxLayout, QWidget)
 
-from ..core.methods import methods
+from ..methods import methods
 from ..core.plots import AXIS_LABELS
 from ..core.render import labelled, overlay, sheet, to_uint8
 from .canvas import ImageCanvas
@@ -175,7 +175,7 @@ class CompareTab(QWidget):
         ``targets`` is None for classification: the top-1 class is found in the worker (no network
         work in the GUI thread).
         """
-        from ..core.explain import Target
+        from ..targets import Target
 
         w = self.win
         if w.session.model is None or "probe" not in w.session.inputs:
@@ -193,7 +193,7 @@ class CompareTab(QWidget):
         return (names, [Target("similar"), Target("dissimilar")]) + w._pair_slots()
 
     def run(self) -> None:
-        from ..core.explain import Target
+        from ..targets import Target
 
         w = self.win
         plan = self._plan("comparison")
@@ -246,8 +246,8 @@ class CompareTab(QWidget):
 
     def run_sanity(self) -> None:
         """The randomisation test for the checked methods, in the background; the grid shows its sheet."""
-        from ..core.explain import Target
-        from ..core.sanity import sanity_suite
+        from ..targets import Target
+        from ..evaluation.sanity import sanity_suite
 
         w = self.win
         plan = self._plan("sanity check")
@@ -304,7 +304,7 @@ class CompareTab(QWidget):
         a = w.opacity.value() / 100.0
         cmap = w.cmap_combo.currentText()
         tiles = []
-        from ..core.methods import get_method
+        from ..methods import get_method
 
         for (name, col), m in zip(keys, maps):
             res = self.results.get((name, col))
@@ -322,7 +322,7 @@ class CompareTab(QWidget):
 
     def run_faithfulness(self) -> None:
         """Deletion and insertion curves of the computed maps (plus a random ranking), in the background."""
-        from ..core import metrics
+        from ..evaluation import curves as metrics
 
         w = self.win
         results = [self.results[(m, c)] for m in self.rows for c in self.cols if (m, c) in self.results]
@@ -335,7 +335,7 @@ class CompareTab(QWidget):
         threshold = None
         non_mate = None
         if self.task == "verification":
-            from ..core.verify import default_cosine_threshold
+            from ..evaluation.verification import default_cosine_threshold
 
             threshold = default_cosine_threshold(model)  # the decision-flip share needs the decision
             if "third" in w.session.inputs and all("third" not in (r.slot, r.other) for r in results):
@@ -469,7 +469,7 @@ class CompareTab(QWidget):
         return c * (tw + GAP), r * (th + GAP)
 
     def _draw_sanity(self) -> None:
-        from ..core.sanity import sanity_sheet
+        from ..evaluation.sanity import sanity_sheet
 
         if not self.sanity_results:
             self.grid.set_image(None)
@@ -484,7 +484,7 @@ class CompareTab(QWidget):
 
     def sheet_image(self) -> np.ndarray:
         if self.mode == "sanity":
-            from ..core.sanity import sanity_sheet
+            from ..evaluation.sanity import sanity_sheet
 
             base = self.win.session.input_rgb(self.sanity_slot)
             return sanity_sheet(self.sanity_results, base, self.win.opacity.value() / 100.0,

@@ -19,9 +19,9 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDockWidget, 
                                QProgressBar, QPushButton, QRadioButton, QSlider, QSpinBox, QSplitter,
                                QTabWidget, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.explain import Target
-from ..core.method_fame import FAME_PARAMS
-from ..core.receptive import mass_inside
+from ..targets import Target
+from ..methods.fame import FAME_PARAMS
+from ..models.receptive import mass_inside
 from ..core.render import COLORMAPS, draw_polygon, overlay, sheet, to_uint8
 from ..session import MapResult, Session
 from .canvas import FOOTPRINT_COLOR, RF_COLOR, SELECT_COLOR, ImageCanvas
@@ -33,7 +33,7 @@ MAX_RECENT = 10
 
 
 def _method_label(name: str) -> str:
-    from ..core.methods import get_method
+    from ..methods import get_method
 
     return get_method(name).label
 
@@ -688,7 +688,7 @@ class MainWindow(QMainWindow):
         target = Target("cell", layer=layer, cell=self.cell)
         params = self.current_params()
         hit = self.session.cached("fame", target, params)
-        from ..core.receptive import cached_receptive_field
+        from ..models.receptive import cached_receptive_field
 
         if hit is not None and cached_receptive_field(self.session.model, layer, self.cell) is not None:
             self.compute.cancel_all()
@@ -742,7 +742,8 @@ class MainWindow(QMainWindow):
     def _is_stale(self, res: MapResult | None) -> bool:
         if res is None:
             return False
-        from ..core.methods import get_method, task_of
+        from ..methods import get_method
+        from ..targets import task_of
 
         return get_method(res.method).resolve(self.current_params(), task_of(res.target)) != res.params
 

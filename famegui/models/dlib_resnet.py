@@ -27,6 +27,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from famegui.core.structure import NonNegative, Network, ResidualBlock, children, register_block, register_network
 from famegui.models.wrapper import ModelLoadError, ModelWrapper
 from famegui.paths import cache_dir, file_sha256
 
@@ -583,3 +584,17 @@ def load_dlib_resnet(path: str | os.PathLike | None = None, use_cache: bool = Tr
         # 0.007 vs random 0.014); stage3 (8x8, about ResNet layer4 at 224 px) beat random (0.019 vs 0.011).
         extras={"cam_layer": "stage3"},
     )
+
+
+# ----------------------------------------------------------------------------- structure for rule-based methods
+@register_block(ResidualUnit)
+def _residual_unit_structure(m: ResidualUnit) -> ResidualBlock:
+    """relu2(add_padded(conv2(relu1(conv1(a))), downsample(a))); the downsample is a strided pick (non-negative)."""
+    shortcut = [] if m.downsample is None else [("", NonNegative(m.downsample))]
+    return ResidualBlock(children(m, ("conv1", "relu1", "conv2")), shortcut, _add_padded, [("", m.relu2)])
+
+
+@register_network(DlibResNet)
+def _dlib_structure(m: DlibResNet) -> Network:
+    parts = [("stem", m.stem), ("pool", m.pool)] + [(n, getattr(m, n)) for n in m.stage_names]
+    return Network(parts + [("", NonNegative(lambda t: t.mean(dim=(2, 3)))), ("fc", m.fc)])

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.structure import Elementwise, Nested, Network, register_network
 from .wrapper import ModelLoadError, ModelWrapper
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "gallery_identities",
     "identify",
     "parse_identification_spec",
-    "load_identification",
 ]
 
 #: Sub-folders never taken as identities: ``hard_cases`` of the bundled photos
@@ -63,6 +63,15 @@ class IdentificationHead(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         e = F.normalize(self.embedder(z), dim=1)
         return e @ self.gallery.t()
+
+
+@register_network(IdentificationHead)
+def _head_structure(m: IdentificationHead) -> Network:
+    """The embedder, a normalisation (a positive scale per sample), then a linear map to the templates."""
+    head = nn.Linear(m.gallery.shape[1], m.gallery.shape[0], bias=False, device="meta")  # no RNG use
+    head.weight = nn.Parameter(m.gallery.detach().float(), requires_grad=False)
+    return Network([("", Nested(m.embedder, "embedder.")), ("", Elementwise(lambda t: F.normalize(t, dim=1))),
+                    ("", head)])
 
 
 def _visible(p: Path) -> bool:
@@ -111,7 +120,7 @@ def build_identification_model(embedder: ModelWrapper, gallery_dir: str | os.Pat
     channel order and alignment are the embedder's.
     """
     from ..data.images import load_image
-    from ..pipeline import prepare_for_model
+    from ..data.pipeline import prepare_for_model
 
     if embedder.task != "embedding":
         raise ValueError(f"{embedder.name} is a {embedder.task} model; identification needs a face (embedding) "
@@ -227,13 +236,3 @@ def parse_identification_spec(spec: str) -> tuple[str, Path]:
     if not cuts or not rest[:cuts[0]] or not rest[cuts[0] + 1:]:
         raise ValueError(f"expected identify:EMBEDDER:GALLERY, got {spec!r}")
     return rest[:cuts[0]], Path(rest[cuts[0] + 1:]).expanduser()
-
-
-def load_identification(spec: str, weights: str | None = None, align: bool = True) -> ModelWrapper:
-    """Load ``identify:EMBEDDER:GALLERY`` (the ``source`` of an identification model) again."""
-    from .zoo import load_model
-
-    emb_spec, gallery = parse_identification_spec(spec)
-    if not gallery.is_dir():
-        raise ModelLoadError(f"gallery folder not found: {gallery}")
-    return build_identification_model(load_model(emb_spec, weights), gallery, align=align)

@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from famegui.core.structure import NonNegative, Network, ResidualBlock, children, register_block, register_network
 from famegui.models.wrapper import ModelLoadError, ModelWrapper
 from famegui.paths import file_sha256
 
@@ -420,3 +421,31 @@ def load_face_checkpoint(arch: str, path: str | os.PathLike) -> ModelWrapper:
     except Exception as e:  # noqa: BLE001 - anything else that does not fit
         raise ModelLoadError(_one_line(f"{p.name} could not be loaded into {name}: {e}"[:300])) from None
     return wrap_face_network(name, module, file_sha256(p))
+
+
+# ----------------------------------------------------------------------------- structure for rule-based methods
+register_block(_Flatten)(lambda m: NonNegative(lambda t: t.reshape(t.shape[0], -1)))
+
+
+@register_block(IBasicBlock)
+def _ibasic_structure(m: IBasicBlock) -> ResidualBlock:
+    branch = children(m, ("bn1", "conv1", "bn2", "prelu", "conv2", "bn3"))
+    return ResidualBlock(branch, [] if m.downsample is None else [("", m.downsample)])
+
+
+@register_block(AdaFaceBlock)
+def _adaface_block_structure(m: AdaFaceBlock) -> ResidualBlock:
+    return ResidualBlock([("", m.res_layer)], [("", m.shortcut_layer)])
+
+
+@register_network(IResNet)
+def _iresnet_structure(m: IResNet) -> Network:
+    # dropout is left out: a no-op in eval mode
+    parts = children(m, ("conv1", "bn1", "prelu", "layer1", "layer2", "layer3", "layer4", "bn2"))
+    return Network(parts + [("", NonNegative(lambda t: torch.flatten(t, 1)))] + children(m, ("fc", "features")))
+
+
+@register_network(AdaFaceIR)
+def _adaface_structure(m: AdaFaceIR) -> Network:
+    # its forward divides by the norm at the end: the rebuilt output matches in direction
+    return Network(children(m, ("input_layer", "body", "output_layer")), relation="direction")

@@ -115,9 +115,6 @@ class ModelWrapper:
 
     __call__ = forward
 
-    def forward_normalized(self, z: torch.Tensor) -> torch.Tensor:
-        return self.module(z)
-
     # ------------------------------------------------------------------ layers
     def get_layer(self, name: str) -> nn.Module:
         modules = dict(self.module.named_modules())

@@ -256,10 +256,13 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
     """Load any supported network; raises :class:`ModelLoadError` with a one-line message."""
     if not spec:
         raise ModelLoadError("no model given")
-    if spec.startswith("identify:"):
-        from .identification import load_identification
+    if spec.startswith("identify:"):  # a classifier over a gallery folder, on a face embedder
+        from .identification import build_identification_model, parse_identification_spec
 
-        return load_identification(spec, None if weights == "random" else weights)
+        emb_spec, gallery = parse_identification_spec(spec)
+        if not gallery.is_dir():
+            raise ModelLoadError(f"gallery folder not found: {gallery}")
+        return build_identification_model(load_model(emb_spec, None if weights == "random" else weights), gallery)
     if spec == EMBEDDED_DEFAULT:
         from .dlib_resnet import load_dlib_resnet
 

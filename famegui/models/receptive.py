@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.wrapper import ModelWrapper, _StopForward
+from .wrapper import ModelWrapper, _StopForward
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ Every map is computed by the package itself; this module only supplies
 - the network with its normalisation folded in (the package is fed [0,1] RGB,
   like every other famegui method, so Score-CAM's masking goes towards black and
   FullGrad's ``input x gradient`` is taken in [0,1] pixel space);
-- the target: a class logit (``ClassifierOutputTarget``) or, for a face pair,
-  a callable on the embedding: ``cos(f(x), r)`` for e+ and ``1 - cos(f(x), r)``
-  for e-. The FAME authors detached the norms inside the cosine for their CAM
-  baselines; ``detach_norms`` (default True) does the same with the norm of
-  ``f(x)`` (``r`` is frozen anyway);
+- the target, from the target's kind (:meth:`famegui.targets.TargetKind.cam_target`):
+  a class logit (``ClassifierOutputTarget``) or, for a face pair, a callable on
+  the embedding: ``cos(f(x), r)`` for e+ and ``1 - cos(f(x), r)`` for e-. The
+  FAME authors detached the norms inside the cosine for their CAM baselines;
+  ``detach_norms`` (default True) does the same with the norm of ``f(x)``;
 - the target layer: the ``layer`` parameter, by default :func:`cam_layer` of
   the model (ResNet ``layer4``; a model may name its own in ``extras['cam_layer']``, e.g. ``stage3`` for dlib's face ResNet).
 
@@ -19,7 +19,7 @@ context manager releases its hooks after every run (also on errors or cancel).
 Face pairs (output "pair"): Grad-CAM, Grad-CAM++, Grad-CAM-EW, HiResCAM, LayerCAM,
 XGradCAM and Score-CAM. Classification only (output "single"): FullGrad (it takes
 absolute values of every gradient term, so cos and 1 - cos give the same map),
-EigenCAM (ignores the target) and SDD-CAM (seed 003, built on the package's
+EigenCAM (ignores the target) and SDD-CAM (Shadman et al., built on the package's
 Grad-CAM maps of several classes, see :func:`sdd_combine`).
 
 Score-CAM runs one forward pass per channel of the layer; its ``batch_size`` is
@@ -50,7 +50,8 @@ import torch
 from torch import nn
 
 from ..models.wrapper import ModelWrapper
-from .methods import MethodContext, MethodSpec, Param, register
+from .registry import MethodContext, MethodSpec, Param, register
+
 
 def cam_layer(model: ModelWrapper) -> str:
     """The default CAM target layer of ``model``."""
@@ -80,41 +81,9 @@ class FoldedNetwork(nn.Module):
         return self.net(self._normalize(x))
 
 
-class CosineTarget:
-    """A pytorch_grad_cam target on an embedding: cos(f(x), r) (e+) or 1 - cos (e-)."""
-
-    def __init__(self, reference: torch.Tensor, dissimilar: bool = False, detach_norms: bool = True,
-                 scale: float = 1.0) -> None:
-        self.reference = reference.detach().reshape(-1)
-        self.dissimilar = dissimilar
-        self.detach_norms = detach_norms
-        self.scale = float(scale)  # s * cos: a face-recognition logit (only Score-CAM's softmax sees the scale)
-
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        r = self.reference.to(output.device, output.dtype)
-        norm = output.norm(dim=-1)
-        if self.detach_norms:
-            norm = norm.detach()
-        cos = (output * r).sum(-1) / (norm * r.norm()).clamp_min(1e-12)
-        return self.scale * (1.0 - cos if self.dissimilar else cos)
-
-
 def _targets(ctx: MethodContext) -> list:
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-
-    model, target = ctx.model, ctx.target
-    if target.kind == "class":
-        if model.task != "classification":
-            raise ValueError(f"{model.name} is a {model.task} model: a class target needs class scores")
-        return [ClassifierOutputTarget(int(target.class_index))]
-    if target.kind in ("similar", "dissimilar"):
-        if model.task != "embedding":
-            raise ValueError(f"{model.name} is a {model.task} model: e+/e- need an embedding model")
-        if ctx.reference_embedding is None:
-            raise ValueError("a similarity target needs the reference embedding")
-        return [CosineTarget(ctx.reference_embedding, target.kind == "dissimilar",
-                             bool(ctx.params.get("detach_norms", True)), float(ctx.params.get("cos_scale") or 1.0))]
-    raise ValueError(f"CAM methods do not explain {target.kind} targets")
+    """The package target of ``ctx.target``, from its kind (a class logit, or cos / 1 - cos to the reference)."""
+    return [ctx.target.spec.cam_target(ctx.model, ctx.target, ctx.reference_embedding, ctx.params)]
 
 
 _quiet_lock = threading.Lock()
@@ -200,7 +169,7 @@ def _cam_fn(cam_class: str):
     return fn
 
 
-# ----------------------------------------------------------------------------- SDD-CAM (seed 003)
+# ----------------------------------------------------------------------------- SDD-CAM
 def sdd_combine(cams: np.ndarray, target_index: int = 0, f_max: float = 50.0) -> tuple[np.ndarray, dict]:
     """Scaled Directed Divergence of a stack of CAMs (S, H, W); ``cams[target_index]`` is the target's.
 
@@ -306,7 +275,7 @@ register(MethodSpec(
     params=(_layer_param(),
             Param("sdd_classes", int, 5, "CAMs in the set S: the target plus the top-scoring other classes", 2, 1000),
             Param("sdd_max_factor", float, 50.0, "upper clip of the scale factor F", 1.0, 1e6)),
-    description="Scaled Directed Divergence (seed 003): exp(alpha (F x_t - sum_k x_k)) over Grad-CAM maps "
+    description="Scaled Directed Divergence (SDD-CAM): exp(alpha (F x_t - sum_k x_k)) over Grad-CAM maps "
                 "of the target and the top other classes",
     gradient_based=True,
 ))

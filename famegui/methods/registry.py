@@ -1,13 +1,17 @@
 """The method registry: one declaration per explanation method.
 
-Each method declares the tasks it supports, whether it gives e+/e- (``"pair"``),
+Every module of the :mod:`famegui.methods` package registers its methods with
+:func:`register` when imported; the registry imports them all on first use, so
+a new method is one new file. Each method declares the tasks it supports, whether it gives e+/e- (``"pair"``),
 one signed map (``"signed"``) or one unsigned map (``"single"``), its
 parameters with defaults and ranges, and a cost hint. The CLI flags, the GUI
 controls and the export sidecars are all generated from these declarations.
 
 A method is a function ``fn(ctx: MethodContext) -> np.ndarray`` returning an
 (H, W) float32 map at the model's input resolution: in [0, 1] for unsigned
-maps, in [-1, 1] for signed ones. Tasks:
+maps, in [-1, 1] for signed ones. Whether a map is signed is declared here
+(:meth:`MethodSpec.signed`), never guessed from its values. Tasks (the target's
+``task``, see :mod:`famegui.targets`):
 
 - ``"classification"``: target kind ``class`` (``ctx.target.class_index``);
 - ``"verification"``: target kind ``similar`` (e+) or ``dissimilar`` (e-), with a
@@ -17,16 +21,18 @@ maps, in [-1, 1] for signed ones. Tasks:
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
-from ..models.wrapper import ModelWrapper
-from .explain import Target
+from ..targets import TASKS, Target
 
-TASKS = ("classification", "verification", "cell")
+if TYPE_CHECKING:
+    from ..models.wrapper import ModelWrapper
+
 OUTPUTS = ("pair", "signed", "single")
 COSTS = ("cheap", "iterative", "sampling")
 
@@ -62,7 +68,7 @@ class Param:
 
 @dataclass
 class MethodContext:
-    model: ModelWrapper
+    model: "ModelWrapper"
     x: torch.Tensor  # (1,3,H,W) probe in [0,1]
     target: Target
     params: dict
@@ -78,11 +84,11 @@ class MethodContext:
 
     @property
     def task(self) -> str:
-        return task_of(self.target)
+        return self.target.task
 
     def report(self, fraction: float, partial: np.ndarray | None = None) -> None:
         """Report progress and honour a pending cancel (raises :class:`Cancelled`)."""
-        from .fame import Cancelled
+        from ..core.fame import Cancelled
 
         if self.cancel is not None and self.cancel():
             raise Cancelled("cancelled")
@@ -104,10 +110,17 @@ class MethodSpec:
     per_task_defaults: dict = field(default_factory=dict)  # task -> {param: default}
     task_outputs: dict = field(default_factory=dict)  # task -> output where it differs from ``output``
     uses_non_mate: bool = False  # verification: takes an optional non-mate image (triplet gain)
+    signed_when: Callable[[dict], bool] | None = None  # a parameter that switches signed output on or off
 
     def output_for(self, task: str) -> str:
         """What the method gives for ``task``: e+/e- ("pair"), one "signed" map, or one "single" map."""
         return self.task_outputs.get(task, self.output)
+
+    def signed(self, task: str, params: dict | None = None) -> bool:
+        """Whether the map for ``task`` with ``params`` is signed (in [-1, 1], 0 = no evidence)."""
+        if self.signed_when is not None:
+            return bool(self.signed_when(self.resolve(params, task)))
+        return self.output_for(task) == "signed"
 
     def defaults(self, task: str | None = None) -> dict:
         d = {p.name: p.default for p in self.params}
@@ -127,19 +140,10 @@ class MethodSpec:
             out[k] = by_name[k].coerce(v)
         return out
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "label": self.label, "tasks": sorted(self.tasks), "output": self.output,
-                "task_outputs": dict(self.task_outputs),
-                "cost": self.cost, "params": [{"name": p.name, "type": p.type.__name__, "default": p.default,
-                                               "min": p.min, "max": p.max, "choices": p.choices, "help": p.help}
-                                              for p in self.params]}
-
 
 REGISTRY: dict[str, MethodSpec] = {}
-# modules that register methods when imported
-_PROVIDERS = ("famegui.core.method_fame", "famegui.core.method_cam", "famegui.core.method_rise",
-              "famegui.core.method_face")
 _loaded = False
+_NOT_PROVIDERS = ("registry",)  # modules of the package that register nothing
 
 
 def register(spec: MethodSpec) -> MethodSpec:
@@ -159,8 +163,10 @@ def _load_providers() -> None:
     if _loaded:
         return
     _loaded = True
-    for mod in _PROVIDERS:
-        importlib.import_module(mod)
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _NOT_PROVIDERS and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 def methods(task: str | None = None) -> list[MethodSpec]:
@@ -189,11 +195,7 @@ def all_params() -> dict[str, Param]:
     return out
 
 
-def task_of(target: Target) -> str:
-    return {"cell": "cell", "class": "classification"}.get(target.kind, "verification")
-
-
-def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, params: dict | None = None, *,
+def run_method(name: str, model: "ModelWrapper", x: torch.Tensor, target: Target, params: dict | None = None, *,
                reference: torch.Tensor | None = None, threshold: float | None = None,
                progress=None, cancel=None, seed: int = 0, info: dict | None = None,
                non_mate: torch.Tensor | None = None) -> np.ndarray:
@@ -203,20 +205,20 @@ def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, 
     and ignored by the others.
     """
     spec = get_method(name)
-    task = task_of(target)
+    task = target.task
     if task not in spec.tasks:
         raise ValueError(f"{spec.label} does not support {task} (it supports: {', '.join(sorted(spec.tasks))})")
     resolved = spec.resolve(params, task)
     ref_emb = None
     x = x.to(model.device)
-    if task == "verification":
+    if target.needs_reference:
         if reference is None:
             raise ValueError(f"{spec.label} on a pair needs a reference image")
         reference = reference.to(model.device)
         with torch.no_grad():
             ref_emb = model(reference).detach()
     nm, nm_emb = None, None
-    if non_mate is not None and task == "verification" and spec.uses_non_mate:
+    if non_mate is not None and target.needs_reference and spec.uses_non_mate:
         nm = non_mate.to(model.device)
         with torch.no_grad():
             nm_emb = model(nm).detach()

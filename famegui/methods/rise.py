@@ -43,9 +43,10 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.stats import rankdata
 
-from .attribution import normalize_maps
-from .methods import MethodContext, MethodSpec, Param, register
+from ..core.attribution import normalize_maps
+from .registry import MethodContext, MethodSpec, Param, register
 
 # --------------------------------------------------------------------------- mask sets
 _CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
@@ -123,11 +124,6 @@ def mask_set(kind: str, n: int, size: tuple[int, int], seed: int = 0, **params) 
     return masks
 
 
-def clear_mask_cache() -> None:
-    with _CACHE_LOCK:
-        _CACHE.clear()
-
-
 class RiseGrids:
     """RISE's mask set as its small parameters (grids and shifts); masks are made batch by batch."""
 
@@ -158,21 +154,8 @@ def _seed(ctx: MethodContext) -> int:
 
 
 def _scorer(ctx: MethodContext) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Images (B,3,H,W) in [0,1] -> (B,) scores: class probability, or cosine to the reference."""
-    model, target = ctx.model, ctx.target
-    if target.kind == "class":
-        if model.task != "classification":
-            raise ValueError(f"{model.name} is a {model.task} model: a class target needs class scores")
-        c = int(target.class_index)
-        return lambda xb: torch.softmax(model(xb), dim=1)[:, c]
-    if target.kind in ("similar", "dissimilar"):
-        if model.task != "embedding":
-            raise ValueError(f"{model.name} is a {model.task} model: e+/e- need an embedding model")
-        if ctx.reference_embedding is None:
-            raise ValueError("a similarity target needs the reference embedding")
-        r = ctx.reference_embedding.reshape(1, -1)
-        return lambda xb: F.cosine_similarity(model(xb), r.to(xb.device, xb.dtype), dim=1)
-    raise ValueError(f"this method does not explain {target.kind} targets")
+    """Images (B,3,H,W) in [0,1] -> (B,) scores, from the target's kind (class probability, or cosine)."""
+    return ctx.target.spec.probe_score(ctx.model, ctx.target, ctx.reference_embedding)
 
 
 def _run_masks(ctx: MethodContext, n: int, get_masks: Callable[[int, int], torch.Tensor],
@@ -245,16 +228,6 @@ def _srise(ctx: MethodContext) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- CorrRISE
-def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 0..n-1 of ``values``; ties get their average rank (as Spearman's rho uses)."""
-    values = np.asarray(values, dtype=np.float64)
-    order = np.argsort(values, kind="mergesort")
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.arange(len(values), dtype=np.float64)
-    _, inv, counts = np.unique(values, return_inverse=True, return_counts=True)
-    return (np.bincount(inv, weights=ranks) / counts)[inv]
-
-
 def spearman_map(masks: torch.Tensor, scores: np.ndarray) -> np.ndarray:
     """Per pixel, Spearman's rho over i between ``masks[i, pixel]`` (binary) and ``scores[i]``; (H,W), NaN -> 0.
 
@@ -266,7 +239,7 @@ def spearman_map(masks: torch.Tensor, scores: np.ndarray) -> np.ndarray:
     if n < 2:
         return np.zeros((h, w), dtype=np.float32)
     m = masks[:n].reshape(n, -1)
-    r = average_ranks(scores)
+    r = rankdata(np.asarray(scores, dtype=np.float64), method="average") - 1.0  # ties: average ranks
     r -= r.mean()
     rn = float(np.sqrt((r * r).sum()))
     if rn == 0.0:

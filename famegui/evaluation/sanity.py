@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from ..models.wrapper import ModelWrapper
-from .explain import Target
+from ..targets import Target
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
 DEFAULT_THRESHOLD = 0.5  # Adebayo et al. call a method sane when its map decorrelates; the issue's bound
@@ -159,6 +159,7 @@ class SanityResult:
     prior_full: MapSimilarity | None = None
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    signed: bool = False  # the method's declared output for this target (maps in [-1, 1])
 
     @property
     def passed(self) -> bool:
@@ -191,7 +192,7 @@ def sanity_check(name: str, model: ModelWrapper, x: torch.Tensor, target: Target
     For a pair, the reference goes through the same network as the probe, so each
     network explains its own similarity. ``prior=True`` adds a second random network.
     """
-    from .methods import run_method
+    from ..methods import get_method, run_method
 
     nets = randomised if randomised is not None else RandomisedModels(model, seed, depth, prior)
     runs = [model, nets.first] + ([nets.second] if prior and nets.second is not None else [])
@@ -207,7 +208,8 @@ def sanity_check(name: str, model: ModelWrapper, x: torch.Tensor, target: Target
                                progress=part, info=info if i == 0 else None))
     res = SanityResult(method=name, target=target, region=box, inside=compare_maps(maps[0], maps[1], box),
                        full=compare_maps(maps[0], maps[1]), trained=maps[0], randomised=maps[1],
-                       threshold=threshold, seconds=time.perf_counter() - t0, info=info)
+                       threshold=threshold, seconds=time.perf_counter() - t0, info=info,
+                       signed=get_method(name).signed(target.task, params))
     if len(maps) == 3:
         res.prior = compare_maps(maps[1], maps[2], box)
         res.prior_full = compare_maps(maps[1], maps[2])
@@ -221,12 +223,12 @@ def sanity_suite(names: Sequence[str], model: ModelWrapper, x: torch.Tensor, tar
                  progress: Callable[[float], None] | None = None,
                  cancel: Callable[[], bool] | None = None) -> Iterator[SanityResult]:
     """:func:`sanity_check` for every method and target, sharing the random networks."""
-    from .methods import get_method, task_of
+    from ..methods import get_method
 
     nets = RandomisedModels(model, seed, depth, prior)
     # a signed method gives one map whatever the target: run it once
     plan = [(n, t) for n in names for i, t in enumerate(targets)
-            if i == 0 or get_method(n).output_for(task_of(t)) != "signed"]
+            if i == 0 or get_method(n).output_for(t.task) != "signed"]
     for i, (name, target) in enumerate(plan):
         def part(f, i=i):
             if progress is not None:
@@ -240,8 +242,8 @@ def sanity_suite(names: Sequence[str], model: ModelWrapper, x: torch.Tensor, tar
 def sanity_sheet(results: Sequence[SanityResult], base_rgb: np.ndarray, opacity: float = 0.5,
                  cmap: str = "jet") -> np.ndarray:
     """One picture: a row per method, (trained | random weights) per target; captions carry the verdict."""
-    from .methods import get_method
-    from .render import draw_box, labelled, overlay, sheet
+    from ..methods import get_method
+    from ..core.render import draw_box, labelled, overlay, sheet
 
     if not results:
         raise ValueError("no sanity results to draw")
@@ -260,7 +262,7 @@ def sanity_sheet(results: Sequence[SanityResult], base_rgb: np.ndarray, opacity:
                         f"random{' (empty)' if float(np.ptp(r.randomised)) == 0 else ''}: "
                         f"rho {r.inside.spearman:+.2f} {'ok' if r.passed else 'FAIL'}")
             for m, caption in zip((r.trained, r.randomised), captions):
-                signed = m.min() < 0
+                signed = r.signed
                 peak = float(np.abs(m).max()) or 1.0
                 shown = (m / peak + 1.0) / 2.0 if signed else m / peak
                 tile = overlay(base_rgb, shown, opacity, "bwr" if signed else cmap)

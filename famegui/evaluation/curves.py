@@ -5,7 +5,7 @@ positive first). For each fraction P of the pixels (0, 10, ..., 100 % by default
 
 - deletion: the top-P pixels of the image are replaced by a fill, the rest kept;
 - insertion: the image starts as the fill and only the top-P pixels are put back;
-- hiding (seed 004's hiding game, with a non-mate): the probe's pixels are replaced
+- hiding (the hiding game of Wang et al., PRL 2025, with a non-mate): the probe's pixels are replaced
   by the non-mate's, least important first; the match to the mate should survive
   until the important pixels go (higher area is better).
 
@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from ..models.wrapper import ModelWrapper
-from .explain import Target
+from ..targets import Target
 
 MODES = ("deletion", "insertion")
-GAMES = MODES + ("hiding",)  # hiding: seed 004's hiding game (needs a non-mate)
+GAMES = MODES + ("hiding",)  # hiding: the hiding game of Wang et al. (PRL 2025; needs a non-mate)
 FILLS = ("mean", "zero", "blur")
 DEFAULT_FRACTIONS = tuple(i / 10 for i in range(11))
 
@@ -111,6 +111,7 @@ class Curve:
     score_name: str
     method: str = ""
     extra: dict = field(default_factory=dict)
+    metric: str = ""  # the registered metric that made it (see :mod:`.metrics`)
 
     @property
     def auc(self) -> float:
@@ -124,31 +125,12 @@ class Curve:
 # --------------------------------------------------------------------------- scores
 def score_fn(model: ModelWrapper, target: Target, reference: torch.Tensor | None = None
              ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """(batch -> one score per image, the score's name) for what ``target`` explains."""
-    if target.kind in ("similar", "dissimilar"):
-        if reference is None:
-            raise ValueError("a pair target needs the reference image")
+    """(batch -> one score per image, the score's name) for what ``target`` explains (from its kind)."""
+    r = None
+    if reference is not None:
         with torch.no_grad():
             r = model(reference.to(model.device)).detach()
-
-        def cos(xs):
-            return F.cosine_similarity(model(xs), r.expand(xs.shape[0], -1), dim=1)
-        if target.kind == "similar":  # e+ explains the similarity
-            return cos, "cosine"
-        return (lambda xs: 1.0 - cos(xs)), "1 - cosine"  # e- explains the dissimilarity
-    if target.kind == "class":
-        k = int(target.class_index)
-        if model.extras.get("scores") == "cosine":
-            return (lambda xs: model(xs)[:, k]), "class cosine"
-        return (lambda xs: torch.softmax(model(xs), dim=1)[:, k]), "class probability"
-    if target.kind == "cell":
-        i, j = target.cell
-
-        def cell(xs):
-            a = model.activation(xs, target.layer)
-            return a[:, :, i, j].abs().sum(dim=1)
-        return cell, "cell L1 activation"
-    raise ValueError(f"no faithfulness score for target {target.kind!r}")
+    return target.spec.explained_score(model, target, r)
 
 
 @torch.no_grad()
@@ -164,6 +146,17 @@ def curve(model: ModelWrapper, x: torch.Tensor, amap: np.ndarray, target: Target
 
 
 @torch.no_grad()
+def pair_cosines(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor, amap: np.ndarray,
+                 fractions: Sequence[float], mode: str = "deletion", *, fill: str = "mean",
+                 batch: int = 16) -> np.ndarray:
+    """cos(f(x'), f(reference)) of ``x`` perturbed along ``amap`` at each fraction."""
+    r = model(reference.to(model.device)).detach()
+    xs = perturbed(x.to(model.device), amap, fractions, mode, fill)
+    cos = torch.cat([F.cosine_similarity(model(xs[i:i + batch]), r, dim=1) for i in range(0, len(xs), batch)])
+    return cos.cpu().numpy()
+
+
+@torch.no_grad()
 def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor, amap: np.ndarray, threshold: float,
                   mode: str = "deletion", *, step: float = 0.01, fill: str = "mean", batch: int = 32) -> float | None:
     """The share of pixels, in the map's order, at which the verification decision flips (S-RISE's measure).
@@ -175,10 +168,7 @@ def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor,
     """
     n = int(round(1.0 / step))
     fractions = [i / n for i in range(n + 1)]
-    r = model(reference.to(model.device)).detach()
-    xs = perturbed(x.to(model.device), amap, fractions, mode, fill)
-    cos = torch.cat([F.cosine_similarity(model(xs[i:i + batch]), r, dim=1) for i in range(0, len(xs), batch)])
-    same = (cos >= threshold).cpu().numpy()
+    same = pair_cosines(model, x, reference, amap, fractions, mode, fill=fill, batch=batch) >= threshold
     clean = bool(same[0]) if mode == "deletion" else bool(same[-1])
     if mode == "insertion" and bool(same[0]) == clean:
         return None
@@ -189,7 +179,7 @@ def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor,
 @torch.no_grad()
 def hiding_curve(model: ModelWrapper, x: torch.Tensor, mate: torch.Tensor, non_mate: torch.Tensor, amap: np.ndarray,
                  *, fractions: Sequence[float] = DEFAULT_FRACTIONS, batch: int = 16, method: str = "") -> Curve:
-    """Seed 004's hiding game for one triplet: the probe's pixels, least important first, are replaced by
+    """The hiding game (Wang et al., PRL 2025) for one triplet: the probe's pixels, least important first, are replaced by
     the non-mate's; the score is cos(probe', mate) - cos(probe', non-mate) (> 0: still matched to the mate).
     A good map keeps the match longest: higher area is better."""
     xs = perturbed(x.to(model.device), amap, fractions, "hiding", fill=non_mate.to(model.device))
@@ -225,11 +215,8 @@ def accuracy_curves(model: ModelWrapper, pairs: Sequence[LabelledPair], maps: Se
     for mode in modes:
         correct = np.zeros(len(fractions))
         for p, amap in zip(pairs, maps):
-            r = model(p.reference.to(model.device)).detach()
-            xs = perturbed(p.probe.to(model.device), amap, fractions, mode, fill)
-            cos = torch.cat([F.cosine_similarity(model(xs[i:i + batch]), r, dim=1) for i in range(0, len(xs), batch)])
-            decided_same = (cos >= threshold).cpu().numpy()
-            correct += decided_same == p.same
+            cos = pair_cosines(model, p.probe, p.reference, amap, fractions, mode, fill=fill, batch=batch)
+            correct += (cos >= threshold) == p.same
         out[mode] = Curve(mode, [float(f) for f in fractions], list(correct / len(pairs)), "accuracy", method,
                           {"fill": fill, "threshold": float(threshold), "pairs": len(pairs)})
     return out
@@ -239,7 +226,7 @@ def explain_pairs(name: str, model: ModelWrapper, pairs: Sequence[LabelledPair],
                   threshold: float | None = None, progress: Callable[[float], None] | None = None,
                   cancel: Callable[[], bool] | None = None) -> list[np.ndarray]:
     """Method ``name``'s map of each pair's probe: e+ for genuine pairs, e- for impostor pairs."""
-    from .methods import run_method
+    from ..methods import run_method
 
     maps = []
     for i, p in enumerate(pairs):

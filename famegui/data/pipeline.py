@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from .data.images import LoadedImage, Prepared, load_image, prepare
-from .models.wrapper import ModelWrapper
+from .images import LoadedImage, Prepared, load_image, prepare
+
+if TYPE_CHECKING:
+    from ..models.wrapper import ModelWrapper
 
 
 @dataclass
@@ -25,7 +28,7 @@ class ModelInput:
         return self.prepared.tensor
 
 
-def prepare_for_model(model: ModelWrapper, image: LoadedImage | str, *, face_index: int = 0,
+def prepare_for_model(model: "ModelWrapper", image: LoadedImage | str, *, face_index: int = 0,
                       align: bool = True) -> ModelInput:
     """Face models get an aligned chip (``align=False``: centre crop); classifiers their eval transform."""
     if not isinstance(image, LoadedImage):
@@ -36,7 +39,7 @@ def prepare_for_model(model: ModelWrapper, image: LoadedImage | str, *, face_ind
     if not align:
         p = prepare(image, model.input_size, "center-crop")
         return ModelInput(image, p, note="no alignment: centre crop of the image as it is")
-    from .data.faces import align_face
+    from .faces import align_face
 
     aligned = align_face(image.as_uint8(), method=model.alignment, face_index=face_index,
                          source_name=image.path)

@@ -1,13 +1,22 @@
-"""FAME in the method registry."""
+"""FAME in the method registry, and :func:`explain_fame`, the entry point the Session and bench share.
+
+The optimisation loop itself is :mod:`famegui.core.fame`; the loss comes from the
+target's kind (:meth:`famegui.targets.TargetKind.loss`).
+"""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
+import torch
 
-from .explain import explain_fame
-from .fame import FameParams
-from .methods import MethodContext, MethodSpec, Param, register
+from ..core.fame import FameParams, FameResult, FameStep, run_fame
+from ..targets import Target, build_loss
+from .registry import MethodContext, MethodSpec, Param, register
+
+if TYPE_CHECKING:
+    from ..models.wrapper import ModelWrapper
 
 MAP_INTERVAL_S = 0.2  # shortest time between two intermediate maps sent to a viewer
 
@@ -22,6 +31,46 @@ FAME_PARAMS = (
     Param("normalization", str, "minmax", "how the map is scaled to [0,1]", choices=("minmax", "max")),
     Param("progress_every", int, 5, "report an intermediate map every N iterations", 1, 10000),
 )
+
+
+@torch.no_grad()
+def reference_embedding(model: "ModelWrapper", reference: torch.Tensor) -> torch.Tensor:
+    """Embedding of a reference image (1,3,H,W), or an embedding (D,) / (1,D) passed through."""
+    if reference.ndim == 4:
+        return model(reference).detach()
+    return reference.detach().reshape(1, -1)
+
+
+def explain_fame(
+    model: "ModelWrapper",
+    x: torch.Tensor,
+    targets: Target | Sequence[Target],
+    params: FameParams | None = None,
+    *,
+    reference: torch.Tensor | None = None,
+    callback: Callable[[FameStep], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    every: int = 10,
+) -> FameResult:
+    """FAME maps for ``x`` (1 or B images in [0,1]) and one target per batch element.
+
+    A single image with several targets (e.g. all cells of a layer) is run as one
+    batch; its rows are independent, so the maps equal one-by-one runs.
+    """
+    targets = [targets] if isinstance(targets, Target) else list(targets)
+    if not targets:
+        raise ValueError("nothing to explain: no target given")
+    x = x.to(model.device)
+    if x.shape[0] == 1 and len(targets) > 1:
+        x = x.expand(len(targets), -1, -1, -1)
+    elif len(targets) == 1 and x.shape[0] > 1:
+        targets = targets * x.shape[0]
+    if x.shape[0] != len(targets):
+        raise ValueError(f"{x.shape[0]} images but {len(targets)} targets")
+    ref = reference_embedding(model, reference.to(model.device)) if reference is not None else None
+    loss = build_loss(model, targets, ref)
+    return run_fame(x, loss, params, callback=callback, every=every, cancel=cancel,
+                    normalize=model.normalize, denormalize=model.denormalize)
 
 
 def fame_params_for(model, params: dict) -> FameParams:

@@ -1,0 +1,86 @@
+"""The faithfulness experiment: maps (given or computed), a random-ranking baseline, every metric that applies.
+
+One function, :func:`evaluate`, serves ``famegui faithfulness`` (one image, one
+pair or a pair list), the Compare tab's curves and protocol runs. A sample
+without a map gets it from its method (:func:`famegui.methods.run_method`);
+:func:`baseline` makes the random ranking that every method should beat.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable, Sequence
+
+from . import curves as C
+from .metrics import Metric, Sample, get_metric
+
+RANDOM = "random"  # the method name of the random-ranking baseline
+
+
+def baseline(sample: Sample, seed: int = 0) -> Sample:
+    """The random-ranking baseline of ``sample`` (same image, target and pair; a uniformly random map)."""
+    amap = C.random_map(tuple(sample.x.shape[-2:]), seed)
+    return dataclasses.replace(sample, amap=amap, method=RANDOM, params={})
+
+
+def _metrics(metrics: Sequence[str | Metric], fractions, fill) -> list[Metric]:
+    return [m if isinstance(m, Metric) else get_metric(m, fractions=fractions, fill=fill) for m in metrics]
+
+
+def compute_map(sample: Sample, cancel: Callable[[], bool] | None = None) -> Sample:
+    """``sample`` with its map (computed by its method when missing)."""
+    if sample.amap is not None:
+        return sample
+    from ..methods import run_method
+
+    amap = run_method(sample.method, sample.model, sample.x, sample.target, sample.params,
+                      reference=sample.reference, threshold=sample.threshold, non_mate=sample.non_mate,
+                      cancel=cancel)
+    return dataclasses.replace(sample, amap=amap)
+
+
+def evaluate(samples: Sequence[Sample], metrics: Sequence[str | Metric], *,
+             fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean",
+             progress: Callable[[float], None] | None = None,
+             cancel: Callable[[], bool] | None = None) -> list:
+    """Every metric that applies to each sample, in order: one result per (sample, metric).
+
+    Curves get ``extra["target"]`` (the sample's group, default the target's label) and
+    ``extra["seconds"]`` (map plus metrics). ``cancel()`` is polled between samples.
+    """
+    from ..core.fame import Cancelled
+
+    chosen = _metrics(metrics, fractions, fill)
+    out = []
+    for i, sample in enumerate(samples):
+        if cancel is not None and cancel():
+            raise Cancelled("cancelled")
+        started = time.perf_counter()
+        sample = compute_map(sample, cancel)
+        got = [(m, m(sample)) for m in chosen if m.applies(sample)]
+        for m, r in got:
+            if isinstance(r, C.Curve):
+                r.metric = m.name
+                r.extra.update(target=sample.group or sample.target.label(),
+                               seconds=round(time.perf_counter() - started, 3))
+        out.extend(r for _, r in got)
+        if progress is not None:
+            progress((i + 1) / len(samples))
+    return out
+
+
+def aggregate(results: Sequence[C.Curve], metrics: Sequence[str | Metric], *,
+              fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean") -> list[C.Curve]:
+    """One curve per (method, group, metric): each metric's :meth:`~Metric.aggregate` over its items."""
+    chosen = {m.name: m for m in _metrics(metrics, fractions, fill)}
+    groups: dict[tuple, list[C.Curve]] = {}
+    for r in results:
+        groups.setdefault((r.method, r.extra.get("target", ""), r.metric), []).append(r)
+    out = []
+    for (_method, target, metric), items in groups.items():
+        c = chosen[metric].aggregate(items)
+        c.metric = metric
+        c.extra["target"] = target
+        c.extra["seconds"] = round(sum(r.extra.get("seconds", 0.0) for r in items), 3)
+        out.append(c)
+    return out

@@ -1,0 +1,189 @@
+"""Faithfulness metrics as small classes in one registry (the CLI, the Compare tab and protocol runs share them).
+
+A metric (after Quantus) keeps its configuration in ``__init__`` and scores one
+explained item in ``__call__(sample)``; :meth:`Metric.aggregate` combines the
+items of one method (the mean curve by default). :class:`Sample` is one map
+with everything a metric may need. A new metric is one subclass passed to
+:func:`register_metric`; ``famegui faithfulness --mode NAME`` and
+:func:`famegui.evaluation.experiment.evaluate` pick it up by name.
+
+Built-in: ``deletion`` and ``insertion`` (curves of the explained score, with
+S-RISE's decision-flip share when the sample has a decision threshold),
+``hiding`` (the gweEBP authors' hiding game, needs a non-mate), ``accuracy-deletion`` /
+``accuracy-insertion`` (one pair's decision at each fraction; their mean over
+a pair list is the verification accuracy of the FAME paper's Tab. 2) and
+``sanity`` (Adebayo et al.'s randomisation test; it reruns the method).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+import torch
+
+from ..targets import Target
+from . import curves as C
+
+if TYPE_CHECKING:
+    from ..models.wrapper import ModelWrapper
+
+
+@dataclass
+class Sample:
+    """One map to evaluate, and what it explains."""
+
+    model: "ModelWrapper"
+    x: torch.Tensor  # (1,3,H,W) the explained image in [0,1]
+    target: Target
+    amap: np.ndarray | None = None  # None: computed from ``method`` by the experiment
+    method: str = ""
+    params: dict = field(default_factory=dict)
+    reference: torch.Tensor | None = None  # (1,3,H,W) the other image of a pair
+    non_mate: torch.Tensor | None = None  # a third face of another identity (hiding game)
+    threshold: float | None = None  # the cosine decision threshold (flip share, accuracy)
+    same: bool | None = None  # the pair's label, for accuracy over a pair list
+    group: str = ""  # how results are grouped in tables (default: the target's label)
+
+
+class Metric:
+    """One faithfulness measure; ``needs`` lists the :class:`Sample` fields it cannot do without."""
+
+    name: str = ""
+    label: str = ""
+    needs: tuple[str, ...] = ()
+    targets: tuple[str, ...] | None = None  # target kinds it applies to (None: all)
+
+    def __init__(self, fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean", batch: int = 16):
+        self.fractions = [float(f) for f in fractions]
+        self.fill = fill
+        self.batch = batch
+
+    def applies(self, sample: Sample) -> bool:
+        if self.targets is not None and sample.target.kind not in self.targets:
+            return False
+        return all(getattr(sample, n) is not None for n in self.needs)
+
+    def __call__(self, sample: Sample) -> C.Curve:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def aggregate(self, results: Sequence[C.Curve]) -> C.Curve:
+        """The mean curve over items (one method, one group)."""
+        first = results[0]
+        scores = np.mean([r.scores for r in results], axis=0)
+        return C.Curve(first.mode, list(first.fractions), [float(s) for s in scores], first.score_name,
+                       first.method, {**first.extra, "items": len(results)})
+
+
+_METRICS: dict[str, type[Metric]] = {}
+
+
+def register_metric(cls: type[Metric]) -> type[Metric]:
+    """Class decorator: make a metric known by its ``name`` everywhere (CLI ``--mode``, GUI, protocol runs)."""
+    if not cls.name:
+        raise ValueError("a metric needs a name")
+    _METRICS[cls.name] = cls
+    return cls
+
+
+def metric_names() -> list[str]:
+    return list(_METRICS)
+
+
+def get_metric(name: str, **config) -> Metric:
+    if name not in _METRICS:
+        raise ValueError(f"unknown metric {name!r}; choose from {', '.join(_METRICS)}")
+    return _METRICS[name](**config)
+
+
+# --------------------------------------------------------------------------- built-in metrics
+class _Removal(Metric):
+    mode = "deletion"
+
+    def __call__(self, sample: Sample) -> C.Curve:
+        c = C.curve(sample.model, sample.x, sample.amap, sample.target, self.mode, reference=sample.reference,
+                    fractions=self.fractions, fill=self.fill, batch=self.batch, method=sample.method)
+        if sample.threshold is not None and sample.reference is not None:  # S-RISE's decision-flip share
+            c.extra["flip"] = C.flip_fraction(sample.model, sample.x, sample.reference, sample.amap,
+                                              sample.threshold, self.mode, fill=self.fill)
+        return c
+
+
+@register_metric
+class Deletion(_Removal):
+    """The explained score as the most important pixels are removed (lower area is better)."""
+
+    name, label, mode = "deletion", "deletion", "deletion"
+
+
+@register_metric
+class Insertion(_Removal):
+    """The explained score as the most important pixels are put back into the fill (higher area is better)."""
+
+    name, label, mode = "insertion", "insertion", "insertion"
+
+
+@register_metric
+class Hiding(Metric):
+    """The hiding game (Wang et al., PRL 2025): probe pixels, least important first, replaced by the non-mate's."""
+
+    name, label = "hiding", "hiding game"
+    needs = ("reference", "non_mate")
+    targets = ("similar",)  # it explains the match
+
+    def __call__(self, sample: Sample) -> C.Curve:
+        return C.hiding_curve(sample.model, sample.x, sample.reference, sample.non_mate, sample.amap,
+                              fractions=self.fractions, batch=self.batch, method=sample.method)
+
+
+class _Accuracy(Metric):
+    """Whether the pair is decided correctly at each fraction; the mean over a list is the accuracy."""
+
+    mode = "deletion"
+    needs = ("reference", "threshold", "same")
+
+    def __call__(self, sample: Sample) -> C.Curve:
+        cos = C.pair_cosines(sample.model, sample.x, sample.reference, sample.amap, self.fractions, self.mode,
+                             fill=self.fill, batch=self.batch)
+        correct = (cos >= sample.threshold) == bool(sample.same)
+        return C.Curve(self.mode, list(self.fractions), [float(v) for v in correct], "accuracy", sample.method,
+                       {"fill": self.fill, "threshold": float(sample.threshold)})
+
+    def aggregate(self, results: Sequence[C.Curve]) -> C.Curve:
+        out = super().aggregate(results)
+        out.extra["pairs"] = out.extra.pop("items")
+        return out
+
+
+@register_metric
+class AccuracyDeletion(_Accuracy):
+    name, label, mode = "accuracy-deletion", "verification accuracy (deletion)", "deletion"
+
+
+@register_metric
+class AccuracyInsertion(_Accuracy):
+    name, label, mode = "accuracy-insertion", "verification accuracy (insertion)", "insertion"
+
+
+@register_metric
+class Sanity(Metric):
+    """Adebayo et al.'s randomisation test of the sample's method (its map should change with random weights)."""
+
+    name, label = "sanity", "randomisation sanity check"
+    needs = ("method",)
+
+    def __init__(self, seed: int = 0, region: str = "face", **config):
+        super().__init__(**config)
+        self.seed, self.region = seed, region
+
+    def applies(self, sample: Sample) -> bool:
+        return bool(sample.method) and sample.method != "random"
+
+    def __call__(self, sample: Sample):
+        from .sanity import sanity_check
+
+        return sanity_check(sample.method, sample.model, sample.x, sample.target, sample.params,
+                            reference=sample.reference, seed=self.seed, region=self.region)
+
+    def aggregate(self, results):  # pragma: no cover - one result per item is the answer
+        raise ValueError("sanity results are per item")

@@ -1,0 +1,25 @@
+"""What rule-based methods need to know about torchvision's ResNets (their loader is in :mod:`.zoo`)."""
+from __future__ import annotations
+
+import torch
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
+from ..core.structure import NonNegative, Network, ResidualBlock, children, register_block, register_network
+
+
+@register_block(BasicBlock)
+def _basic_structure(m: BasicBlock) -> ResidualBlock:
+    branch = children(m, ("conv1", "bn1", "relu", "conv2", "bn2"))
+    return ResidualBlock(branch, [] if m.downsample is None else [("", m.downsample)], post=[("", m.relu)])
+
+
+@register_block(Bottleneck)
+def _bottleneck_structure(m: Bottleneck) -> ResidualBlock:
+    branch = children(m, ("conv1", "bn1", "relu", "conv2", "bn2", "relu", "conv3", "bn3"))
+    return ResidualBlock(branch, [] if m.downsample is None else [("", m.downsample)], post=[("", m.relu)])
+
+
+@register_network(ResNet)
+def _resnet_structure(m: ResNet) -> Network:
+    parts = children(m, ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool"))
+    return Network(parts + [("", NonNegative(lambda t: torch.flatten(t, 1))), ("fc", m.fc)])

@@ -1,0 +1,155 @@
+"""What to explain: a target names one network output that an explanation is about.
+
+A target *kind* ("cell", "class", "similar", "dissimilar", or one you register)
+is the one place that says what that output is and how every family of methods
+measures it (see :class:`TargetKind`):
+
+- :meth:`TargetKind.loss`: the FAME loss to suppress (a callable ``x -> (B,)``);
+- :meth:`TargetKind.cam_target`: the pytorch-grad-cam target on the model output;
+- :meth:`TargetKind.probe_score`: the black-box score of masked inputs (RISE family);
+- :meth:`TargetKind.explained_score`: the score faithfulness metrics follow.
+
+A new kind is one subclass of :class:`TargetKind` passed to :func:`register_kind`;
+the CLI, the Session, the methods and the metrics look it up by name.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import torch
+
+if TYPE_CHECKING:
+    from ..models.wrapper import ModelWrapper
+
+LossFn = Callable[[torch.Tensor], torch.Tensor]
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+TASKS = ("classification", "verification", "cell")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A thing to suppress: a feature-map cell, a class logit, or a pair's (dis)similarity."""
+
+    kind: str
+    layer: str | None = None
+    cell: tuple[int, int] | None = None
+    class_index: int | None = None
+
+    def __post_init__(self) -> None:
+        get_kind(self.kind).validate(self)
+
+    @property
+    def spec(self) -> "TargetKind":
+        """The kind's declaration (what the target means for every method family)."""
+        return get_kind(self.kind)
+
+    @property
+    def task(self) -> str:
+        return self.spec.task
+
+    @property
+    def needs_reference(self) -> bool:
+        """True for targets about a pair (the other image is the reference)."""
+        return self.spec.needs_reference
+
+    @classmethod
+    def parse_cell(cls, text: str) -> "Target":
+        """``LAYER:ROW,COL`` -> a cell target (the layer name may itself contain dots)."""
+        layer, sep, rc = text.rpartition(":")
+        try:
+            r, c = (int(v) for v in rc.split(","))
+        except ValueError:
+            raise ValueError(f"--cell must look like LAYER:ROW,COL (e.g. layer4:3,3), got {text!r}") from None
+        if not sep or not layer:
+            raise ValueError(f"--cell must look like LAYER:ROW,COL (e.g. layer4:3,3), got {text!r}")
+        return cls("cell", layer=layer, cell=(r, c))
+
+    def label(self) -> str:
+        return self.spec.label(self)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d["cell"] is not None:
+            d["cell"] = list(d["cell"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Target":
+        cell = d.get("cell")
+        return cls(d["kind"], d.get("layer"), tuple(cell) if cell is not None else None, d.get("class_index"))
+
+
+class TargetKind:
+    """The declaration of one kind of target. Subclasses set the class attributes and override the
+    methods their task needs; a method family whose hook raises simply does not explain that kind."""
+
+    name: str = ""
+    task: str = "classification"  # which methods apply: those declaring this task
+    needs_reference: bool = False  # a pair target: explained against a reference embedding
+    model_task: str | None = None  # the model task it needs ("classification" / "embedding"), None = any
+
+    def validate(self, target: Target) -> None:
+        """Raise ValueError when ``target`` lacks a field this kind needs."""
+
+    def label(self, target: Target) -> str:
+        return self.name
+
+    def check_model(self, model: "ModelWrapper") -> None:
+        if self.model_task is not None and model.task != self.model_task:
+            raise ValueError(f"{model.name} is a {model.task} model: {self.name} targets need a "
+                             f"{self.model_task} model")
+
+    def loss(self, model: "ModelWrapper", targets: Sequence[Target], reference: torch.Tensor | None) -> LossFn:
+        """The FAME loss of a batch (one target per element, all of this kind)."""
+        raise ValueError(f"FAME does not explain {self.name} targets")
+
+    def cam_target(self, model: "ModelWrapper", target: Target, reference: torch.Tensor | None, params: dict):
+        """A pytorch-grad-cam target (a callable on the model output)."""
+        raise ValueError(f"CAM methods do not explain {self.name} targets")
+
+    def probe_score(self, model: "ModelWrapper", target: Target, reference: torch.Tensor | None) -> ScoreFn:
+        """Images (B,3,H,W) in [0,1] -> (B,) scores, for black-box methods (RISE family)."""
+        raise ValueError(f"this method does not explain {self.name} targets")
+
+    def explained_score(self, model: "ModelWrapper", target: Target, reference: torch.Tensor | None
+                        ) -> tuple[ScoreFn, str]:
+        """(images -> the output this target's map explains, its name), for faithfulness metrics."""
+        raise ValueError(f"no faithfulness score for target {self.name!r}")
+
+
+_KINDS: dict[str, TargetKind] = {}
+
+
+def register_kind(kind: TargetKind) -> TargetKind:
+    """Make a target kind known everywhere (CLI, Session, methods, metrics)."""
+    if not kind.name or kind.task not in TASKS:
+        raise ValueError(f"a target kind needs a name and one of the tasks {TASKS}")
+    _KINDS[kind.name] = kind
+    return kind
+
+
+def get_kind(name: str) -> TargetKind:
+    if name not in _KINDS:
+        raise ValueError(f"target kind must be one of {tuple(_KINDS)}, not {name!r}")
+    return _KINDS[name]
+
+
+def target_kinds() -> tuple[str, ...]:
+    return tuple(_KINDS)
+
+
+def task_of(target: Target) -> str:
+    return target.task
+
+
+def build_loss(model: "ModelWrapper", targets: Sequence[Target], reference: torch.Tensor | None = None) -> LossFn:
+    """One FAME loss for a batch: ``targets`` are all of one kind (one per batch element, or one for all)."""
+    kinds = {t.kind for t in targets}
+    if len(kinds) != 1:
+        raise ValueError("a batch must share one target kind")
+    kind = get_kind(kinds.pop())
+    return kind.loss(model, list(targets), reference)
+
+
+from . import kinds as _builtin  # noqa: E402,F401  (registers cell, class, similar, dissimilar)
