@@ -5,9 +5,9 @@ import time
 
 import torch
 
-from .targets import Target, build_loss
 from .core.fame import FameParams, run_fame
 from .models.wrapper import ModelWrapper
+from .targets import Target, build_loss
 
 
 def early_layer(model: ModelWrapper) -> str:
@@ -60,10 +60,10 @@ def bench_fame(model: ModelWrapper, layer: str | None = None, iterations: int = 
 
 def bench_methods(model: ModelWrapper, names: list[str] | None = None) -> list[dict]:
     """Seconds per map for every method on one demo pair (faces) or one sample photo (classifiers)."""
-    from .methods import methods, run_method
-    from .models.thresholds import default_cosine_threshold
     from .data.pairs import demo_pairs
     from .data.pipeline import prepare_for_model
+    from .methods import methods, run_method
+    from .models.thresholds import default_cosine_threshold
 
     genuine, _ = demo_pairs()
     probe = prepare_for_model(model, str(genuine.a)).tensor

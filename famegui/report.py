@@ -127,10 +127,10 @@ def load_sidecar(path: str) -> dict:
 
 def compute_from_record(rec: dict):
     """Recompute (map, probe input, record) from a sidecar record, checking the inputs are unchanged."""
-    from .targets import Target
+    from .data.pipeline import prepare_for_model
     from .methods import run_method
     from .models.zoo import load_model
-    from .data.pipeline import prepare_for_model
+    from .targets import Target
 
     m = rec["model"]
     model = load_model(m["source"], m.get("weights_path"))

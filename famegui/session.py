@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .targets import Target
-from .methods import get_method, run_method
-from .targets import task_of
-from .models.receptive import Box, footprint, receptive_field
 from .data.images import LoadedImage, load_image
-from .models.wrapper import ModelWrapper
 from .data.pipeline import ModelInput, prepare_for_model
+from .methods import get_method, run_method
+from .models.receptive import Box, footprint, receptive_field
+from .models.wrapper import ModelWrapper
+from .targets import Target, task_of
 
 SLOTS = ("probe", "reference", "third")
 
@@ -248,8 +247,7 @@ class Session:
     def explain_cells(self, layer: str, params: dict | None = None, slot: str = "probe", batch: int = 16,
                       progress=None, cancel=None) -> list[MapResult]:
         """FAME for every cell of ``layer``, batched; progress(fraction, done_results)."""
-        from .methods.fame import explain_fame
-        from .methods.fame import fame_params_for
+        from .methods.fame import explain_fame, fame_params_for
 
         spec = get_method("fame")
         resolved = spec.resolve(params, "cell")

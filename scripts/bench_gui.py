@@ -51,14 +51,14 @@ def main() -> None:
         return cond()
 
     t_start = time.perf_counter()
+    fm = w.feature_map
     pump_until(lambda: w.session.model is not None and "probe" in w.session.inputs
-               and w.fmap_canvas.image_shape() is not None)
+               and fm.fmap_canvas.image_shape() is not None)
     startup = time.perf_counter() - t_start
     w.param_form.set_value("iterations", args.iterations)
-    if w.layer != args.layer:
-        w.layer = args.layer
-        w._show_feature_map()
-        pump_until(lambda: w.fmap_canvas.title.text.startswith(args.layer))
+    if fm.layer != args.layer:
+        fm.select_layer(args.layer)
+        pump_until(lambda: fm.fmap_canvas.title.text.startswith(args.layer))
     cell = tuple(int(v) for v in args.cell.split(","))
     ticks: list[float] = []
     timer = QTimer()
@@ -66,18 +66,18 @@ def main() -> None:
     timer.start(10)
     first_map: list[float] = []
     done: list[float] = []
-    orig = w._draw_map
+    orig = fm.fame_canvas.set_image
 
-    def spy(canvas, slot, amap):
-        if canvas is w.fame_canvas and not first_map:
+    def spy(rgb):  # the first map drawn in the FAME view (a progressive one)
+        if rgb is not None and not first_map:
             first_map.append(time.perf_counter())
-        orig(canvas, slot, amap)
+        orig(rgb)
 
-    w._draw_map = spy
+    fm.fame_canvas.set_image = spy
     shown = []
     w.result_shown.connect(lambda r: (done.append(time.perf_counter()), shown.append(r)))
     t0 = time.perf_counter()
-    w.request_cell(cell, args.layer)
+    fm.request_cell(cell, args.layer)
     pump_until(lambda: bool(done), timeout=300)
     timer.stop()
     during = [t for t in ticks if t0 <= t <= (done[0] if done else time.perf_counter())]

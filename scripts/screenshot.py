@@ -14,7 +14,6 @@ import sys
 import tempfile
 import time
 
-
 COMPARED = ["gradcam", "gradcam-ew", "ebp", "gweebp", "xssab", "fame", "fggb", "srise"]
 
 
@@ -39,19 +38,17 @@ def main(out: str = "docs/screenshot.png", view: str = "cell", cell: str = "1,2"
             raise SystemExit("timed out waiting for the app")
 
     pump_until(lambda: w.session.model is not None and {"probe", "reference", "third"} <= set(w.session.inputs)
-               and w.fmap_canvas.image_shape() is not None)
+               and w.feature_map.fmap_canvas.image_shape() is not None)
     w.param_form.set_value("iterations", iterations)
     if view == "cell":
         done = []
         w.result_shown.connect(done.append)
-        w.request_cell(tuple(int(v) for v in cell.split(",")))
+        w.feature_map.request_cell(tuple(int(v) for v in cell.split(",")))
         pump_until(lambda: bool(done))
-        from PySide6.QtCore import QPointF
-
-        w.fmap_canvas._on_move((w.fmap_canvas.view.mapViewToScene(QPointF(60, 80)),))  # show a hovered cell
+        w.feature_map.fmap_canvas.hover_at_image(60, 80)  # show a hovered cell
     else:
         tab = w.compare_tab
-        w.tabs.setCurrentIndex(4)
+        w.tabs.setCurrentWidget(tab)
         names = COMPARED if view != "sanity" else ["gradcam", "gradcam-ew", "gweebp", "xssab", "fame"]
         tab.set_checked(names)
         if view == "sanity":

@@ -9,6 +9,9 @@ os.environ["TORCH_HOME"] = os.path.join(_tmp, "torch")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers: one torch thread each, no oversubscription
+    torch.set_num_threads(1)
 from torch import nn  # noqa: E402
 
 from famegui.paths import resource_path  # noqa: E402
@@ -78,7 +81,7 @@ def r18_weights(tmp_path_factory):
 @pytest.fixture(scope="session")
 def identity_classifier(dlib, tmp_path_factory):
     """A trained 5-identity classifier (the product's identify: model over a gallery of real photos) on
-    dlib's network, as in seed 003's setting; class 0 = london_001."""
+    dlib's network, as in SDD-CAM's setting (Shadman et al.); class 0 = london_001."""
     import shutil
 
     from famegui.models.identification import build_identification_model

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import face
 from PIL import Image
 
-from conftest import face
 from famegui.cli import main
+from famegui.evaluation import curves
+from famegui.evaluation.metrics import Metric
 
 
 def run(capsys, *args):
@@ -140,9 +142,9 @@ def test_gui_without_a_display_is_a_clear_error():
 
 def test_signed_map_export_uses_a_diverging_scale(tmp_path):
     from famegui.core.render import colorize
-    from famegui.report import render_overlay
     from famegui.data.pipeline import prepare_for_model
     from famegui.models.zoo import load_model
+    from famegui.report import render_overlay
 
     model = load_model("resnet18", "random")
     inp = prepare_for_model(model, face("london_001", "neutral.jpg"))
@@ -171,3 +173,81 @@ def test_reproduce_bad_sidecars_are_one_line_errors(tmp_path, capsys, r18_weight
     img.write_bytes(open(face("london_021", "smiling.jpg"), "rb").read())
     code, _, err = run(capsys, "reproduce", tmp_path / "o.json")
     assert code == 1 and "changed since export" in err
+
+
+class ToyMeanScore(Metric):
+    """Toy metric: the running mean of the explained score as the top pixels go to the fill (deletion order)."""
+
+    name, label = "toy-mean-score", "running mean of the deletion score"
+
+    def __call__(self, sample):
+        fn, score_name = curves.score_fn(sample.model, sample.target, sample.reference)
+        xs = curves.perturbed(sample.x.to(sample.model.device), sample.amap, self.fractions, "deletion", self.fill)
+        with torch.no_grad():
+            s = fn(xs).float().cpu().numpy()
+        running = np.cumsum(s) / np.arange(1, len(s) + 1)
+        return curves.Curve(self.name, list(self.fractions), [float(v) for v in running],
+                            f"running mean of the {score_name}", sample.method, {"fill": self.fill})
+
+
+@pytest.fixture
+def toy_metric():
+    from famegui.evaluation.metrics import metric_names, register_metric, unregister_metric
+
+    register_metric(ToyMeanScore)
+    yield
+    unregister_metric(ToyMeanScore.name)
+    assert ToyMeanScore.name not in metric_names()
+
+
+def test_a_registered_metric_runs_through_faithfulness(toy_metric, tmp_path, capsys, r18_weights):
+    """A new metric is a one-place change: registered only, it is a --mode of `famegui faithfulness`."""
+    from famegui.data.pipeline import prepare_for_model
+    from famegui.methods import get_method, run_method
+    from famegui.models.zoo import load_model
+    from famegui.targets import Target
+
+    img, out = face("london_001", "neutral.jpg"), tmp_path / "curves.json"
+    code, stdout, err = run(capsys, "faithfulness", "--model", "resnet18", "--weights", r18_weights, "--image", img,
+                            "--class", "top1", "--method", "gradcam", "--mode", "deletion,toy-mean-score",
+                            "--json", out)
+    assert code == 0, err
+
+    # the expected numbers, from the model and plain torch: top-k % pixels (ties in row-major order) set to
+    # each channel's mean colour, the softmax probability of the top-1 class, then its running mean
+    model = load_model("resnet18", r18_weights)
+    x = prepare_for_model(model, img).tensor
+    with torch.no_grad():
+        k = int(model(x)[0].argmax())
+    target = Target("class", class_index=k)
+    maps = {"gradcam": run_method("gradcam", model, x, target, get_method("gradcam").resolve({}, "classification")),
+            "random": np.random.default_rng(0).random((224, 224)).astype(np.float32)}  # the baseline, seed 0
+    fractions = [i / 10 for i in range(11)]  # the default --steps 10
+    fill = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    expected = {}
+    for method, amap in maps.items():
+        order = np.argsort(-amap.astype(np.float64).ravel(), kind="stable")
+        probs = []
+        for f in fractions:
+            top = torch.zeros(224 * 224, dtype=torch.bool)
+            top[torch.from_numpy(order[:int(round(f * 224 * 224))])] = True
+            with torch.no_grad():
+                logits = model(torch.where(top.view(1, 1, 224, 224), fill, x))
+            probs.append(float(torch.softmax(logits, dim=1)[0, k]))
+        running = np.cumsum(probs) / np.arange(1, len(probs) + 1)
+        expected[method] = (probs, running, float(np.sum((running[1:] + running[:-1]) * np.diff(fractions)) / 2))
+
+    rows = {(ln.split()[0], ln.split()[2]): ln.split() for ln in stdout.splitlines()
+            if ln and not ln.startswith("#") and len(ln.split()) > 3}
+    data = json.loads(out.read_text())["curves"]
+    for method, (probs, running, auc) in expected.items():
+        assert float(rows[(method, "toy-mean-score")][3]) == pytest.approx(auc, abs=6e-5)  # the printed AUC
+        assert (method, "deletion") in rows
+        toy = [c for c in data if c["method"] == method and c["mode"] == "toy-mean-score"]
+        deletion = [c for c in data if c["method"] == method and c["mode"] == "deletion"]
+        assert len(toy) == 1 and len(deletion) == 1
+        assert toy[0]["fractions"] == fractions and toy[0]["score"] == "running mean of the class probability"
+        assert toy[0]["scores"] == pytest.approx(list(running), abs=1e-5)
+        assert toy[0]["auc"] == pytest.approx(auc, abs=1e-5)
+        assert deletion[0]["scores"] == pytest.approx(probs, abs=1e-5)  # same scores, not yet averaged
+    assert expected["gradcam"][0] != pytest.approx(expected["random"][0], abs=1e-4)  # the maps do differ

@@ -1,15 +1,15 @@
 """dlib face ResNet port: parser, network layout, cache, and dlib itself as the oracle."""
 from __future__ import annotations
 
-from pathlib import Path
 import time
+from pathlib import Path
 
+import face_recognition_models as frm
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import face_recognition_models as frm
 from famegui.models.dlib_resnet import (
     DlibModelFormatError,
     DlibResNet,

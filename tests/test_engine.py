@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from famegui.core.attribution import gray, perturbation_map
-from famegui.targets import Target
-from famegui.methods.fame import explain_fame
 from famegui.core.fame import Cancelled, FameParams, fame_steps, run_fame
+from famegui.methods.fame import explain_fame
+from famegui.targets import Target
 from famegui.targets.losses import cell_loss, class_logit_loss, cosine_to, verification_loss
 
 CORE = Path(__file__).resolve().parents[1] / "famegui" / "core"
@@ -21,7 +21,8 @@ def test_core_imports_no_qt():
     for f in CORE.rglob("*.py"):
         for line in f.read_text().splitlines():
             s = line.strip()
-            assert not (s.startswith(("import ", "from ")) and any(q in s for q in ("PySide", "PyQt", "pyqtgraph", "superqt"))), f"{f}: {s}"
+            qt = any(q in s for q in ("PySide", "PyQt", "pyqtgraph", "superqt"))
+            assert not (s.startswith(("import ", "from ")) and qt), f"{f}: {s}"
     # dynamic: importing every core module pulls in no Qt
     code = ("import sys, pkgutil, importlib, famegui.core as c\n"
             "for m in pkgutil.iter_modules(c.__path__): importlib.import_module('famegui.core.'+m.name)\n"
@@ -88,7 +89,8 @@ def test_cell_loss_depends_only_on_its_cell(resnet18_random, small_images):
 def test_cell_loss_stops_forward_at_layer(resnet18_random, small_images):
     model = resnet18_random
     seen = []
-    hooks = [model.get_layer(n).register_forward_hook(lambda *a, n=n: seen.append(n)) for n in ("layer2", "layer3", "fc")]
+    hooks = [model.get_layer(n).register_forward_hook(lambda *a, n=n: seen.append(n))
+             for n in ("layer2", "layer3", "fc")]
     try:
         cell_loss(model, "layer2", (0, 0))(small_images[:1])
     finally:

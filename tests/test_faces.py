@@ -395,7 +395,8 @@ def test_large_photo():
     lm_small = (al.face.landmarks + 0.5) / f - 0.5
     assert np.linalg.norm(lm_small - ref.face.landmarks, axis=1).max() < 0.1 * iod
     box_small = (np.array(al.face.box) + 0.5) / f - 0.5
-    assert np.abs(box_small - np.array(ref.face.box)).max() < 0.25 * (ref.face.box[2] - ref.face.box[0])  # HOG boxes are quantised by its scale pyramid
+    # HOG boxes are quantised by its scale pyramid
+    assert np.abs(box_small - np.array(ref.face.box)).max() < 0.25 * (ref.face.box[2] - ref.face.box[0])
     # the chip of the big photo looks like the chip of the small one
     assert np.abs(al.chip - ref.chip).mean() < 0.06
     # and its footprint is the small one's, scaled

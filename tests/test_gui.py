@@ -4,10 +4,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import face
 from PIL import Image
 from PySide6.QtCore import QSettings, Qt, QTimer
-
-from conftest import face
 
 pytest.importorskip("pytestqt")
 
@@ -20,7 +19,7 @@ def win(qtbot, tmp_path):
     qtbot.addWidget(w)
     w.show()
     qtbot.waitUntil(lambda: w.session.model is not None and {"probe", "reference", "third"} <= set(w.session.inputs)
-                    and w.fmap_canvas.image_shape() is not None, timeout=60000)
+                    and w.feature_map.fmap_canvas.image_shape() is not None, timeout=60000)
     w.param_form.set_value("iterations", 40)
     yield w
     w.close()
@@ -28,16 +27,17 @@ def win(qtbot, tmp_path):
 
 def click_cell(qtbot, w, cell):
     """A real mouse click on the feature-map canvas at the centre of ``cell``."""
-    h, wd = w.fmap_canvas.image_shape()
-    _, fh, fw = w.session.model.layer_info(w.layer).shape
+    fm = w.feature_map
+    h, wd = fm.fmap_canvas.image_shape()
+    _, fh, fw = w.session.model.layer_info(fm.layer).shape
     x, y = (cell[1] + 0.5) * wd / fw, (cell[0] + 0.5) * h / fh
-    pos = w.fmap_canvas.view_to_widget(x, y)
-    qtbot.mouseClick(w.fmap_canvas.glw.viewport(), Qt.LeftButton, pos=pos)
+    pos = fm.fmap_canvas.view_to_widget(x, y)
+    qtbot.mouseClick(fm.fmap_canvas.glw.viewport(), Qt.LeftButton, pos=pos)
 
 
 def test_window_opens_with_the_demo(win):
     assert win.session.model.name == "dlib-resnet"
-    assert win.layer == "stage4"
+    assert win.feature_map.layer == "stage4"
     assert win.session.inputs["probe"].tensor.shape == (1, 3, 150, 150)
     assert win.layer_tree.topLevelItemCount() >= 5
     assert not win.error_banner.isVisible()
@@ -49,10 +49,10 @@ def test_click_a_cell_shows_a_map_with_boxes(qtbot, win):
     res = sig.args[0]
     assert res.target.cell == (1, 2) and res.target.layer == "stage4"
     assert res.map.shape == (150, 150) and 0 <= res.map.min() and res.map.max() == pytest.approx(1)
-    assert win.fame_canvas.image_shape() == (150, 150)
-    fp = win.fame_canvas.box_rect("footprint")
+    assert win.feature_map.fame_canvas.image_shape() == (150, 150)
+    fp = win.feature_map.fame_canvas.box_rect("footprint")
     assert fp == pytest.approx((75.0, 37.5, 112.5, 75.0), abs=0.01)  # the cell's patch
-    assert "mass inside footprint" in win.cell_info.text()
+    assert "mass inside footprint" in win.feature_map.cell_info.text()
     # repeating the click is instant: served from the cache, no new job
     t0 = time.perf_counter()
     with qtbot.waitSignal(win.result_shown, timeout=1000):
@@ -72,7 +72,7 @@ def test_second_click_cancels_the_first(qtbot, win):
         click_cell(qtbot, win, (3, 3))
     assert first.cancelled() and first.id in cancelled
     assert sig.args[0].target.cell == (3, 3)
-    assert win.cell_result.target.cell == (3, 3)
+    assert win.feature_map.result.target.cell == (3, 3)
 
 
 def test_gui_thread_keeps_processing_events_during_a_job(qtbot, win):
@@ -90,23 +90,24 @@ def test_gui_thread_keeps_processing_events_during_a_job(qtbot, win):
 
 
 def test_e_plus_e_minus_toggle_changes_the_map(qtbot, win):
-    win.tabs.setCurrentIndex(2)
-    qtbot.waitUntil(lambda: win.pair_result is not None and win.pair_result.target.kind == "similar",
+    pair = win.pair
+    win.tabs.setCurrentWidget(pair)
+    qtbot.waitUntil(lambda: pair.result is not None and pair.result.target.kind == "similar",
                     timeout=60000)
-    e_plus = win.pair_result.map.copy()
-    shown_plus = win.probe_canvas.image_item.image.copy()
+    e_plus = pair.result.map.copy()
+    shown_plus = pair.probe_canvas.image_item.image.copy()
     with qtbot.waitSignal(win.result_shown, timeout=60000) as sig:
-        win.sign_minus.setChecked(True)
+        pair.sign_minus.setChecked(True)
     assert sig.args[0].target.kind == "dissimilar"
     assert np.abs(sig.args[0].map - e_plus).max() > 0.1
-    assert not np.array_equal(win.probe_canvas.image_item.image, shown_plus)
+    assert not np.array_equal(pair.probe_canvas.image_item.image, shown_plus)
     # the demo loads a mate (reference) and a non-mate (third): both decisions are shown
-    qtbot.waitUntil(lambda: "vs third" in win.pair_scores.text(), timeout=30000)
-    text = win.pair_scores.text()
+    qtbot.waitUntil(lambda: "vs third" in pair.scores.text(), timeout=30000)
+    text = pair.scores.text()
     assert "vs reference" in text and "<b>same</b>" in text and "<b>different</b>" in text
     # explain the other side
     with qtbot.waitSignal(win.result_shown, timeout=60000) as sig:
-        win.side_ref.setChecked(True)
+        pair.side_ref.setChecked(True)
     assert sig.args[0].slot == "reference"
 
 
@@ -153,14 +154,18 @@ def test_no_face_photo_shows_error(qtbot, win, tmp_path):
 
 def test_all_cells_sheet_and_tile_click(qtbot, win, tmp_path):
     win.param_form.set_value("iterations", 10)
-    win.compute_all_cells()
-    qtbot.waitUntil(lambda: win.sheet_results and all(r is not None for r in win.sheet_results), timeout=90000)
-    assert len(win.sheet_results) == 16
-    assert [r.target.cell for r in win.sheet_results][:3] == [(0, 0), (0, 1), (0, 2)]
-    th, tw = win._sheet_tile
+    sheet = win.all_cells
+    sheet.compute()
+    assert win.tabs.currentWidget() is sheet
+    qtbot.waitUntil(lambda: sheet.results and all(r is not None for r in sheet.results), timeout=90000)
+    assert len(sheet.results) == 16
+    assert [r.target.cell for r in sheet.results][:3] == [(0, 0), (0, 1), (0, 2)]
+    th, tw = sheet.tile_shape
+    assert (th, tw) == (150, 150) and sheet.tile_origin((1, 2)) == (tw * 2 + 2 * 2, th * 1 + 2)
     with qtbot.waitSignal(win.result_shown, timeout=5000) as sig:
-        win.sheet_canvas.click_at_image(tw * 2 + 2 * 2 + 5, th * 1 + 2 + 5)  # row 1, col 2
+        sheet.canvas.click_at_image(tw * 2 + 2 * 2 + 5, th * 1 + 2 + 5)  # row 1, col 2
     assert sig.args[0].target.cell == (1, 2)
+    assert win.tabs.currentWidget() is win.feature_map
     written = win.export_sheet(str(tmp_path / "sheet.png"))
     assert np.load(written[1]).shape == (16, 150, 150)
 
@@ -168,10 +173,10 @@ def test_all_cells_sheet_and_tile_click(qtbot, win, tmp_path):
 def test_settings_change_marks_result_stale(qtbot, win):
     with qtbot.waitSignal(win.result_shown, timeout=60000):
         click_cell(qtbot, win, (1, 1))
-    assert not win.recompute_button.isVisibleTo(win)
+    assert not win.feature_map.recompute_button.isVisibleTo(win)
     win.param_form.set_value("iterations", 41)
-    assert win.recompute_button.isVisibleTo(win)
-    assert "stale" in win.fame_canvas.title.text
+    assert win.feature_map.recompute_button.isVisibleTo(win)
+    assert "stale" in win.feature_map.fame_canvas.title.text
     assert len(win.session.cache) >= 1  # the cache is kept
 
 
@@ -204,16 +209,17 @@ def test_classifier_top5_and_class_map(qtbot, tmp_path):
                    settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitUntil(lambda: w.class_list.count() == 5, timeout=60000)
-    assert w.session.model.name == "resnet18" and w.layer == "layer4"
-    assert not w.tabs.isTabEnabled(2)  # no pair view for a classifier
+    qtbot.waitUntil(lambda: w.classes.class_list.count() == 5, timeout=60000)
+    assert w.session.model.name == "resnet18" and w.feature_map.layer == "layer4"
+    assert not w.tabs.isTabEnabled(w.tabs.indexOf(w.pair))  # no pair view for a classifier
     w.param_form.set_value("iterations", 10)
-    w.tabs.setCurrentIndex(3)
-    item = w.class_list.item(0)
+    w.tabs.setCurrentWidget(w.classes)
+    item = w.classes.class_list.item(0)
+    index = item.data(Qt.UserRole)
     with qtbot.waitSignal(w.result_shown, timeout=60000) as sig:
-        w.class_list.itemClicked.emit(item)
+        w.classes.class_list.itemClicked.emit(item)
     res = sig.args[0]
-    assert res.target.kind == "class" and res.target.class_index == item.data(Qt.UserRole)
+    assert res.target.kind == "class" and res.target.class_index == index
     assert res.map.shape == (224, 224)
     w.close()
 
@@ -224,9 +230,9 @@ def test_closing_during_a_job_exits_cleanly(qtbot, tmp_path):
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitUntil(lambda: w.fmap_canvas.image_shape() is not None, timeout=60000)
+    qtbot.waitUntil(lambda: w.feature_map.fmap_canvas.image_shape() is not None, timeout=60000)
     w.param_form.set_value("iterations", 5000)
-    w.request_cell((0, 0))
+    w.feature_map.request_cell((0, 0))
     qtbot.waitUntil(lambda: w.compute.current is not None, timeout=10000)
     t0 = time.perf_counter()
     w.close()
@@ -240,10 +246,10 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
     assert {"fame", "gradcam", "corrrise"} <= set(names)  # the list comes from the registry
     tab.set_checked(["gradcam", "fame", "gweebp"])
     win.param_form.set_value("iterations", 20)
-    win.tabs.setCurrentIndex(4)
+    win.tabs.setCurrentWidget(tab)
     tab.run()
     qtbot.waitUntil(lambda: len(tab.results) == 6, timeout=120000)
-    # the demo's third photo (another person) is gweEBP's non-mate: seed 004's triplet gain for e+
+    # the demo's third photo (another person) is gweEBP's non-mate: the triplet gain of Wang et al. for e+
     g = tab.results[("gweebp", "e+ (similar)")]
     assert g.non_mate == "third" and g.info["gain"].startswith("triplet")
     assert tab.results[("gweebp", "e- (dissimilar)")].info["gain"] == "1 - cos(a, p)"
@@ -265,18 +271,18 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
     assert sig.args[0].method == "fame" and sig.args[0].target.kind == "dissimilar"
     # the clicked tile opens large in the Pair view, its controls following without a recompute
     qtbot.wait(300)  # nothing may start behind it (the Pair view computes FAME when it is looked at)
-    assert win.tabs.currentIndex() == 2 and win.pair_result is sig.args[0]
-    assert win.sign_minus.isChecked() and win.side_probe.isChecked()
+    assert win.tabs.currentWidget() is win.pair and win.pair.result is sig.args[0]
+    assert win.pair.sign_minus.isChecked() and win.pair.side_probe.isChecked()
     assert win.compute.current is None
-    assert "FAME e- (dissimilar)" in win.probe_canvas.title.text
-    shown = win.probe_canvas.image_shape()
+    assert "FAME e- (dissimilar)" in win.pair.probe_canvas.title.text
+    shown = win.pair.probe_canvas.image_shape()
     assert shown == (150, 150)
-    win.tabs.setCurrentIndex(4)
+    win.tabs.setCurrentWidget(tab)
     with qtbot.waitSignal(tab.tile_clicked, timeout=2000) as sig:
         x0, y0 = tab.tile_origin("gradcam", "e+ (similar)")
         tab.grid.click_at_image(x0 + 10, y0 + 30)
-    assert win.tabs.currentIndex() == 2 and win.pair_result.method == "gradcam"
-    assert win.sign_plus.isChecked() and "Grad-CAM e+" in win.probe_canvas.title.text
+    assert win.tabs.currentWidget() is win.pair and win.pair.result.method == "gradcam"
+    assert win.pair.sign_plus.isChecked() and "Grad-CAM e+" in win.pair.probe_canvas.title.text
     written = tab.export(str(tmp_path / "cmp.png"))
     assert (tmp_path / "cmp.png").exists() and (tmp_path / "cmp_gradcam_eplus.npy").exists()
     assert json.loads((tmp_path / "cmp_fame_eminus.json").read_text())["method"] == "fame"
@@ -286,8 +292,8 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
 
 def test_a_signed_map_opens_in_the_diverging_scale(qtbot, win):
     """X-Maps-like signed maps: negative blue, positive red, zero white, whatever colormap is chosen."""
-    from famegui.targets import Target
     from famegui.session import MapResult
+    from famegui.targets import Target
 
     signed = np.zeros((150, 150), np.float32)
     signed[:, :50], signed[:, 100:] = -1.0, 1.0
@@ -296,8 +302,8 @@ def test_a_signed_map_opens_in_the_diverging_scale(qtbot, win):
     res = MapResult(signed, "xmaps", Target("similar"), {}, "probe", "reference", 0.1)
     with qtbot.waitSignal(win.result_shown, timeout=2000):
         win.show_in_main_view(res)
-    assert win.tabs.currentIndex() == 2 and "X-Maps" in win.probe_canvas.title.text
-    rgb = win.probe_canvas.image_item.image
+    assert win.tabs.currentWidget() is win.pair and "X-Maps" in win.pair.probe_canvas.title.text
+    rgb = win.pair.probe_canvas.image_item.image
     left, mid, right = rgb[75, 20].astype(int), rgb[75, 75].astype(int), rgb[75, 130].astype(int)
     assert left[2] > left[0] + 100 and right[0] > right[2] + 100  # blue / red
     assert mid.min() > 240  # white at zero (jet would be green there)
@@ -307,7 +313,7 @@ def test_compare_tab_sanity_check(qtbot, win, tmp_path):
     """The randomisation test from the GUI: a sheet of trained vs random-weight maps, exported with numbers."""
     tab = win.compare_tab
     tab.set_checked(["gradcam", "xssab"])
-    win.tabs.setCurrentIndex(4)
+    win.tabs.setCurrentWidget(tab)
     tab.sanity_button.click()
     qtbot.waitUntil(lambda: "maps change" in tab.info.text(), timeout=120000)
     assert [(r.method, r.target.kind) for r in tab.sanity_results] == [
@@ -319,7 +325,7 @@ def test_compare_tab_sanity_check(qtbot, win, tmp_path):
     data = json.loads((tmp_path / "sanity.json").read_text())
     assert len(written) == 2 and len(data["sanity"]) == 4 and data["sanity"][0]["inside"]["spearman"] < 0.5
     tab.grid.click_at_image(10, 30)  # tiles of the sanity sheet do not open in the Pair view
-    assert win.tabs.currentIndex() == 4
+    assert win.tabs.currentWidget() is tab
 
 
 def test_compare_tab_faithfulness_curves(qtbot, win, tmp_path):
@@ -327,7 +333,7 @@ def test_compare_tab_faithfulness_curves(qtbot, win, tmp_path):
     import pyqtgraph as pg
 
     tab = win.compare_tab
-    win.tabs.setCurrentIndex(4)
+    win.tabs.setCurrentWidget(tab)
     tab.faith_button.click()  # nothing computed yet: a clear message, no job
     assert "compute the comparison first" in win.last_error and not win.compute.busy
     tab.set_checked(["gradcam", "xssab"])
@@ -337,15 +343,30 @@ def test_compare_tab_faithfulness_curves(qtbot, win, tmp_path):
     qtbot.waitUntil(lambda: tab.mode == "faithfulness", timeout=120000)
     assert tab.right.currentWidget() is tab.plots
     got = {(c.method, c.extra["target"].split(" ")[0], c.mode) for c in tab.faith_curves}
-    # the demo's third photo is the non-mate of seed 004's hiding game (for e+)
-    assert got == {(m, t, mode) for m in ("random", "gradcam", "xssab") for t in ("e+", "e-")
-                   for mode in ("deletion", "insertion")} | {(m, "e+", "hiding") for m in ("random", "gradcam", "xssab")}
+    # the demo's third photo is the non-mate of the hiding game (Wang et al., PRL 2025) for e+
+    compared = ("random", "gradcam", "xssab")
+    assert got == {(m, t, mode) for m in compared for t in ("e+", "e-")
+                   for mode in ("deletion", "insertion")} | {(m, "e+", "hiding") for m in compared}
     plots = [i for i in tab.plots.ci.items if isinstance(i, pg.PlotItem)]
     assert len(plots) == 5 and all(len(p.listDataItems()) == 3 for p in plots)
     g = next(c for c in tab.faith_curves if c.method == "gradcam" and c.mode == "deletion"
              and c.extra["target"].startswith("e+"))
     cos0 = g.scores[0]
     assert cos0 == pytest.approx(win.session.pair_scores("probe", "reference").cosine, abs=1e-4)
+    # the experiment of famegui.evaluation: the same numbers as its curves computed directly
+    from famegui.evaluation import curves as C
+    from famegui.models.thresholds import default_cosine_threshold
+
+    s = win.session
+    x, ref, nm = (s.input(k).tensor for k in ("probe", "reference", "third"))
+    res = tab.results[("gradcam", "e+ (similar)")]
+    amap = res.map
+    assert g.scores == pytest.approx(C.curve(s.model, x, amap, res.target, "deletion", reference=ref).scores,
+                                     abs=1e-5)
+    assert g.extra["flip"] == C.flip_fraction(s.model, x, ref, amap, default_cosine_threshold(s.model), "deletion")
+    hid = next(c for c in tab.faith_curves if c.method == "random" and c.mode == "hiding")
+    assert hid.scores == pytest.approx(C.hiding_curve(s.model, x, ref, nm, C.random_map((150, 150))).scores,
+                                       abs=1e-5)
     assert "lowest deletion AUC" in tab.info.text()
     assert all(c.extra["flip"] is None or 0 <= c.extra["flip"] <= 1 for c in tab.faith_curves if c.mode != "hiding")
     written = tab.export(str(tmp_path / "faith.png"))
@@ -364,6 +385,21 @@ def test_compare_tab_faithfulness_curves(qtbot, win, tmp_path):
     qtbot.waitUntil(lambda: not win.compute.busy, timeout=60000)
     qtbot.wait(100)
     assert tab.results == {}
+
+
+def test_gui_code_addresses_tabs_by_widget_and_methods_by_paper():
+    """No tab-index literals, no method named by its seed number, no signedness guessed from map values."""
+    import re
+    from pathlib import Path
+
+    import famegui.gui
+
+    root = Path(famegui.gui.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"tabs\.(setCurrentIndex|currentIndex)\(|TabEnabled\(\s*\d", text), path
+        assert not re.search(r"seed\s*0\d\d", text), path
+        assert not re.search(r"\.min\(\)\s*<\s*0", text), path
 
 
 def test_one_worker_thread_and_quick_jobs_do_not_wait_for_long_ones(qtbot):
@@ -419,7 +455,7 @@ def test_drop_files_and_export_on_photo(qtbot, win, tmp_path):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(face("london_005", "neutral.jpg")),
                   QUrl.fromLocalFile(face("london_005", "smiling.jpg"))])
-    win.tabs.setCurrentIndex(0)
+    win.tabs.setCurrentWidget(win.feature_map)
     ev = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     win.dropEvent(ev)
     qtbot.waitUntil(lambda: win.session.images["reference"].path.endswith("london_005/smiling.jpg")
@@ -452,14 +488,14 @@ def test_compare_methods_for_a_classifier(qtbot, tmp_path, r18_weights):
                    settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitUntil(lambda: w.class_list.count() == 5, timeout=60000)
+    qtbot.waitUntil(lambda: w.classes.class_list.count() == 5, timeout=60000)
     tab = w.compare_tab
     names = [tab.method_list.item(i).data(Qt.UserRole) for i in range(tab.method_list.count())]
     assert "rise" in names and "corrrise" not in names  # only what fits classification
     tab.set_checked(["gradcam", "hirescam"])
     tab.run()
     qtbot.waitUntil(lambda: len(tab.results) == 2, timeout=60000)
-    top = w.class_list.item(0).data(Qt.UserRole)
+    top = w.classes.class_list.item(0).data(Qt.UserRole)
     assert {r.target.class_index for r in tab.results.values()} == {top}
     assert tab.cols == ["top-1 class"]  # one map per method
     th, tw = tab.tile_shape
@@ -469,10 +505,10 @@ def test_compare_methods_for_a_classifier(qtbot, tmp_path, r18_weights):
     with qtbot.waitSignal(tab.tile_clicked, timeout=2000):
         x0, y0 = tab.tile_origin("hirescam", "top-1 class")
         tab.grid.click_at_image(x0 + 10, y0 + 30)
-    assert w.tabs.currentIndex() == 3 and w.class_result.method == "hirescam"
-    assert w.class_canvas.title.text.startswith("HiResCAM")
+    assert w.tabs.currentWidget() is w.classes and w.classes.result.method == "hirescam"
+    assert w.classes.canvas.title.text.startswith("HiResCAM")
     # faithfulness of a class map: the class probability as pixels go
-    w.tabs.setCurrentIndex(4)
+    w.tabs.setCurrentWidget(tab)
     tab.faith_button.click()
     qtbot.waitUntil(lambda: tab.mode == "faithfulness", timeout=60000)
     assert {c.score_name for c in tab.faith_curves} == {"class probability"}

@@ -8,19 +8,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import face
 from PIL import Image
 
-from conftest import face
-from famegui.targets import Target
-from famegui.methods.fame import explain_fame
 from famegui.core.fame import default_params
+from famegui.data.pipeline import prepare_for_model
+from famegui.methods.fame import explain_fame
 from famegui.models.identification import (
     build_identification_model,
     identify,
     parse_identification_spec,
 )
 from famegui.paths import resource_path
-from famegui.data.pipeline import prepare_for_model
+from famegui.targets import Target
 
 
 def _link(src, dst):

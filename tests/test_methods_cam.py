@@ -2,13 +2,12 @@
 import numpy as np
 import pytest
 import torch
+from conftest import face
 from torch import nn
 
-from famegui.targets import Target
 from famegui.core.fame import Cancelled
 from famegui.methods import get_method, run_method
-
-from conftest import face
+from famegui.targets import Target
 
 CAMS = ("gradcam", "gradcam-pp", "gradcam-ew", "hirescam", "fullgrad", "layercam", "xgradcam", "scorecam",
         "eigencam", "sddcam")
@@ -205,7 +204,8 @@ def test_sdd_combine_localises_the_target_only_region():
     from famegui.methods.cam import sdd_combine
 
     yy, xx = np.mgrid[0:32, 0:32]
-    blob = lambda cy, cx: np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 20.0)
+    def blob(cy, cx):
+        return np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 20.0)
     shared = blob(24, 24)
     target = np.clip(0.8 * blob(8, 8) + shared, 0, 1)  # the target's own region plus a shared one
     others = [shared * s for s in (1.0, 0.9, 0.8, 0.7)]

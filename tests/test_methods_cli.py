@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import face
+
 from famegui.cli import main
 from famegui.methods import methods
 
@@ -53,7 +53,8 @@ def test_every_verification_method_via_cli(name, tmp_path, capsys):
 def test_every_classification_method_via_cli(name, tmp_path, capsys, r18_weights):
     spec = next(m for m in methods() if m.name == name)
     npy = tmp_path / "m.npy"
-    code = main(["explain", "--model", "resnet18", "--weights", r18_weights, "--image", face("joe_biden", "vp_portrait.jpg"),
+    code = main(["explain", "--model", "resnet18", "--weights", r18_weights,
+                 "--image", face("joe_biden", "vp_portrait.jpg"),
                  "--class", "top1", "--method", name, *_fast_flags(spec, "resnet18"), "--out", str(tmp_path / "o.png"),
                  "--save-map", str(npy)])
     err = capsys.readouterr().err

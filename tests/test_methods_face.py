@@ -1,23 +1,21 @@
 """Face-verification methods (FGGB, xSSAB, X-Maps, EBP / contrastive EBP / gweEBP) on real networks."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import face
 from torch import nn
 
+from famegui.methods import get_method, run_method
 from famegui.methods.ebp_engine import ebp_layer_map, gweebp_maps
 from famegui.methods.face_common import resolve_threshold
 from famegui.methods.fggb import fggb
 from famegui.methods.xmaps import xmaps
 from famegui.methods.xssab import xssab
-from famegui.targets import Target
-from famegui.methods import get_method, run_method
 from famegui.models.wrapper import ModelWrapper
-
-from conftest import face
+from famegui.targets import Target
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

@@ -5,12 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from famegui.targets import Target
 from famegui.core.fame import Cancelled
-from famegui.methods.rise import mask_set, spearman_map
 from famegui.methods import get_method, run_method
+from famegui.methods.rise import mask_set, spearman_map
 from famegui.models.wrapper import ModelWrapper
-
+from famegui.targets import Target
 
 FEW = 64  # masks per run in these tests (the defaults are 500 / 4000)
 

@@ -2,15 +2,23 @@
 import numpy as np
 import pytest
 import torch
+from conftest import face
 from torch import nn
 
-from famegui.targets import Target
-from famegui.evaluation.curves import (LabelledPair, accuracy_curves, area, curve, explain_pairs, fill_image, perturbed,
-                                  pixel_order, random_map)
+from famegui.evaluation.curves import (
+    LabelledPair,
+    accuracy_curves,
+    area,
+    curve,
+    explain_pairs,
+    fill_image,
+    perturbed,
+    pixel_order,
+    random_map,
+)
 from famegui.methods import run_method
 from famegui.models.wrapper import ModelWrapper
-
-from conftest import face
+from famegui.targets import Target
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

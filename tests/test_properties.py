@@ -15,16 +15,16 @@ from torchvision.transforms.functional import gaussian_blur
 
 # --- every famegui import of this module (one block: the package redesign will move these) ---
 from famegui.core.attribution import GRAY_WEIGHTS, blur_maps, gray, normalize_maps, perturbation_map
-from famegui.targets import Target, build_loss
-from famegui.methods.fame import explain_fame
 from famegui.core.fame import Cancelled, FameParams, fame_steps, run_fame
-from famegui.targets.losses import cell_loss, class_logit_loss, cosine_to, verification_loss
-from famegui.targets.kinds import CosineTarget
+from famegui.methods import get_method, run_method
 from famegui.methods.cam import FoldedNetwork, cam_layer
+from famegui.methods.fame import explain_fame
 from famegui.methods.fggb import fggb
 from famegui.methods.rise import corrrise_masks
-from famegui.methods import get_method, run_method
 from famegui.models.wrapper import ModelWrapper
+from famegui.targets import Target, build_loss
+from famegui.targets.kinds import CosineTarget
+from famegui.targets.losses import cell_loss, class_logit_loss, cosine_to, verification_loss
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -192,7 +192,8 @@ def test_verification_loss_keeps_norms_differentiable(resnet_embedder, small_ima
     ld, gd = grad_of(detached)
     np.testing.assert_allclose(lp.numpy(), lh.numpy(), atol=1e-6)
     np.testing.assert_allclose(lp.numpy(), ld.numpy(), atol=1e-6)  # same value ...
-    rel = lambda a, b: float((a - b).norm() / b.norm())
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
     assert rel(gp, gh) < 1e-4  # ... the gradient of the differentiable-norm cosine
     assert rel(gp, gd) > 0.05, rel(gp, gd)  # ... which is not that of the detached-norm cosine
     # cosine_to is the same quantity

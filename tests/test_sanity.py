@@ -1,17 +1,23 @@
-"""Adebayo's model-parameter randomisation test, as the product runs it (famegui.evaluation.sanity, `famegui sanity`)."""
+"""Adebayo's model-parameter randomisation test, as the product runs it (famegui.evaluation.sanity, `famegui
+sanity`)."""
 import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import face
 from torch import nn
 
-from famegui.targets import Target
+from famegui.evaluation.sanity import (
+    compare_maps,
+    default_region,
+    randomise_weights,
+    sanity_check,
+    sanity_suite,
+    trainable_layers,
+)
 from famegui.methods import methods
-from famegui.evaluation.sanity import (compare_maps, default_region, randomise_weights, sanity_check, sanity_suite,
-                                 trainable_layers)
-
-from conftest import face
+from famegui.targets import Target
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -149,7 +155,7 @@ def test_the_whole_chip_shares_a_dark_frame(face_results):
 
 
 def test_black_box_s_rise_changes_too(dlib, pair):
-    """Not gradient based, but the randomisation test applies as well (S-RISE, seed 002, runs it)."""
+    """Not gradient based, but the randomisation test applies as well (S-RISE, Lu & Ebrahimi, runs it)."""
     x, y = pair
     r = sanity_check("srise", dlib, x, Target("similar"), {"masks": 96}, reference=y)
     assert np.ptp(r.trained) > 0 and r.passed, r.inside

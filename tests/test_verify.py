@@ -7,14 +7,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from conftest import face
 from PIL import Image
 
-from conftest import face
 from famegui.cli import main
-from famegui.targets import Target
-from famegui.methods.fame import explain_fame
 from famegui.core.fame import default_params, run_fame
-from famegui.targets.losses import cosine_to
+from famegui.data.pairs import demo_pairs, read_pairs, sample_identities, sample_pairs
+from famegui.data.pipeline import prepare_for_model
 from famegui.evaluation.verification import (
     DLIB_COSINE_THRESHOLD,
     compare_pair,
@@ -26,8 +25,9 @@ from famegui.evaluation.verification import (
     embed_inputs,
     euclidean,
 )
-from famegui.data.pairs import demo_pairs, read_pairs, sample_identities, sample_pairs
-from famegui.data.pipeline import prepare_for_model
+from famegui.methods.fame import explain_fame
+from famegui.targets import Target
+from famegui.targets.losses import cosine_to
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ so a GUI can draw while it runs; it can be cancelled between iterations.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ class FameParams:
     blur_sigma: float = 7.7
     normalization: str = "minmax"
 
-    def validate(self) -> "FameParams":
+    def validate(self) -> FameParams:
         if int(self.iterations) < 1:
             raise ValueError(f"iterations must be >= 1, got {self.iterations}")
         if not (self.step > 0 and np.isfinite(self.step)):

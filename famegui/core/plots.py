@@ -1,7 +1,7 @@
 """Pictures of curves without Qt (matplotlib's Agg canvas): for exports and the command line."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

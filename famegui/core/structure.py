@@ -18,8 +18,8 @@ a point whose map can be read (the model's own layer name).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence, Union
 
 import torch
 from torch import nn
@@ -47,7 +47,7 @@ class Nested:
     prefix: str
 
 
-Part = tuple[str, Union[nn.Module, NonNegative, Elementwise, Nested]]
+Part = tuple[str, nn.Module | NonNegative | Elementwise | Nested]
 
 
 def plain_add(y: torch.Tensor, s: torch.Tensor) -> torch.Tensor:

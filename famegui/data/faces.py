@@ -2,10 +2,8 @@
 
 Everything here works on numpy ``uint8`` RGB photos shaped ``(H, W, 3)``.
 
-* :func:`detect_faces` finds frontal faces with dlib's HOG detector and puts the
-  five dlib landmarks on each (``shape_predictor_5_face_landmarks``). Very large
-  photos are searched on a shrunken copy; the landmarks are still placed on the
-  full-resolution photo.
+* :func:`detect_faces` (from :mod:`.face_detect`) finds frontal faces with dlib's
+  HOG detector and puts the five dlib landmarks on each.
 * :func:`align_face` cuts the aligned square crop ("chip") a face network wants:
   ``"dlib150"`` (exactly ``dlib.get_face_chip(img, shape, 150, 0.25)``, for
   dlib's ResNet) or ``"arcface112"`` (the 112x112 ArcFace five-point template,
@@ -21,11 +19,12 @@ at ``x = j, y = i``; a pixel covers ``[x - 0.5, x + 0.5]``.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+from .face_detect import Face, as_rgb_uint8, detect_faces, dlib_rect, landmarks, run_lock
 
 __all__ = [
     "FaceNotFoundError",
@@ -80,7 +79,6 @@ ARCFACE_TEMPLATE_112 = np.array(
 #: Photos whose longer side exceeds this are searched for faces on a shrunken
 #: copy (HOG cost grows with the pixel count; dlib's detector finds faces of
 #: roughly 80 px and up, 40 px and up after one upsampling).
-DETECT_MAX_SIDE = 1280
 
 _DLIB_PADDING = 0.25
 
@@ -110,32 +108,6 @@ def face_box(alignment: str | None, size: tuple[int, int]) -> tuple[int, int, in
 
 class FaceNotFoundError(ValueError):
     """No face was found in a photo. The message is one line, meant for the user."""
-
-
-@dataclass
-class Face:
-    """One detected face, in the photo's own pixel coordinates.
-
-    ``box`` is ``(x0, y0, x1, y1)``: dlib's detection rectangle (``left, top,
-    right, bottom``), scaled back to the photo when detection ran on a shrunken
-    copy. ``landmarks`` is ``(5, 2)`` float ``(x, y)`` in dlib's 5-point order
-    (see :data:`DLIB_TEMPLATE_UNIT`). ``score`` is the HOG detector's confidence
-    (higher is surer; about 0 at the default threshold).
-    """
-
-    box: tuple[float, float, float, float]
-    landmarks: np.ndarray
-    score: float | None = None
-
-    @property
-    def area(self) -> float:
-        x0, y0, x1, y1 = self.box
-        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
-
-    @property
-    def center(self) -> tuple[float, float]:
-        x0, y0, x1, y1 = self.box
-        return (0.5 * (x0 + x1), 0.5 * (y0 + y1))
 
 
 @dataclass
@@ -188,42 +160,7 @@ class AlignedFace:
 
 
 # ---------------------------------------------------------------------------
-# models (loaded once, lazily; dlib objects are not safe to share between
-# threads while running, so their use is serialised too)
-
-_load_lock = threading.Lock()
-_run_lock = threading.Lock()
-_models: dict[str, object] = {}
-
-
-def _model(name: str):
-    m = _models.get(name)
-    if m is not None:
-        return m
-    with _load_lock:
-        m = _models.get(name)
-        if m is None:
-            import dlib
-
-            if name == "detector":
-                m = dlib.get_frontal_face_detector()
-            else:
-                import face_recognition_models as frm
-
-                if name == "sp5":
-                    m = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-                elif name == "sp68":
-                    m = dlib.shape_predictor(frm.pose_predictor_model_location())
-                else:  # pragma: no cover - programming error
-                    raise KeyError(name)
-            _models[name] = m
-    return m
-
-
-# ---------------------------------------------------------------------------
 # small geometry helpers
-
-
 def _apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     pts = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
     m = np.asarray(m, dtype=np.float64)
@@ -256,98 +193,6 @@ def _similarity_lstsq(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     scale = float((sig * np.diag(fix)).sum() / var_s) if var_s > 0 else 1.0
     t = mu_d - scale * rot @ mu_s
     return np.hstack([scale * rot, t[:, None]])
-
-
-def _as_rgb_uint8(rgb: np.ndarray) -> np.ndarray:
-    a = np.asarray(rgb)
-    if a.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 RGB image, got dtype {a.dtype}")
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    elif a.ndim == 3 and a.shape[2] == 4:
-        a = a[:, :, :3]
-    elif a.ndim == 3 and a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    if a.ndim != 3 or a.shape[2] != 3 or a.shape[0] < 1 or a.shape[1] < 1:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {tuple(np.shape(rgb))}")
-    return np.ascontiguousarray(a)
-
-
-# ---------------------------------------------------------------------------
-# detection
-
-
-def _detect_raw(rgb: np.ndarray):
-    """Run the HOG detector (shrinking huge photos). Returns [(box, score)] in photo pixels."""
-    h, w = rgb.shape[:2]
-    longest = max(h, w)
-    if longest > DETECT_MAX_SIDE:
-        f = DETECT_MAX_SIDE / longest
-        small = cv2.resize(
-            rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA
-        )
-        fx, fy = small.shape[1] / w, small.shape[0] / h
-    else:
-        small, fx, fy = rgb, 1.0, 1.0
-    det = _model("detector")
-    found: list = []
-    scores: list = []
-    for upsample in (0, 1):
-        with _run_lock:
-            rects, scores, _ = det.run(small, upsample, 0.0)
-        found = list(rects)
-        if found:
-            break
-    out = []
-    for r, s in zip(found, scores):
-        if fx == 1.0 and fy == 1.0:
-            box = (float(r.left()), float(r.top()), float(r.right()), float(r.bottom()))
-        else:
-            # pixel centres: x_photo + 0.5 = (x_small + 0.5) / f
-            box = (
-                (r.left() + 0.5) / fx - 0.5,
-                (r.top() + 0.5) / fy - 0.5,
-                (r.right() + 0.5) / fx - 0.5,
-                (r.bottom() + 0.5) / fy - 0.5,
-            )
-        out.append((box, float(s)))
-    return out
-
-
-def _dlib_rect(box):
-    import dlib
-
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    return dlib.rectangle(x0, y0, x1, y1)
-
-
-def _landmarks(rgb: np.ndarray, box, model: str = "sp5") -> np.ndarray:
-    sp = _model(model)
-    with _run_lock:
-        shape = sp(rgb, _dlib_rect(box))
-    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-
-
-def detect_faces(rgb: np.ndarray) -> list[Face]:
-    """All frontal faces in an RGB photo, largest box first.
-
-    dlib's HOG frontal detector runs without upsampling, and once more with one
-    2x upsampling if that found nothing. Photos with a longer side above
-    :data:`DETECT_MAX_SIDE` are searched on an area-averaged shrunken copy; the
-    boxes are scaled back and the 5 landmarks are predicted on the full photo.
-    Returns ``[]`` when there is no face.
-    """
-    rgb = _as_rgb_uint8(rgb)
-    faces = [
-        Face(box=box, landmarks=_landmarks(rgb, box), score=score)
-        for box, score in _detect_raw(rgb)
-    ]
-    faces.sort(key=lambda f: (-f.area, f.box[0], f.box[1]))
-    return faces
-
-
-# ---------------------------------------------------------------------------
-# alignment
 
 
 def _dlib_details_to_original(details) -> np.ndarray:
@@ -407,14 +252,14 @@ def _full_object_detection(face: Face):
     pts = dlib.points()
     for x, y in np.rint(face.landmarks).astype(int):
         pts.append(dlib.point(int(x), int(y)))
-    return dlib.full_object_detection(_dlib_rect(face.box), pts)
+    return dlib.full_object_detection(dlib_rect(face.box), pts)
 
 
 def _align_dlib150(rgb: np.ndarray, face: Face, size: int = 150):
     import dlib
 
     shape = _full_object_detection(face)
-    with _run_lock:
+    with run_lock:
         chip = dlib.get_face_chip(rgb, shape, size=size, padding=_DLIB_PADDING)
     details = dlib.get_face_chip_details(shape, size, _DLIB_PADDING)
     return np.asarray(chip), _dlib_details_to_original(details), face.landmarks.copy()
@@ -422,7 +267,7 @@ def _align_dlib150(rgb: np.ndarray, face: Face, size: int = 150):
 
 def _arcface_points(rgb: np.ndarray, face: Face) -> np.ndarray:
     """ArcFace-order five points from dlib's 68-point model on the face's box."""
-    p = _landmarks(rgb, face.box, "sp68")
+    p = landmarks(rgb, face.box, "sp68")
     eye_img_left = 0.5 * (p[36] + p[39])  # corners of the eye on the image's left
     eye_img_right = 0.5 * (p[42] + p[45])
     nose_tip = p[30]
@@ -478,6 +323,7 @@ def _align_arcface112(rgb: np.ndarray, face: Face, size: int = 112):
     return chip, to_original, pts
 
 
+# long: two thirds of it is the docstring describing both alignments exactly
 def align_face(
     rgb: np.ndarray,
     method: str = "dlib150",
@@ -512,7 +358,7 @@ def align_face(
     """
     if method not in ALIGN_METHODS:
         raise ValueError(f"unknown alignment method {method!r}; choose one of {', '.join(ALIGN_METHODS)}")
-    rgb = _as_rgb_uint8(rgb)
+    rgb = as_rgb_uint8(rgb)
     if method == "center-crop":
         return center_crop(rgb, 150)
     size = CHIP_SIZES[method]
@@ -552,7 +398,7 @@ def center_crop(rgb: np.ndarray, size: int) -> AlignedFace:
     Area averaging when shrinking, bilinear when enlarging (``cv2.resize``, whose
     pixel-centre convention ``to_original`` follows exactly).
     """
-    rgb = _as_rgb_uint8(rgb)
+    rgb = as_rgb_uint8(rgb)
     size = int(size)
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")

@@ -23,9 +23,9 @@ from __future__ import annotations
 import csv
 import itertools
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 __all__ = [
     "Pair",

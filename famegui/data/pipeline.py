@@ -28,7 +28,7 @@ class ModelInput:
         return self.prepared.tensor
 
 
-def prepare_for_model(model: "ModelWrapper", image: LoadedImage | str, *, face_index: int = 0,
+def prepare_for_model(model: ModelWrapper, image: LoadedImage | str, *, face_index: int = 0,
                       align: bool = True) -> ModelInput:
     """Face models get an aligned chip (``align=False``: centre crop); classifiers their eval transform."""
     if not isinstance(image, LoadedImage):

@@ -25,8 +25,8 @@ along their e+ map (what makes them similar), impostor pairs along their e- map.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -179,7 +179,8 @@ def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor,
 @torch.no_grad()
 def hiding_curve(model: ModelWrapper, x: torch.Tensor, mate: torch.Tensor, non_mate: torch.Tensor, amap: np.ndarray,
                  *, fractions: Sequence[float] = DEFAULT_FRACTIONS, batch: int = 16, method: str = "") -> Curve:
-    """The hiding game (Wang et al., PRL 2025) for one triplet: the probe's pixels, least important first, are replaced by
+    """The hiding game (Wang et al., PRL 2025) for one triplet: the probe's pixels, least important first,
+    are replaced by
     the non-mate's; the score is cos(probe', mate) - cos(probe', non-mate) (> 0: still matched to the mate).
     A good map keeps the match longest: higher area is better."""
     xs = perturbed(x.to(model.device), amap, fractions, "hiding", fill=non_mate.to(model.device))

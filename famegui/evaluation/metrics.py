@@ -16,8 +16,9 @@ a pair list is the verification accuracy of the FAME paper's Tab. 2) and
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 class Sample:
     """One map to evaluate, and what it explains."""
 
-    model: "ModelWrapper"
+    model: ModelWrapper
     x: torch.Tensor  # (1,3,H,W) the explained image in [0,1]
     target: Target
     amap: np.ndarray | None = None  # None: computed from ``method`` by the experiment
@@ -53,6 +54,7 @@ class Metric:
     label: str = ""
     needs: tuple[str, ...] = ()
     targets: tuple[str, ...] | None = None  # target kinds it applies to (None: all)
+    gives_curve: bool = True  # __call__ returns a Curve (False: another result with to_dict(), e.g. sanity)
 
     def __init__(self, fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean", batch: int = 16):
         self.fractions = [float(f) for f in fractions]
@@ -86,8 +88,14 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
     return cls
 
 
-def metric_names() -> list[str]:
-    return list(_METRICS)
+def unregister_metric(name: str) -> None:
+    """Forget a metric registered with :func:`register_metric` (plug-ins and tests)."""
+    _METRICS.pop(name, None)
+
+
+def metric_names(curves_only: bool = False) -> list[str]:
+    """Registered metric names (``curves_only``: those whose results are curves)."""
+    return [n for n, cls in _METRICS.items() if cls.gives_curve or not curves_only]
 
 
 def get_metric(name: str, **config) -> Metric:
@@ -171,6 +179,7 @@ class Sanity(Metric):
 
     name, label = "sanity", "randomisation sanity check"
     needs = ("method",)
+    gives_curve = False
 
     def __init__(self, seed: int = 0, region: str = "face", **config):
         super().__init__(**config)

@@ -27,8 +27,8 @@ import copy
 import dataclasses
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -242,8 +242,8 @@ def sanity_suite(names: Sequence[str], model: ModelWrapper, x: torch.Tensor, tar
 def sanity_sheet(results: Sequence[SanityResult], base_rgb: np.ndarray, opacity: float = 0.5,
                  cmap: str = "jet") -> np.ndarray:
     """One picture: a row per method, (trained | random weights) per target; captions carry the verdict."""
-    from ..methods import get_method
     from ..core.render import draw_box, labelled, overlay, sheet
+    from ..methods import get_method
 
     if not results:
         raise ValueError("no sanity results to draw")

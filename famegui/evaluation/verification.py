@@ -14,9 +14,9 @@ No Qt here: the CLI (``famegui verify``) and the GUI share it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

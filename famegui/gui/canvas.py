@@ -148,6 +148,10 @@ class ImageCanvas(QWidget):
         if pos is not None:
             self.clicked.emit(*pos)
 
+    def hover_at_image(self, x: float, y: float) -> None:
+        """Programmatic hover over image point (x, y) (scripts, tests)."""
+        self.hovered.emit(float(x), float(y))
+
     def click_at_image(self, x: float, y: float) -> None:
         """Programmatic click (tests, keyboard navigation)."""
         self.clicked.emit(float(x), float(y))

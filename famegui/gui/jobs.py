@@ -19,7 +19,8 @@ import itertools
 import threading
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
@@ -27,7 +28,7 @@ from PySide6.QtCore import QObject, QThread, Signal
 class Job:
     _ids = itertools.count(1)
 
-    def __init__(self, fn: Callable[["Job"], Any], label: str, lane: "Lane") -> None:
+    def __init__(self, fn: Callable[[Job], Any], label: str, lane: Lane) -> None:
         self.id = next(Job._ids)
         self.fn = fn
         self.label = label
@@ -37,6 +38,11 @@ class Job:
 
     def cancel(self) -> None:
         self._cancel.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether the job was cancelled (a plain look, unlike :meth:`cancelled`)."""
+        return self._cancel.is_set()
 
     def cancelled(self) -> bool:
         """The cancel check; also a point where waiting higher-priority jobs get to run."""
@@ -58,17 +64,17 @@ class Scheduler(QThread):
     def __init__(self) -> None:
         super().__init__()
         self.cond = threading.Condition()
-        self.lanes: list["Lane"] = []
+        self.lanes: list[Lane] = []
         self.closing = False
         self._inline = False
         self.start()
 
-    def add(self, lane: "Lane") -> None:
+    def add(self, lane: Lane) -> None:
         with self.cond:
             self.lanes.append(lane)
             self.lanes.sort(key=lambda ln: ln.priority)
 
-    def _next(self, below: int | None = None) -> "Job | None":
+    def _next(self, below: int | None = None) -> Job | None:
         for lane in self.lanes:
             if below is not None and lane.priority >= below:
                 break
@@ -111,7 +117,7 @@ class Scheduler(QThread):
         lane.started.emit(job.id, job.label)
         outcome: tuple = ("cancelled", job.id)
         try:
-            if job._cancel.is_set():
+            if job.cancel_requested:
                 raise Cancelled("cancelled before start")
             result = job.fn(job)
         except Cancelled:
@@ -123,7 +129,7 @@ class Scheduler(QThread):
             lane.last_traceback = traceback.format_exc()
             outcome = ("failed", job.id, f"{job.label}: {msg}")
         else:
-            if not job._cancel.is_set():
+            if not job.cancel_requested:
                 outcome = ("finished", job.id, result)
         finally:
             # the job leaves the lane before anyone hears of its end: handlers see an idle lane

@@ -10,7 +10,8 @@ Every map is computed by the package itself; this module only supplies
   FAME authors detached the norms inside the cosine for their CAM baselines;
   ``detach_norms`` (default True) does the same with the norm of ``f(x)``;
 - the target layer: the ``layer`` parameter, by default :func:`cam_layer` of
-  the model (ResNet ``layer4``; a model may name its own in ``extras['cam_layer']``, e.g. ``stage3`` for dlib's face ResNet).
+  the model (ResNet ``layer4``; a model may name its own in ``extras['cam_layer']``, e.g. ``stage3``
+  for dlib's face ResNet).
 
 The package returns ReLU'd, min-max scaled maps in [0, 1] at the input size;
 the sign is lost, so e+ and e- are two runs with opposite targets. The package's
@@ -40,10 +41,9 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from types import SimpleNamespace
-
-from typing import Callable
 
 import numpy as np
 import torch

@@ -17,7 +17,7 @@
     pull the pair apart). Classification: the class row of the last fc layer (and
     its negation for the dual).
 
-    - ``ebp``: MWP from the target unit, with the extended rule below (seed 004's
+    - ``ebp``: MWP from the target unit, with the extended rule below (Wang et al.'s
       eEBP); on layers with non-negative responses (dlib's ReLU stages) this is
       Zhang et al.'s EBP exactly. Like the original, e+ and e- look alike: EBP is
       not contrastive.
@@ -25,7 +25,7 @@
       positive part (Zhang et al.'s contrastive MWP with the negated top weights).
     - ``gweebp``: every child response is replaced by its gradient-weighted value
       ``a [dG/da]^+`` (a >= 0) or ``a [-dG/da]^+`` (a < 0) before the MWP of each
-      layer is computed (seed 004, eq. 6). The paper's gain is the triplet gain
+      layer is computed (Wang et al., eq. 6). The paper's gain is the triplet gain
       ``max(0, ||a-n|| - ||a-p||)`` on normalised embeddings: used for e+ when a
       non-mate image is given (``run_method(..., non_mate=...)``, the GUI's third
       image, ``--non-mate``). Without one, and for e-, ``G = cos(phi_x, r)`` for e+
@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 
 from .ebp_engine import ebp_run, gweebp_maps, upsample
-from .face_common import VERIFICATION, is_similar, need_reference, scale_max, to_numpy, unit
+from .face_common import is_similar, need_reference, scale_max, to_numpy, unit
 from .registry import MethodContext, MethodSpec, Param, register
+
 
 def _ebp_common(ctx: MethodContext, variant: str) -> np.ndarray:
     size = tuple(ctx.x.shape[-2:])
@@ -66,7 +67,7 @@ def _ebp_common(ctx: MethodContext, variant: str) -> np.ndarray:
         ref = need_reference(ctx)
         similar = is_similar(ctx)
         if variant == "gweebp":
-            # seed 004's triplet gain needs a non-mate and explains the match (e+); otherwise, and for e-,
+            # Wang et al.'s triplet gain needs a non-mate and explains the match (e+); otherwise, and for e-,
             # the pair gain G = cos / 1 - cos
             triplet = ctx.non_mate_embedding is not None and similar
             ctx.info["gain"] = "triplet max(0, |a-n| - |a-p|)" if triplet else (
@@ -110,13 +111,15 @@ EBP_LAYER = Param("layer", str, None, "layer where the MWP map is read (default:
                   "feature map of at least 12 px, e.g. dlib stage2, IResNet layer3; 'input' = pixels)")
 
 register(MethodSpec(
-    name="ebp", label="EBP", tasks=EBP_TASKS, output="pair", task_outputs={"classification": "single"}, cost="cheap", fn=_ebp_method, params=(EBP_LAYER,),
+    name="ebp", label="EBP", tasks=EBP_TASKS, output="pair", task_outputs={"classification": "single"},
+    cost="cheap", fn=_ebp_method, params=(EBP_LAYER,),
     description="Excitation Backprop: marginal winning probabilities from the similarity unit (e+) or its "
                 "dual (e-), read at an intermediate layer",
 ))
 
 register(MethodSpec(
-    name="cebp", label="contrastive EBP", tasks=EBP_TASKS, output="pair", task_outputs={"classification": "single"}, cost="cheap", fn=_cebp_method,
+    name="cebp", label="contrastive EBP", tasks=EBP_TASKS, output="pair", task_outputs={"classification": "single"},
+    cost="cheap", fn=_cebp_method,
     params=(EBP_LAYER,),
     description="Contrastive Excitation Backprop: MWP of the target unit minus MWP of its negated dual",
 ))
@@ -124,6 +127,7 @@ register(MethodSpec(
 register(MethodSpec(
     name="gweebp", label="gweEBP", tasks=EBP_TASKS, output="pair", task_outputs={"classification": "single"},
     cost="cheap", fn=_gweebp_method, params=(EBP_LAYER,), uses_non_mate=True,
-    description="Gradient-weighted extended EBP (seed 004): responses weighted by the gradient of the gain "
+    description="Gradient-weighted extended EBP (Wang et al., PRL 2025): responses weighted by the gradient of "
+                "the gain "
                 "(with a non-mate: the triplet gain for e+; else cos for e+, 1 - cos for e-)",
 ))

@@ -8,16 +8,25 @@ architecture).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.structure import (Elementwise, Nested, NonNegative, Part, ResidualBlock, block_structure,
-                              declared_networks, network_structure)
-from .ebp_rules import Linear, MaxPool, Mark, Op, Pointwise, Pool, Reached, Record, Residual, back_seq, expand, run_seq
+from ..core.structure import (
+    Elementwise,
+    Nested,
+    NonNegative,
+    Part,
+    ResidualBlock,
+    block_structure,
+    declared_networks,
+    network_structure,
+)
+from .ebp_rules import Linear, Mark, MaxPool, Op, Pointwise, Pool, Reached, Record, Residual, back_seq, expand, run_seq
 from .face_common import unit
 
 if TYPE_CHECKING:
@@ -133,7 +142,7 @@ def _build(module: nn.Module, prefix: str = "") -> tuple[list[Op], str]:
 class EbpNet:
     """A network rebuilt for Excitation Backprop, checked against the model on the first forward pass."""
 
-    def __init__(self, model: "ModelWrapper") -> None:
+    def __init__(self, model: ModelWrapper) -> None:
         if model.is_scripted:
             raise ValueError(f"{model.name} is a TorchScript model: Excitation Backprop needs its layers")
         self.model = model
@@ -230,7 +239,7 @@ def resolve_layer(net: EbpNet, rec: Record, layer: str | None) -> str:
     return layer
 
 
-def ebp_run(model: "ModelWrapper", x: torch.Tensor, *, top: str, signs: Sequence[float],
+def ebp_run(model: ModelWrapper, x: torch.Tensor, *, top: str, signs: Sequence[float],
              reference_embedding: torch.Tensor | None = None, class_index: int | None = None,
              layer: str | None = None, gains: Callable[[torch.Tensor], list[torch.Tensor]] | None = None) -> EbpMaps:
     """MWP maps at ``layer``, one per top unit: ``sign * r_hat`` (verification) or ``sign * W[class]``.
@@ -264,7 +273,7 @@ def ebp_run(model: "ModelWrapper", x: torch.Tensor, *, top: str, signs: Sequence
     return EbpMaps(maps.detach(), layer, shape)
 
 
-def ebp_layer_map(model: "ModelWrapper", x: torch.Tensor, *, reference_embedding: torch.Tensor | None = None,
+def ebp_layer_map(model: ModelWrapper, x: torch.Tensor, *, reference_embedding: torch.Tensor | None = None,
                   class_index: int | None = None, layer: str | None = None, dual: bool = False) -> EbpMaps:
     """Unnormalised EBP map (one row) at ``layer``: the MWP of the target unit, summed over channels.
 
@@ -283,7 +292,7 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1).float(), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
-def gweebp_maps(model: "ModelWrapper", x: torch.Tensor, positive_embedding: torch.Tensor, *,
+def gweebp_maps(model: ModelWrapper, x: torch.Tensor, positive_embedding: torch.Tensor, *,
                 negative_embedding: torch.Tensor | None = None, layer: str | None = None,
                 targets: Sequence[str] = ("similar", "dissimilar")) -> EbpMaps:
     """gweEBP maps at ``layer`` for a pair (G = cos / 1 - cos) or a triplet (G = triplet gain).

@@ -25,11 +25,12 @@ MWP map at a layer (sum 1 when nothing is dropped).
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
 
 class Reached(Exception):
     def __init__(self, r: torch.Tensor) -> None:
@@ -90,7 +91,7 @@ class Op:
 
 def signed_rule(a_resp: torch.Tensor, out: torch.Tensor, r: torch.Tensor,
                  f_pos: Callable, f_neg: Callable | None) -> torch.Tensor:
-    """Extended EBP (seed 004 eq. 3/4) through a linear map ``f_pos + f_neg``.
+    """Extended EBP (Wang et al., PRL 2025, eq. 3/4) through a linear map ``f_pos + f_neg``.
 
     ``f_pos`` has the non-negative and ``f_neg`` the non-positive coefficients
     (``None``: all coefficients are non-negative). A neuron with response >= 0

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 VERIFICATION = frozenset({"verification"})
 
 
-def resolve_threshold(model: "ModelWrapper", given: float | None = None) -> float:
+def resolve_threshold(model: ModelWrapper, given: float | None = None) -> float:
     """The cosine threshold theta: ``given`` (ctx.threshold), else the model's default
     (:func:`famegui.models.thresholds.default_cosine_threshold`); 0.0 for a model with none
     (the weights then split at zero contribution)."""

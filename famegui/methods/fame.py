@@ -6,7 +6,8 @@ target's kind (:meth:`famegui.targets.TargetKind.loss`).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ FAME_PARAMS = (
 
 
 @torch.no_grad()
-def reference_embedding(model: "ModelWrapper", reference: torch.Tensor) -> torch.Tensor:
+def reference_embedding(model: ModelWrapper, reference: torch.Tensor) -> torch.Tensor:
     """Embedding of a reference image (1,3,H,W), or an embedding (D,) / (1,D) passed through."""
     if reference.ndim == 4:
         return model(reference).detach()
@@ -42,7 +43,7 @@ def reference_embedding(model: "ModelWrapper", reference: torch.Tensor) -> torch
 
 
 def explain_fame(
-    model: "ModelWrapper",
+    model: ModelWrapper,
     x: torch.Tensor,
     targets: Target | Sequence[Target],
     params: FameParams | None = None,

@@ -11,15 +11,24 @@
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core.attribution import blur_maps
-from .face_common import VERIFICATION, is_similar, need_reference, resolve_threshold, scale_absmax, scale_max, to_numpy, unit
+from .face_common import (
+    VERIFICATION,
+    is_similar,
+    need_reference,
+    resolve_threshold,
+    scale_max,
+    to_numpy,
+    unit,
+)
 from .registry import MethodContext, MethodSpec, Param, register
 
 if TYPE_CHECKING:
@@ -43,7 +52,7 @@ class FggbResult:
     e_minus: torch.Tensor  # (H,W) in [0,1]
 
 
-def embedding_jacobian(model: "ModelWrapper", x: torch.Tensor, dims: Sequence[int] | torch.Tensor,
+def embedding_jacobian(model: ModelWrapper, x: torch.Tensor, dims: Sequence[int] | torch.Tensor,
                        chunk: int = JACOBIAN_CHUNK,
                        report: Callable[[float], None] | None = None) -> torch.Tensor:
     """``d phi_k / dx`` for the listed dimensions k of the normalised embedding: (K,3,H,W).
@@ -91,7 +100,7 @@ def balanced_top_dims(weights: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([pos[:kp], neg[:kn]]).sort().values
 
 
-def fggb(model: "ModelWrapper", x: torch.Tensor, reference_embedding: torch.Tensor, theta: float, *,
+def fggb(model: ModelWrapper, x: torch.Tensor, reference_embedding: torch.Tensor, theta: float, *,
          max_dims: int = 0, blur_kernel: int = 25, blur_sigma: float = 5.0,
          report: Callable[[float], None] | None = None) -> FggbResult:
     """FGGB maps of probe ``x`` (1,3,H,W) against a frozen reference embedding."""

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ class Param:
 
 @dataclass
 class MethodContext:
-    model: "ModelWrapper"
+    model: ModelWrapper
     x: torch.Tensor  # (1,3,H,W) probe in [0,1]
     target: Target
     params: dict
@@ -195,7 +196,7 @@ def all_params() -> dict[str, Param]:
     return out
 
 
-def run_method(name: str, model: "ModelWrapper", x: torch.Tensor, target: Target, params: dict | None = None, *,
+def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, params: dict | None = None, *,
                reference: torch.Tensor | None = None, threshold: float | None = None,
                progress=None, cancel=None, seed: int = 0, info: dict | None = None,
                non_mate: torch.Tensor | None = None) -> np.ndarray:

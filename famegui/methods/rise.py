@@ -12,7 +12,7 @@ between batches.
   cell kept with probability p, bilinearly upsampled to (s+1) cells and shifted
   by a random offset below one cell; score_i = softmax probability of the
   class; saliency = sum_i score_i M_i / (N p), then scaled to [0, 1].
-- S-RISE (Lu & Ebrahimi, seed 002; face pairs): each mask is 100 Gaussian
+- S-RISE (Lu & Ebrahimi; face pairs): each mask is 100 Gaussian
   patches (kernel 40, sigma 7, peak 1, combined by maximum) at uniformly random
   centres; only the probe is masked, the reference embedding stays fixed.
   The paper weights every mask by the similarity s_i = cos(f(x M_i), r) and
@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from ..core.attribution import normalize_maps
 from .registry import MethodContext, MethodSpec, Param, register
 
 # --------------------------------------------------------------------------- mask sets
-_CACHE: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
+_CACHE: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 CACHE_BYTES = 512 * 2**20  # least recently used sets are dropped beyond this
 
@@ -302,7 +302,8 @@ register(MethodSpec(
                                                  "'none' is the paper's plain sum (shows mostly the mask density)",
                   choices=("none", "mean")),
             _batch(32), SEED, NORM),
-    description="Similarity-based RISE (seed 002): H = sum_i s_i M_i over Gaussian-patch masks of the probe",
+    description="Similarity-based RISE (S-RISE, Lu & Ebrahimi): H = sum_i s_i M_i over Gaussian-patch masks "
+                "of the probe",
     gradient_based=False,
 ))
 

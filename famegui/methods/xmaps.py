@@ -15,15 +15,23 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..core.attribution import blur_maps
-from .face_common import VERIFICATION, is_similar, need_reference, resolve_threshold, scale_absmax, scale_max, to_numpy, unit
+from .face_common import (
+    VERIFICATION,
+    is_similar,
+    need_reference,
+    scale_absmax,
+    scale_max,
+    to_numpy,
+    unit,
+)
 from .registry import MethodContext, MethodSpec, Param, register
 
 if TYPE_CHECKING:
@@ -45,7 +53,7 @@ def parse_patch_sizes(text: str | Sequence[int]) -> tuple[int, ...]:
     return sizes
 
 
-def xmaps(model: "ModelWrapper", x: torch.Tensor, reference_embedding: torch.Tensor, *,
+def xmaps(model: ModelWrapper, x: torch.Tensor, reference_embedding: torch.Tensor, *,
           patch_sizes: Sequence[int] = (7, 14, 28), stride: int = 5, fill: float = 0.0,
           blur_kernel: int = 5, blur_sigma: float = 5.0, batch: int = OCCLUSION_BATCH,
           report: Callable[[float, np.ndarray | None], None] | None = None) -> torch.Tensor:

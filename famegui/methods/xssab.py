@@ -12,14 +12,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..core.attribution import blur_maps
-from .face_common import VERIFICATION, is_similar, need_reference, resolve_threshold, scale_absmax, scale_max, to_numpy, unit
+from .face_common import (
+    VERIFICATION,
+    is_similar,
+    need_reference,
+    resolve_threshold,
+    scale_absmax,
+    scale_max,
+    to_numpy,
+    unit,
+)
 from .registry import MethodContext, MethodSpec, Param, register
 
 if TYPE_CHECKING:
@@ -44,7 +52,7 @@ class XssabResult:
         return scale_absmax(self.pos_map - self.neg_map)
 
 
-def xssab(model: "ModelWrapper", x: torch.Tensor, reference_embedding: torch.Tensor, theta: float) -> XssabResult:
+def xssab(model: ModelWrapper, x: torch.Tensor, reference_embedding: torch.Tensor, theta: float) -> XssabResult:
     """xSSAB of probe ``x`` against a frozen reference embedding (two backward passes)."""
     xr = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core.structure import Elementwise, Nested, Network, register_network
-from .wrapper import ModelLoadError, ModelWrapper
+from .wrapper import ModelWrapper
 
 __all__ = [
     "DEFAULT_EXCLUDE",
@@ -119,28 +120,43 @@ def build_identification_model(embedder: ModelWrapper, gallery_dir: str | os.Pat
     the embedder's module (and so its device). Input size, normalisation,
     channel order and alignment are the embedder's.
     """
-    from ..data.images import load_image
-    from ..data.pipeline import prepare_for_model
-
     if embedder.task != "embedding":
         raise ValueError(f"{embedder.name} is a {embedder.task} model; identification needs a face (embedding) "
                          "model")
     root = Path(gallery_dir).expanduser().resolve()
-    identities = gallery_identities(root, exclude)
+    g = _read_gallery(embedder, root, gallery_identities(root, exclude), align)
+    templates = _templates(embedder, g, batch)
+    head = IdentificationHead(embedder.module, templates.to(embedder.device))
+    if embedder.is_scripted:
+        try:  # keep a TorchScript embedder scripted, so the wrapper treats the whole model as such
+            head = torch.jit.script(head)
+        except Exception:  # pragma: no cover - depends on the scripted module
+            pass
+    return _wrap(embedder, head, g, root, align)
 
-    tensors: list[torch.Tensor] = []
-    owner: list[int] = []
-    skipped: list[str] = []
-    notes: list[str] = []
-    digest = hashlib.sha256()
-    digest.update(f"align={bool(align)};alignment={embedder.alignment};input={embedder.input_size}\n".encode())
-    names = list(identities)
-    for k, name in enumerate(names):
+
+@dataclass
+class _Gallery:
+    names: list[str]
+    tensors: list[torch.Tensor] = field(default_factory=list)  # model inputs, one per usable photo
+    owner: list[int] = field(default_factory=list)  # identity index of each
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    digest: hashlib._Hash = field(default_factory=hashlib.sha256)
+
+
+def _read_gallery(embedder: ModelWrapper, root: Path, identities: dict, align: bool) -> _Gallery:
+    """Every usable photo of every identity as a model input; an identity with none is an error."""
+    from ..data.images import load_image
+    from ..data.pipeline import prepare_for_model
+
+    g = _Gallery(list(identities))
+    g.digest.update(f"align={bool(align)};alignment={embedder.alignment};input={embedder.input_size}\n".encode())
+    for k, name in enumerate(g.names):
         files = identities[name]
         if not files:
             raise ValueError(f"identity {name!r} in gallery {root} has no images")
-        used = 0
-        first_reason = ""
+        used, first_reason = 0, ""
         for f in files:
             rel = f.relative_to(root).as_posix()
             try:
@@ -148,40 +164,39 @@ def build_identification_model(embedder: ModelWrapper, gallery_dir: str | os.Pat
                 mi = prepare_for_model(embedder, img, align=align)
             except (ValueError, OSError) as e:  # ImageLoadError and FaceNotFoundError are ValueErrors
                 reason = f"{rel}: {_one_line(e).replace(str(f), f.name)}"
-                skipped.append(reason)
+                g.skipped.append(reason)
                 first_reason = first_reason or reason
                 continue
             if mi.n_faces is not None and mi.n_faces > 1:
-                notes.append(f"{rel}: {mi.n_faces} faces, used the largest")
-            tensors.append(mi.tensor)
-            owner.append(k)
+                g.notes.append(f"{rel}: {mi.n_faces} faces, used the largest")
+            g.tensors.append(mi.tensor)
+            g.owner.append(k)
             used += 1
-            digest.update(f"{name}/{rel}:{img.sha256}\n".encode())
+            g.digest.update(f"{name}/{rel}:{img.sha256}\n".encode())
         if used == 0:
             raise ValueError(f"identity {name!r} in gallery {root} has no usable photo ({first_reason})")
+    return g
 
+
+def _templates(embedder: ModelWrapper, g: _Gallery, batch: int) -> torch.Tensor:
+    """(K, D): each identity's mean normalised embedding."""
     emb = []
-    for i in range(0, len(tensors), batch):
-        x = torch.cat(tensors[i:i + batch]).to(embedder.device)
+    for i in range(0, len(g.tensors), batch):
+        x = torch.cat(g.tensors[i:i + batch]).to(embedder.device)
         emb.append(F.normalize(embedder(x).float(), dim=1))
     emb_t = torch.cat(emb)
-    owner_t = torch.tensor(owner, device=emb_t.device)
-    templates = torch.stack([emb_t[owner_t == k].mean(0) for k in range(len(names))])
+    owner_t = torch.tensor(g.owner, device=emb_t.device)
+    return torch.stack([emb_t[owner_t == k].mean(0) for k in range(len(g.names))])
 
-    head = IdentificationHead(embedder.module, templates.to(embedder.device))
-    if embedder.is_scripted:
-        try:  # keep a TorchScript embedder scripted, so the wrapper treats the whole model as such
-            head = torch.jit.script(head)
-        except Exception:  # pragma: no cover - depends on the scripted module
-            pass
-    gallery_hash = digest.hexdigest()
-    counts = {n: owner.count(k) for k, n in enumerate(names)}
+
+def _wrap(embedder: ModelWrapper, head: nn.Module, g: _Gallery, root: Path, align: bool) -> ModelWrapper:
+    gallery_hash = g.digest.hexdigest()
     extras = {
-        "skipped": skipped,
-        "notes": notes,
+        "skipped": g.skipped,
+        "notes": g.notes,
         "gallery": str(root),
         "gallery_sha256": gallery_hash,
-        "identity_counts": counts,
+        "identity_counts": {n: g.owner.count(k) for k, n in enumerate(g.names)},
         "embedder": embedder.source or embedder.name,
         "embedder_weights": embedder.weights_id,
         "align": bool(align),
@@ -193,13 +208,13 @@ def build_identification_model(embedder: ModelWrapper, gallery_dir: str | os.Pat
     if "crop_ratio" in embedder.extras:
         extras["crop_ratio"] = embedder.extras["crop_ratio"]
     return ModelWrapper(
-        name=f"{embedder.name} identification ({len(names)} identities)",
+        name=f"{embedder.name} identification ({len(g.names)} identities)",
         module=head,
         input_size=tuple(embedder.input_size),
         mean=tuple(embedder.mean),
         std=tuple(embedder.std),
         task="classification",
-        class_names=names,
+        class_names=g.names,
         channel_order=embedder.channel_order,
         weights_id=f"{embedder.weights_id}+gallery-sha256:{gallery_hash}",
         alignment=embedder.alignment,

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from famegui.core.structure import NonNegative, Network, ResidualBlock, children, register_block, register_network
+from famegui.core.structure import Network, NonNegative, ResidualBlock, children, register_block, register_network
 from famegui.models.wrapper import ModelLoadError, ModelWrapper
 from famegui.paths import file_sha256
 
@@ -359,13 +359,8 @@ def _hint(guess: str | None, desc: str) -> str:
     return f"it looks like {desc}" + (f"; use {guess}" if guess else "")
 
 
-def load_face_checkpoint(arch: str, path: str | os.PathLike) -> ModelWrapper:
-    """Load face weights from ``path`` into architecture ``arch``; every failure is a one-line ModelLoadError."""
-    spec = _spec(arch)
-    name = str(arch).strip().lower()
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise ModelLoadError(f"{name} weights not found: {p}; {_WHERE[spec.family]}")
+def _read_checkpoint(p: Path, spec: _Spec):
+    """The object in a torch file, read with ``weights_only=True`` (no code runs); one-line errors."""
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -381,7 +376,17 @@ def load_face_checkpoint(arch: str, path: str | os.PathLike) -> ModelWrapper:
         raise ModelLoadError(
             f"{p.name} is not a PyTorch checkpoint (expected {spec.title} weights); {_WHERE[spec.family]}"
         ) from None
+    return obj
 
+
+def load_face_checkpoint(arch: str, path: str | os.PathLike) -> ModelWrapper:
+    """Load face weights from ``path`` into architecture ``arch``; every failure is a one-line ModelLoadError."""
+    spec = _spec(arch)
+    name = str(arch).strip().lower()
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ModelLoadError(f"{name} weights not found: {p}; {_WHERE[spec.family]}")
+    obj = _read_checkpoint(p, spec)
     sd = _tensor_dict(obj)
     if sd is None:
         raise ModelLoadError(f"{p.name} holds no weight tensors (expected {spec.title} weights)")

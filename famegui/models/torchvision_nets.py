@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ..core.structure import NonNegative, Network, ResidualBlock, children, register_block, register_network
+from ..core.structure import Network, NonNegative, ResidualBlock, children, register_block, register_network
 
 
 @register_block(BasicBlock)

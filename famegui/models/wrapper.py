@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import threading
 from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
@@ -83,7 +84,7 @@ class ModelWrapper:
     def is_scripted(self) -> bool:
         return isinstance(self.module, torch.jit.ScriptModule)
 
-    def to(self, device: str | torch.device) -> "ModelWrapper":
+    def to(self, device: str | torch.device) -> ModelWrapper:
         self.module.to(device)
         return self
 
@@ -200,7 +201,7 @@ class ModelWrapper:
             raise RuntimeError(f"layer {layer!r} of {self.name} does not output a tensor")
         return out
 
-    def clone(self) -> "ModelWrapper":
+    def clone(self) -> ModelWrapper:
         """An independent copy (own module, own hooks) for use in another thread."""
         extras = {k: v for k, v in self.extras.items() if not k.startswith("_")}  # no caches, no helper nets
         return dataclasses.replace(self, module=copy.deepcopy(self.module), extras=extras)

@@ -70,7 +70,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 obj = inner
                 break
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{path} holds no state dict (expected a dict of tensors or a checkpoint with 'state_dict')")
+        raise ModelLoadError(f"{path} holds no state dict "
+                             "(expected a dict of tensors or a checkpoint with 'state_dict')")
     prefixes = ("module.", "model.")
     for pre in prefixes:
         if all(k.startswith(pre) for k in obj):
@@ -170,7 +171,7 @@ def _load_torchvision(name: str, weights: str | None) -> ModelWrapper:
     return wrapper
 
 
-def _looks_like_torchscript(path: Path) -> bool:
+def looks_like_torchscript(path: Path) -> bool:
     if path.suffix.lower() in (".ts", ".torchscript", ".ptc"):
         return True
     try:
@@ -237,7 +238,8 @@ def _wrap_generic(module: nn.Module, name: str, source: str, weights_id: str, op
                                  f"({type(e).__name__}); set --input-size") from None
     if isinstance(out, (tuple, list)):
         raise ModelLoadError(f"{source} returns a {type(out).__name__}; famegui needs one output tensor")
-    task = options.get("task") or ("classification" if out.ndim == 2 and out.shape[1] in (1000, 10, 100) else "embedding")
+    looks_like_classes = out.ndim == 2 and out.shape[1] in (1000, 10, 100)
+    task = options.get("task") or ("classification" if looks_like_classes else "embedding")
     classes = None
     if task == "classification" and out.shape[1] == 1000:
         import torchvision
@@ -285,7 +287,7 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
     if path.exists():
         if path.is_dir():
             raise ModelLoadError(f"{spec} is a folder, not a model file")
-        if _looks_like_torchscript(path):
+        if looks_like_torchscript(path):
             return _load_torchscript(path, weights, options)
         raise ModelLoadError(
             f"{spec} is not a TorchScript file; a state dict needs an architecture: "

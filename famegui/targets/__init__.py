@@ -14,8 +14,9 @@ the CLI, the Session, the methods and the metrics look it up by name.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -40,7 +41,7 @@ class Target:
         get_kind(self.kind).validate(self)
 
     @property
-    def spec(self) -> "TargetKind":
+    def spec(self) -> TargetKind:
         """The kind's declaration (what the target means for every method family)."""
         return get_kind(self.kind)
 
@@ -54,7 +55,7 @@ class Target:
         return self.spec.needs_reference
 
     @classmethod
-    def parse_cell(cls, text: str) -> "Target":
+    def parse_cell(cls, text: str) -> Target:
         """``LAYER:ROW,COL`` -> a cell target (the layer name may itself contain dots)."""
         layer, sep, rc = text.rpartition(":")
         try:
@@ -75,7 +76,7 @@ class Target:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Target":
+    def from_dict(cls, d: dict) -> Target:
         cell = d.get("cell")
         return cls(d["kind"], d.get("layer"), tuple(cell) if cell is not None else None, d.get("class_index"))
 
@@ -95,24 +96,24 @@ class TargetKind:
     def label(self, target: Target) -> str:
         return self.name
 
-    def check_model(self, model: "ModelWrapper") -> None:
+    def check_model(self, model: ModelWrapper) -> None:
         if self.model_task is not None and model.task != self.model_task:
             raise ValueError(f"{model.name} is a {model.task} model: {self.name} targets need a "
                              f"{self.model_task} model")
 
-    def loss(self, model: "ModelWrapper", targets: Sequence[Target], reference: torch.Tensor | None) -> LossFn:
+    def loss(self, model: ModelWrapper, targets: Sequence[Target], reference: torch.Tensor | None) -> LossFn:
         """The FAME loss of a batch (one target per element, all of this kind)."""
         raise ValueError(f"FAME does not explain {self.name} targets")
 
-    def cam_target(self, model: "ModelWrapper", target: Target, reference: torch.Tensor | None, params: dict):
+    def cam_target(self, model: ModelWrapper, target: Target, reference: torch.Tensor | None, params: dict):
         """A pytorch-grad-cam target (a callable on the model output)."""
         raise ValueError(f"CAM methods do not explain {self.name} targets")
 
-    def probe_score(self, model: "ModelWrapper", target: Target, reference: torch.Tensor | None) -> ScoreFn:
+    def probe_score(self, model: ModelWrapper, target: Target, reference: torch.Tensor | None) -> ScoreFn:
         """Images (B,3,H,W) in [0,1] -> (B,) scores, for black-box methods (RISE family)."""
         raise ValueError(f"this method does not explain {self.name} targets")
 
-    def explained_score(self, model: "ModelWrapper", target: Target, reference: torch.Tensor | None
+    def explained_score(self, model: ModelWrapper, target: Target, reference: torch.Tensor | None
                         ) -> tuple[ScoreFn, str]:
         """(images -> the output this target's map explains, its name), for faithfulness metrics."""
         raise ValueError(f"no faithfulness score for target {self.name!r}")
@@ -129,6 +130,11 @@ def register_kind(kind: TargetKind) -> TargetKind:
     return kind
 
 
+def unregister_kind(name: str) -> None:
+    """Forget a kind registered with :func:`register_kind` (plug-ins and tests)."""
+    _KINDS.pop(name, None)
+
+
 def get_kind(name: str) -> TargetKind:
     if name not in _KINDS:
         raise ValueError(f"target kind must be one of {tuple(_KINDS)}, not {name!r}")
@@ -143,7 +149,7 @@ def task_of(target: Target) -> str:
     return target.task
 
 
-def build_loss(model: "ModelWrapper", targets: Sequence[Target], reference: torch.Tensor | None = None) -> LossFn:
+def build_loss(model: ModelWrapper, targets: Sequence[Target], reference: torch.Tensor | None = None) -> LossFn:
     """One FAME loss for a batch: ``targets`` are all of one kind (one per batch element, or one for all)."""
     kinds = {t.kind for t in targets}
     if len(kinds) != 1:

@@ -1,7 +1,7 @@
 """The built-in target kinds: a feature-map cell, a class, and a pair's similarity (e+) / dissimilarity (e-)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

@@ -10,7 +10,7 @@ The optimiser always descends, so each loss is the quantity to suppress:
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,84 @@
+"""famegui's command line: the GUI by default, and headless commands on the same code path.
+
+    famegui                       start the app on the embedded face model
+    famegui explain ...           compute a map and write an overlay PNG (+ .npy, + sidecar)
+    famegui layers --model M      list layers with output shapes
+    famegui bench --model M       time FAME iterations (one JSON line); --methods: every method
+    famegui verify --model M A B  cosine, distance, threshold and the decision
+    famegui reproduce SIDECAR     recompute an export from its JSON sidecar
+    famegui models                list the model zoo
+    famegui methods               list the explanation methods and their parameters
+    famegui sanity ...            randomisation sanity check (Adebayo et al.) for one or more methods
+    famegui faithfulness ...      metrics of the evaluation registry (deletion / insertion curves and their
+                                  areas, the hiding game), for one image, one pair or a pair list
+
+One module per command group; each has an ``add_<command>(sub)`` per subcommand (it registers the
+subparser and sets ``func``, the command function) and lists them in ``PARSERS``; a new command
+group is one module here, imported and listed in ``_MODULES``:
+
+- :mod:`.launch`: gui
+- :mod:`.explain`: explain, reproduce
+- :mod:`.info`: layers, models, methods, bench, verify
+- :mod:`.evaluate`: sanity, faithfulness
+- :mod:`.common`: what they share (flags, model and target resolution, :class:`CliError`, error text)
+
+Heavy modules (torch, the methods, Qt) are imported inside the command functions.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import evaluate, explain, info, launch
+from .common import EXIT_ERROR, CliError, one_line
+
+__all__ = ["main", "build_parser", "CliError", "EXIT_ERROR"]
+
+_MODULES = (launch, explain, info, evaluate)
+# subcommand -> the function that adds its subparser (and sets ``func``, the command to run)
+PARSERS = {name: add for module in _MODULES for name, add in module.PARSERS.items()}
+# the order of `famegui --help`; a command not listed here follows, in the order of _MODULES
+ORDER = ("gui", "explain", "reproduce", "layers", "models", "methods", "bench", "sanity", "faithfulness", "verify")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="famegui", description="See what a convolutional network looks at.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="command")
+    for name in ORDER + tuple(n for n in PARSERS if n not in ORDER):
+        PARSERS[name](sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(argv)
+    if args.command in (None, "gui"):
+        return launch.cmd_gui(args)
+    from ..core.fame import Cancelled
+    from ..data.images import ImageLoadError
+    from ..export import ExportError
+    from ..models.wrapper import ModelLoadError
+
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("famegui: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (CliError, ModelLoadError, ImageLoadError, ExportError, Cancelled, ValueError, KeyError,
+            FileNotFoundError, PermissionError, MemoryError) as e:
+        if args.debug:
+            raise
+        print(f"famegui: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # last resort: still one line, never a traceback unless asked
+        if args.debug:
+            raise
+        print(f"famegui: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 3

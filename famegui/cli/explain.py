@@ -1,0 +1,121 @@
+"""``famegui explain`` (one map, written as an overlay PNG, a .npy and a JSON sidecar) and
+``famegui reproduce`` (recompute an export from its sidecar)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .common import (
+    CliError,
+    add_input_args,
+    add_method_param_flags,
+    check_writable,
+    cli_progress,
+    load_model,
+    method_params,
+    prepare_input,
+    resolve_target,
+)
+
+
+def add_explain(sub) -> None:
+    e = sub.add_parser("explain", help="compute an explanation and write an overlay")
+    add_input_args(e, target_required=True)
+    e.add_argument("--method", default="fame", help="explanation method (`famegui methods` lists them)")
+    e.add_argument("--non-mate", default=None, metavar="IMG3",
+                   help="a photo of another person: gweEBP then uses the triplet gain of Wang et al. "
+                        "(PRL 2025) for e+")
+    e.add_argument("--non-mate-face", type=int, default=0)
+    add_method_param_flags(e)
+    e.add_argument("--out", required=True, help="overlay PNG")
+    e.add_argument("--save-map", default=None, help="raw map as float32 .npy")
+    e.add_argument("--on-photo", action="store_true", help="draw on the full photo instead of the model input")
+    e.add_argument("--opacity", type=float, default=0.5)
+    e.add_argument("--colormap", default="jet")
+    e.add_argument("--no-sidecar", action="store_true", help="do not write OUT.json")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_explain)
+
+
+def add_reproduce(sub) -> None:
+    r = sub.add_parser("reproduce", help="recompute an export from its sidecar")
+    r.add_argument("sidecar")
+    r.add_argument("--out", default=None, help="overlay PNG (default: next to the sidecar, *.reproduced.png)")
+    r.add_argument("--save-map", default=None)
+    r.set_defaults(func=cmd_reproduce)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ..evaluation.verification import default_cosine_threshold
+    from ..methods import get_method, run_method
+    from ..report import explain_record, write_outputs
+    from ..targets import task_of
+
+    spec = get_method(args.method)  # unknown method -> one-line error listing them
+    check_writable(args.out, args.save_map)
+    model = load_model(args)
+    probe = prepare_input(model, args, args.image, args.face)
+    target = resolve_target(model, args, probe.tensor)
+    task = task_of(target)
+    if task not in spec.tasks:
+        raise CliError(f"{spec.label} does not support {task} targets (it supports: {', '.join(sorted(spec.tasks))})")
+    params = spec.resolve(method_params(args), task)
+    ref, non_mate = _pair_inputs(model, args, spec)
+    threshold = default_cosine_threshold(model) if ref is not None else None
+    info: dict = {}
+    t0 = time.perf_counter()
+    amap = run_method(spec.name, model, probe.tensor, target, params, reference=None if ref is None else ref.tensor,
+                      threshold=threshold, progress=cli_progress(args.quiet), info=info,
+                      non_mate=None if non_mate is None else non_mate.tensor)
+    seconds = time.perf_counter() - t0
+    record = explain_record(model, args.weights, probe, ref, target, spec.name, params, seconds,
+                            extra={"info": info}, non_mate=non_mate)
+    written = write_outputs(amap, probe, record, args.out, args.save_map,
+                            on_photo=args.on_photo, opacity=args.opacity, cmap=args.colormap,
+                            sidecar=not args.no_sidecar)
+    if info.get("empty"):
+        print("warning: the map is empty: the loss was already below --epsilon at the start", file=sys.stderr)
+    for note in filter(None, (probe.note, ref.note if ref else "")):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{spec.label} {target.label()}: {_run_summary(info)}{seconds:.1f} s; wrote {', '.join(map(str, written))}")
+    return 0
+
+
+def _pair_inputs(model, args, spec):
+    """The prepared reference and non-mate (None where not given); a non-mate only for triplet gains."""
+    from ..methods import methods
+
+    ref = non_mate = None
+    if args.reference is not None:
+        ref = prepare_input(model, args, args.reference, args.reference_face)
+    if args.non_mate is not None:
+        if ref is None or not spec.uses_non_mate:
+            users = ", ".join(m.name for m in methods() if m.uses_non_mate)
+            raise CliError(f"--non-mate is for pair targets of methods with a triplet gain ({users})")
+        non_mate = prepare_input(model, args, args.non_mate, args.non_mate_face)
+    return ref, non_mate
+
+
+def _run_summary(info: dict) -> str:
+    """What the method reported about its run (FAME's loss and iterations, gweEBP's gain), for the summary."""
+    extra = ""
+    if "initial_loss" in info:
+        extra = f"loss {info['initial_loss']:.4f} -> {info['final_loss']:.4f} in {info['iterations']} iterations, "
+    if "gain" in info:
+        extra += f"gain {info['gain']}, "
+    return extra
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from ..report import reproduce
+
+    out, diff = reproduce(args.sidecar, out=args.out, save_map=args.save_map)
+    msg = f"wrote {out}"
+    if diff is not None:
+        msg += f"; max |difference| to the exported map: {diff:.2e}"
+    print(msg)
+    return 0
+
+
+PARSERS = {"explain": add_explain, "reproduce": add_reproduce}

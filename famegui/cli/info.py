@@ -1,0 +1,107 @@
+"""Commands that look things up or measure them: ``layers``, ``models``, ``methods``, ``bench`` and ``verify``."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import CliError, add_model_args, load_model
+
+
+# --------------------------------------------------------------------------- parsers
+def add_layers(sub) -> None:
+    la = sub.add_parser("layers", help="list layers with output shapes")
+    add_model_args(la)
+    la.add_argument("--spatial", action="store_true", help="only (C,H,W) feature maps")
+    la.set_defaults(func=cmd_layers)
+
+
+def add_models(sub) -> None:
+    sub.add_parser("models", help="list the model zoo").set_defaults(func=cmd_models)
+
+
+def add_methods(sub) -> None:
+    sub.add_parser("methods", help="list the explanation methods and their parameters").set_defaults(func=cmd_methods)
+
+
+def add_bench(sub) -> None:
+    b = sub.add_parser("bench", help="time FAME iterations; prints one JSON line")
+    add_model_args(b)
+    b.add_argument("--layer", default=None, help="layer for the cell timings (default: an early layer)")
+    b.add_argument("--iterations", type=int, default=10)
+    b.add_argument("--batch", type=int, default=8)
+    b.add_argument("--methods", nargs="?", const="", default=None, metavar="A,B",
+                   help="instead: seconds per map for each method (default parameters) on the demo pair")
+    b.set_defaults(func=cmd_bench)
+
+
+def add_verify(sub) -> None:
+    v = sub.add_parser("verify", help="compare two face photos")
+    add_model_args(v)
+    v.add_argument("image_a")
+    v.add_argument("image_b")
+    v.add_argument("--face", type=int, default=0)
+    v.add_argument("--reference-face", type=int, default=0)
+    v.add_argument("--no-align", action="store_true")
+    v.add_argument("--pairs", default=None, help="labelled pair list: use its EER threshold")
+    v.set_defaults(func=cmd_verify)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_layers(args: argparse.Namespace) -> int:
+    model = load_model(args)
+    rows = model.layers()
+    if args.spatial:
+        rows = [r for r in rows if r.is_spatial]
+    width = max((len(r.name) for r in rows), default=10)
+    print(f"# {model.name}: input {model.input_size[0]}x{model.input_size[1]}, task {model.task}, "
+          f"default layer {model.default_layer}")
+    for r in rows:
+        print(f"{r.name:<{width}}  {r.type:<20} {'x'.join(map(str, r.shape))}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..models.zoo import EMBEDDED_DEFAULT, zoo_names
+
+    for n in zoo_names():
+        print(n + ("  (embedded default)" if n == EMBEDDED_DEFAULT else ""))
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from ..methods import methods
+
+    for m in methods():
+        ps = ", ".join(f"{p.name}={p.default}" for p in m.params)
+        print(f"{m.name:<12} {m.label:<16} tasks: {','.join(sorted(m.tasks)):<32} output: {m.output:<6} "
+              f"cost: {m.cost:<9} {ps}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from ..bench import bench_fame, bench_methods
+
+    model = load_model(args)
+    if args.methods is not None:
+        names = [n for n in args.methods.split(",") if n] or None
+        for row in bench_methods(model, names):
+            print(json.dumps(row), flush=True)
+        return 0
+    print(json.dumps(bench_fame(model, layer=args.layer, iterations=args.iterations, batch=args.batch)))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ..evaluation.verification import compare_pair
+
+    model = load_model(args)
+    if model.task != "embedding":
+        raise CliError(f"{model.name} is a classifier; verify needs a face (embedding) model")
+    res = compare_pair(model, args.image_a, args.image_b, align=not args.no_align,
+                       face_a=args.face, face_b=args.reference_face, pairs=args.pairs)
+    print(res.summary())
+    return 0
+
+
+PARSERS = {"layers": add_layers, "models": add_models, "methods": add_methods, "bench": add_bench,
+           "verify": add_verify}

@@ -1,0 +1,211 @@
+"""The "Model and images" dock: network and weights, its layers, the three image slots, the probe preview.
+
+Loading runs on the io lane; the dock announces a usable model with
+``model_loaded(model)`` and new images with ``image_loaded(slot)``, and asks
+for a redraw of everything that depends on the images with ``inputs_changed``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.render import draw_polygon, to_uint8
+from .canvas import ImageCanvas
+from .context import AppContext
+from .files import IMAGE_FILTER, WEIGHTS_FILTER, RecentFiles
+from .layer_tree import LayerTree
+
+SLOTS = ("probe", "reference", "third")
+DEFAULT_MODEL = "dlib-resnet"
+
+
+class ModelDock(QDockWidget):
+    """Model choice, layer tree, image slots; loads models and images in the background."""
+
+    model_loaded = Signal(object)  # the new ModelWrapper, after the dock shows it
+    inputs_changed = Signal()  # images or their preparation changed: redraw what depends on them
+    image_loaded = Signal(str)  # the slot of a newly loaded image (after inputs_changed)
+
+    def __init__(self, ctx: AppContext, recent: RecentFiles, parent: QWidget | None = None) -> None:
+        super().__init__("Model and images", parent)
+        self.setObjectName("dock_model")
+        self.ctx = ctx
+        self.recent = recent
+        w = QWidget()
+        lay = QVBoxLayout(w)
+        lay.addWidget(self._build_model_box())
+        self.layer_tree = LayerTree(ctx)
+        self.show_all_layers = QCheckBox("show every module (not only feature maps)")
+        lay.addWidget(QLabel("Layers (pick one to see its feature map)"))
+        lay.addWidget(self.layer_tree, 2)
+        lay.addWidget(self.show_all_layers)
+        lay.addWidget(self._build_images_box())
+        self.chip_canvas = ImageCanvas("probe photo and model input region")
+        self.chip_canvas.setMinimumHeight(160)
+        lay.addWidget(self.chip_canvas, 1)
+        self.setWidget(w)
+
+    @property
+    def session(self):
+        return self.ctx.session
+
+    def _build_model_box(self) -> QGroupBox:
+        from ..models.zoo import zoo_names
+
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(zoo_names())
+        self.model_combo.activated.connect(lambda _i: self.load_model(self.model_combo.currentText(), None))
+        self.weights_label = QLabel("embedded")
+        self.weights_label.setWordWrap(True)
+        wb = QPushButton("Weights / TorchScript...")
+        wb.clicked.connect(self.choose_weights)
+        form.addRow("network", self.model_combo)
+        form.addRow("weights", self.weights_label)
+        form.addRow(wb)
+        return box
+
+    def _build_images_box(self) -> QGroupBox:
+        box = QGroupBox("Images")
+        form = QFormLayout(box)
+        self.image_labels: dict[str, QLabel] = {}
+        for slot in SLOTS:
+            label = QLabel("-")
+            label.setWordWrap(True)
+            btn = QPushButton("Open...")
+            btn.clicked.connect(lambda _c=False, s=slot: self.choose_image(s))
+            row = QHBoxLayout()
+            row.addWidget(label, 1)
+            row.addWidget(btn)
+            form.addRow(slot, row)
+            self.image_labels[slot] = label
+        self.face_spin = QSpinBox()
+        self.face_spin.setRange(0, 50)
+        self.face_spin.setToolTip("which face of the probe photo (0 = largest)")
+        self.face_spin.valueChanged.connect(self._on_face_index)
+        self.align_box = QCheckBox("align faces (off: centre crop)")
+        self.align_box.setChecked(True)
+        self.align_box.toggled.connect(self._on_align_toggled)
+        form.addRow("probe face", self.face_spin)
+        form.addRow(self.align_box)
+        return box
+
+    # ------------------------------------------------------------------ model
+    def load_model(self, spec: str, weights: str | None) -> None:
+        """Load a model (zoo name, file or entry point) on the io lane; a failure keeps the working one."""
+        device = self.ctx.device
+        self.ctx.cancel_jobs()
+
+        def work(_job):
+            return self.session.load_model(spec, weights, device)
+
+        def failed(_msg):  # the working model stays: show it again in the combo
+            current = self.session.model_spec
+            if current is not None and self.model_combo.findText(current) >= 0:
+                self.model_combo.setCurrentText(current)
+
+        self.ctx.submit(self.ctx.io, work, f"loading {spec}", done=self.adopt_model, failed=failed)
+
+    def reload(self) -> None:
+        """The current model again (e.g. on another device)."""
+        self.load_model(self.session.model_spec or DEFAULT_MODEL, self.session.weights)
+
+    def adopt_model(self, model) -> None:
+        """Show ``model`` (now the session's) in the dock and announce it."""
+        name = self.session.model_spec or model.name
+        i = self.model_combo.findText(name)
+        if i < 0:
+            self.model_combo.addItem(name)
+            i = self.model_combo.count() - 1
+        self.model_combo.setCurrentIndex(i)
+        self.weights_label.setText(self.session.weights or ("embedded" if model.alignment else model.weights_id[:24]))
+        self.model_loaded.emit(model)
+
+    def choose_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Weights (.pth/.pt) or TorchScript", self.recent.last_dir(),
+                                              WEIGHTS_FILTER)
+        if not path:
+            return
+        from ..models.zoo import looks_like_torchscript
+
+        if looks_like_torchscript(Path(path)):
+            self.load_model(path, None)
+        else:
+            self.load_model(self.model_combo.currentText(), path)
+
+    # ------------------------------------------------------------------ images
+    def choose_image(self, slot: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"Open {slot} image", self.recent.last_dir(), IMAGE_FILTER)
+        if path:
+            self.load_image(slot, path)
+
+    def load_image(self, slot: str, path: str, face_index: int | None = None) -> None:
+        """Load and prepare the image of ``slot`` on the io lane (the probe's face from the spin box)."""
+        idx = self.face_spin.value() if (slot == "probe" and face_index is None) else (face_index or 0)
+
+        def work(_job):
+            self.session.set_image(slot, path, face_index=idx)
+            return slot
+
+        def failed(_msg):
+            self.session.clear_image(slot)
+            self.image_labels[slot].setText("-")
+            self.inputs_changed.emit()
+
+        self.ctx.submit(self.ctx.io, work, f"loading {Path(path).name}", done=lambda s: self._on_image_loaded(s, path),
+                        failed=failed)
+
+    def _on_image_loaded(self, slot: str, path: str) -> None:
+        inp = self.session.inputs.get(slot)
+        label = Path(path).name
+        if inp is not None and inp.note:
+            label += f" ({inp.note})"
+        self.image_labels[slot].setText(label)
+        self.recent.add(path)
+        self.inputs_changed.emit()
+        self.image_loaded.emit(slot)
+
+    def _on_face_index(self, value: int) -> None:
+        if "probe" in self.session.images:
+            self.load_image("probe", self.session.images["probe"].path, face_index=value)
+
+    def _on_align_toggled(self, on: bool) -> None:
+        self.session.align = on
+
+        def work(_job):
+            for slot in list(self.session.images):
+                self.session.prepare(slot)
+            return None
+
+        self.ctx.submit(self.ctx.io, work, "re-aligning", done=lambda _r: self.inputs_changed.emit())
+
+    def draw_chip_preview(self) -> None:
+        """The probe photo with the region the model sees (the aligned or cropped input)."""
+        inp = self.session.inputs.get("probe")
+        if inp is None:
+            return
+        photo = to_uint8(inp.image.rgb)
+        h, w = inp.prepared.input_size
+        corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], float) - [0.5, 0.5, 0]
+        pts = corners @ inp.prepared.to_image.T + 0.5
+        thick = max(2, int(max(photo.shape[:2]) / 250))
+        self.chip_canvas.set_image(draw_polygon(photo, pts, (255, 220, 0), thick))
+        faces = f", {inp.n_faces} faces" if inp.n_faces and inp.n_faces > 1 else ""
+        self.chip_canvas.set_title(f"{Path(inp.image.path).name}: {inp.prepared.mode}{faces}")

@@ -1,0 +1,138 @@
+"""The Classes tab (classifiers): the probe's top-5 classes; click one to explain it with FAME."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout
+
+from ...methods import get_method
+from ...session import MapResult
+from ...targets import Target
+from ..canvas import ImageCanvas
+from .base import Tab
+
+
+class ClassesTab(Tab):
+    """Top-5 list, the map of the chosen class, and the identification gallery."""
+
+    title = "Classes"
+
+    def __init__(self, ctx, model_loaded: Callable) -> None:
+        super().__init__(ctx)
+        self.model_loaded = model_loaded  # model_loaded(model): how a gallery model becomes the app's model
+        self.result: MapResult | None = None
+        self.rows: list = []  # the top-5 shown: (class index, name, score)
+        self.canvas = ImageCanvas("class explanation")
+        self.class_list = QListWidget()
+        self.class_list.setMaximumWidth(320)
+        self.class_list.itemClicked.connect(self._on_clicked)
+        self.gallery_button = QPushButton("Identification: choose gallery folder...")
+        self.gallery_button.clicked.connect(self._choose_gallery)
+        self.info = QLabel("Top-5 classes of the probe image; click one to explain it.")
+        self.info.setWordWrap(True)
+        side = QVBoxLayout()
+        side.addWidget(self.info)
+        side.addWidget(self.class_list, 1)
+        side.addWidget(self.gallery_button)
+        lay = QHBoxLayout(self)
+        lay.addLayout(side)
+        lay.addWidget(self.canvas, 1)
+
+    # ------------------------------------------------------------------ tab protocol
+    def on_model_loaded(self, model) -> None:
+        self.result = None
+        self.rows = []
+
+    def on_inputs_changed(self) -> None:
+        model = self.session.model
+        if model is not None and model.task == "classification" and "probe" in self.session.inputs:
+            self.request_classes()
+
+    def current_result(self) -> MapResult | None:
+        return self.result
+
+    def redraw(self) -> None:
+        if self.result is not None:
+            self.draw_map(self.canvas, "probe", self.result.map, self.result.signed)
+
+    # ------------------------------------------------------------------ requests
+    def request_classes(self) -> None:
+        """The top-5 list of the probe (in the background)."""
+        def work(_job):
+            return self.session.top_classes(5)
+
+        def done(rows):
+            if rows == self.rows:
+                return  # the same list (a repeated request): keep its items and the selection
+            self.rows = rows
+            self.class_list.clear()
+            for idx, name, score in rows:
+                item = QListWidgetItem(f"{name}  ({score:.3f})")
+                item.setData(Qt.UserRole, idx)
+                self.class_list.addItem(item)
+
+        self.ctx.submit(self.ctx.io, work, "top-5 classes", done=done)
+
+    def _on_clicked(self, item: QListWidgetItem) -> None:
+        self.request_class(int(item.data(Qt.UserRole)))
+
+    def request_class(self, class_index: int) -> None:
+        """FAME for one class: from the cache, else a background job."""
+        target = Target("class", class_index=class_index)
+        params = self.ctx.current_params()
+        hit = self.session.cached("fame", target, params)
+        if hit is not None:
+            self.show_result(hit)
+            return
+        signed = get_method("fame").signed(target.task, params)
+
+        def work(job):
+            return self.session.explain("fame", target, params, progress=job.progress, cancel=job.cancelled)
+
+        def progress(_fraction, payload):
+            if payload is not None:
+                self.draw_map(self.canvas, "probe", payload, signed)
+
+        self.ctx.submit(self.ctx.compute, work, f"FAME class {class_index}", done=self.show_result,
+                        progress=progress)
+
+    def show_result(self, res: MapResult) -> None:
+        self.result = res
+        names = self.session.model.class_names or []
+        k = res.target.class_index
+        self.canvas.set_title(f"{get_method(res.method).label}: {names[k] if k < len(names) else k}")
+        self.draw_map(self.canvas, "probe", res.map, res.signed)
+        self.ctx.announce(res)
+
+    def open_result(self, res: MapResult) -> None:
+        """A class map computed elsewhere (the comparison), shown here large."""
+        self.show_result(res)
+        self.ctx.show_tab(self, quietly=True)
+
+    # ------------------------------------------------------------------ identification
+    def _choose_gallery(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Gallery: one sub-folder per identity")
+        if folder:
+            self.use_gallery(folder)
+
+    def use_gallery(self, folder: str) -> None:
+        """Identification over a gallery (one sub-folder per identity), built in the background."""
+        from ...models.identification import build_identification_model
+
+        base = self.session.model
+
+        def work(_job):
+            model = build_identification_model(base, folder)
+            self.session.set_model(model, model.source, self.session.weights)
+            return model
+
+        def done(model):
+            self.model_loaded(model)
+            skipped = model.extras.get("skipped") or []
+            self.info.setText(f"identification over {len(model.class_names)} identities"
+                              + (f"; skipped {len(skipped)} photos: {'; '.join(map(str, skipped[:3]))}"
+                                 if skipped else ""))
+            self.ctx.show_tab(self)
+
+        self.ctx.submit(self.ctx.io, work, "building the identification gallery", done=done)
