@@ -29,12 +29,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import evaluate, explain, info, launch
+from . import evaluate, explain, info, launch, report
 from .common import EXIT_ERROR, CliError, one_line
 
 __all__ = ["main", "build_parser", "CliError", "EXIT_ERROR"]
 
-_MODULES = (launch, explain, info, evaluate)
+_MODULES = (launch, explain, info, evaluate, report)
 # subcommand -> the function that adds its subparser (and sets ``func``, the command to run)
 PARSERS = {name: add for module in _MODULES for name, add in module.PARSERS.items()}
 # the order of `famegui --help`; a command not listed here follows, in the order of _MODULES

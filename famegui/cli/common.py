@@ -27,12 +27,20 @@ def one_line(e: BaseException) -> str:
 # --------------------------------------------------------------------------- flags
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="dlib-resnet",
-                   help="zoo name, TorchScript file or package.module:callable (default: dlib-resnet)")
+                   help="zoo name (famegui models), timm:NAME, insightface:PACK[/MODEL], an .onnx or TorchScript "
+                        "file, or package.module:callable, which imports and runs that Python code "
+                        "(default: dlib-resnet)")
     p.add_argument("--weights", default=None,
-                   help="weights file (state dict or checkpoint), or 'random' for an untrained network")
-    p.add_argument("--input-size", type=int, default=None, help="input size for TorchScript/entry-point models")
+                   help="weights file (.safetensors, or a .pth state dict/checkpoint; pickles that need Python "
+                        "objects are refused), or 'random' for an untrained network")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="input size for ONNX/TorchScript/entry-point/timm models")
     p.add_argument("--task", choices=("classification", "embedding"), default=None,
-                   help="task of a TorchScript/entry-point model (default: guessed from its output)")
+                   help="task of an ONNX/TorchScript/entry-point model (default: guessed from its output)")
+    p.add_argument("--mean", default=None, metavar="M[,M,M]", help="ONNX: input mean in [0,1] units")
+    p.add_argument("--std", default=None, metavar="S[,S,S]", help="ONNX: input std in [0,1] units")
+    p.add_argument("--channel-order", choices=("RGB", "BGR"), default=None,
+                   help="ONNX: channel order (default RGB)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
 
 
@@ -77,6 +85,15 @@ def load_model(args):
         options["input_size"] = args.input_size
     if getattr(args, "task", None):
         options["task"] = args.task
+    for key in ("mean", "std"):
+        text = getattr(args, key, None)
+        if text:
+            try:
+                options[key] = tuple(float(v) for v in text.split(","))
+            except ValueError:
+                raise CliError(f"--{key} must be one number or three, comma-separated, got {text!r}") from None
+    if getattr(args, "channel_order", None):
+        options["channel_order"] = args.channel_order
     model = load(args.model, args.weights, **options)
     return model.to(args.device) if args.device != "cpu" else model
 

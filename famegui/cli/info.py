@@ -61,10 +61,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from ..models.zoo import EMBEDDED_DEFAULT, zoo_names
+    from ..models.zoo import model_catalogue
 
-    for n in zoo_names():
-        print(n + ("  (embedded default)" if n == EMBEDDED_DEFAULT else ""))
+    rows = model_catalogue()
+    width = max(len(r.name) for r in rows)
+    for r in rows:
+        mark = "ready" if r.ready else ("-" if not r.explainable else "")
+        print(f"{r.name:<{width}}  {r.family:<12} {mark:<5}  {r.note}")
+    print("also: timm:NAME --weights FILE (.safetensors/.pth, any timm architecture), FILE.onnx, "
+          "FILE.pt (TorchScript), package.module:callable")
     return 0
 
 

@@ -8,7 +8,9 @@ from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import QMenu
 
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp);;All files (*)"
-WEIGHTS_FILTER = "PyTorch files (*.pth *.pt *.ts *.torchscript *.ckpt *.dat);;All (*)"
+WEIGHTS_FILTER = ("Models and weights (*.onnx *.safetensors *.pth *.pt *.bin *.ckpt *.ts *.torchscript *.dat);;"
+                  "ONNX (*.onnx);;safetensors (*.safetensors);;PyTorch (*.pth *.pt *.bin *.ckpt *.ts *.torchscript);;"
+                  "dlib (*.dat);;All (*)")
 MAX_RECENT = 10
 
 

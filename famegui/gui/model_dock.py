@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -66,16 +66,19 @@ class ModelDock(QDockWidget):
         return self.ctx.session
 
     def _build_model_box(self) -> QGroupBox:
-        from ..models.zoo import zoo_names
+        from ..models.zoo import model_catalogue
 
         box = QGroupBox("Model")
         form = QFormLayout(box)
         self.model_combo = QComboBox()
-        self.model_combo.addItems(zoo_names())
+        for row in model_catalogue():  # zoo names, plus insightface packs and cached timm weights found here
+            if row.explainable:
+                self.model_combo.addItem(row.name)
+                self.model_combo.setItemData(self.model_combo.count() - 1, row.note, Qt.ToolTipRole)
         self.model_combo.activated.connect(lambda _i: self.load_model(self.model_combo.currentText(), None))
         self.weights_label = QLabel("embedded")
         self.weights_label.setWordWrap(True)
-        wb = QPushButton("Weights / TorchScript...")
+        wb = QPushButton("Weights / ONNX / TorchScript...")
         wb.clicked.connect(self.choose_weights)
         form.addRow("network", self.model_combo)
         form.addRow("weights", self.weights_label)
@@ -139,13 +142,14 @@ class ModelDock(QDockWidget):
         self.model_loaded.emit(model)
 
     def choose_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Weights (.pth/.pt) or TorchScript", self.recent.last_dir(),
-                                              WEIGHTS_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Weights (.safetensors/.pth) or a model file (.onnx, TorchScript)",
+                                              self.recent.last_dir(), WEIGHTS_FILTER)
         if not path:
             return
+        from ..models.onnx_models import looks_like_onnx
         from ..models.zoo import looks_like_torchscript
 
-        if looks_like_torchscript(Path(path)):
+        if looks_like_onnx(Path(path)) or looks_like_torchscript(Path(path)):  # a whole model, not weights
             self.load_model(path, None)
         else:
             self.load_model(self.model_combo.currentText(), path)

@@ -35,7 +35,6 @@ computed from a labelled pair list overrides it.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ import torch
 from torch import nn
 
 from famegui.core.structure import Network, NonNegative, ResidualBlock, children, register_block, register_network
+from famegui.models.weights import UnsafeWeightsError, read_weights_file
 from famegui.models.wrapper import ModelLoadError, ModelWrapper
 from famegui.paths import file_sha256
 
@@ -360,23 +360,15 @@ def _hint(guess: str | None, desc: str) -> str:
 
 
 def _read_checkpoint(p: Path, spec: _Spec):
-    """The object in a torch file, read with ``weights_only=True`` (no code runs); one-line errors."""
+    """The object in a weights file (``.safetensors``, or torch with ``weights_only``: no code runs)."""
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower():
-            raise ModelLoadError(
-                f"{p.name} pickles Python objects, not just weights, so famegui will not load it; "
-                f"re-save it with torch.save(model.state_dict(), ...) (expected {spec.title} weights)"
-            ) from None
+        return read_weights_file(p)
+    except UnsafeWeightsError as e:
+        raise ModelLoadError(f"{e} (expected {spec.title} weights)") from None
+    except ModelLoadError:
         raise ModelLoadError(
             f"{p.name} is not a PyTorch checkpoint (expected {spec.title} weights); {_WHERE[spec.family]}"
         ) from None
-    except Exception:  # noqa: BLE001 - any read failure means "not a torch file"
-        raise ModelLoadError(
-            f"{p.name} is not a PyTorch checkpoint (expected {spec.title} weights); {_WHERE[spec.family]}"
-        ) from None
-    return obj
 
 
 def load_face_checkpoint(arch: str, path: str | os.PathLike) -> ModelWrapper:

@@ -3,12 +3,19 @@
 ``load_model(spec, weights)`` accepts
 - a zoo name: torchvision classifiers (``resnet18`` ...), ``dlib-resnet`` (embedded
   face model), ArcFace ``iresnet*`` and AdaFace ``adaface_ir*`` checkpoints;
+- ``timm:NAME`` (``timm:convnext_tiny``): a timm architecture with a local checkpoint
+  (:mod:`.timm_models`);
+- an ONNX file (``.onnx``), converted to torch with onnx2torch (:mod:`.onnx_models`);
+- an insightface recognition model already on this machine, by name:
+  ``insightface:buffalo_l`` or ``buffalo_l/w600k_r50`` (:mod:`.discovery`);
 - a TorchScript file (``.pt``/``.ts``/``.torchscript`` saved with ``torch.jit.save``);
 - a Python entry point ``package.module:callable`` returning an ``nn.Module``
   (or a ready :class:`ModelWrapper`).
 
-Weights: a file (a state dict or a checkpoint dict holding one), ``"random"``
-for an untrained network, or ``None`` to use torchvision's cache when present.
+Weights: a file (``.safetensors``, or a ``.pth``/``.pt`` state dict or checkpoint dict
+holding one, read with ``weights_only``: see :mod:`.weights`), ``"random"`` for an
+untrained network, or ``None`` to use torchvision's (timm's: Hugging Face's) cache when
+present. Nothing is ever downloaded.
 Missing weights give a one-line :class:`ModelLoadError` naming the file expected.
 """
 from __future__ import annotations
@@ -17,12 +24,15 @@ import importlib
 import os
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..paths import file_sha256
+from .discovery import TIMM_PREFIX
+from .weights import load_state_dict_strict, read_state_dict
 from .wrapper import ModelLoadError, ModelWrapper
 
 TORCHVISION_CLASSIFIERS = (
@@ -43,60 +53,52 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 EMBEDDED_DEFAULT = "dlib-resnet"
 
 
-def zoo_names() -> list[str]:
-    """Every name ``load_model`` understands without a path."""
+def zoo_names(discover: bool = True) -> list[str]:
+    """Every name ``load_model`` understands without a path; ``discover`` adds the models found on this
+    machine (insightface recognition models, timm checkpoints in the Hugging Face cache)."""
     from .iresnet import FACE_ARCHS
 
-    return [EMBEDDED_DEFAULT, *FACE_ARCHS, *TORCHVISION_CLASSIFIERS]
+    names = [EMBEDDED_DEFAULT, *FACE_ARCHS, *TORCHVISION_CLASSIFIERS]
+    if discover:
+        from .discovery import cached_timm_names, insightface_names
+
+        names += insightface_names() + cached_timm_names()
+    return names
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a file holding either the dict itself or a checkpoint dict."""
-    if not path.exists():
-        raise ModelLoadError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except MemoryError:
-        raise ModelLoadError(f"not enough memory to load {path}") from None
-    except Exception as e:  # torch.load raises many types on foreign files
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{path} is not a PyTorch weights file ({first})") from None
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model", "net", "params"):
-            inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                obj = inner
-                break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{path} holds no state dict "
-                             "(expected a dict of tensors or a checkpoint with 'state_dict')")
-    prefixes = ("module.", "model.")
-    for pre in prefixes:
-        if all(k.startswith(pre) for k in obj):
-            obj = {k[len(pre):]: v for k, v in obj.items()}
-    return obj
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One line of ``famegui models``: a name ``load_model`` opens, and what it needs."""
+
+    name: str
+    family: str  # "embedded", "face", "torchvision", "insightface", "timm"
+    note: str
+    ready: bool  # opens by name alone (weights embedded or found on this machine)
+    explainable: bool = True  # False for insightface detectors, landmark and attribute models
 
 
-def load_state_dict_strict(module: nn.Module, state: dict[str, torch.Tensor], what: str, source: str) -> None:
-    """``load_state_dict`` with a one-line error when keys or shapes do not fit."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{len(wrong)} of wrong shape (e.g. {k}: file {tuple(state[k].shape)}, "
-                         f"model {tuple(own[k].shape)})")
-        raise ModelLoadError(f"{source} does not fit {what}: " + "; ".join(parts) + " keys")
-    module.load_state_dict(state, strict=True)
+def model_catalogue() -> list[CatalogueEntry]:
+    """Every model by name, with what it needs; insightface packs and cached timm weights as discovered."""
+    from .discovery import cached_timm_names, insightface_models, insightface_names
+    from .iresnet import FACE_ARCHS
+
+    rows = [CatalogueEntry(EMBEDDED_DEFAULT, "embedded", "embedded default: dlib face ResNet, weights shipped", True)]
+    rows += [CatalogueEntry(n, "face", f"{title}: needs --weights FILE", False) for n, title in FACE_ARCHS.items()]
+    for n in TORCHVISION_CLASSIFIERS:
+        cached = torchvision_cache_file(n)
+        ready = cached is not None and cached.exists()
+        rows.append(CatalogueEntry(n, "torchvision", "weights in torchvision's cache" if ready
+                                   else "needs --weights FILE (or torchvision's cache)", ready))
+    found = sorted(insightface_models(), key=lambda m: (not m.is_recognition, m.pack, m.name))
+    short = dict(zip([m.spec for m in found if m.is_recognition], insightface_names(found)))
+    for m in found:
+        if m.is_recognition:
+            rows.append(CatalogueEntry(short[m.spec], "insightface", f"{m.detail}: {m.path}", True))
+        else:
+            rows.append(CatalogueEntry(m.spec, "insightface", f"{m.detail}: not explained ({m.path.name})",
+                                       False, explainable=False))
+    rows += [CatalogueEntry(n, "timm", "weights in the Hugging Face cache", True) for n in cached_timm_names()]
+    return rows
 
 
 def _classifier_out_features(state: dict[str, torch.Tensor], module: nn.Module) -> int | None:
@@ -146,7 +148,7 @@ def _load_torchvision(name: str, weights: str | None) -> ModelWrapper:
     else:
         module = torchvision.models.get_model(name, weights=None)
         path = Path(weights)
-        state = _read_state_dict(path)
+        state = read_state_dict(path)
         n = _classifier_out_features(state, module)
         if n is not None:
             module = torchvision.models.get_model(name, weights=None, num_classes=n)
@@ -188,7 +190,7 @@ def _load_torchscript(path: Path, weights: str | None, options: dict) -> ModelWr
         first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"{path} is not a TorchScript model ({first})") from None
     if weights not in (None, "random"):
-        state = _read_state_dict(Path(weights))
+        state = read_state_dict(Path(weights))
         load_state_dict_strict(module, state, str(path), weights)
     return _wrap_generic(module, path.stem, str(path), file_sha256(path), options)
 
@@ -216,7 +218,7 @@ def _load_entry_point(spec: str, weights: str | None, options: dict) -> ModelWra
         raise ModelLoadError(f"{spec} returned {type(obj).__name__}, not a torch.nn.Module")
     weights_id = "entry-point"
     if weights not in (None, "random"):
-        state = _read_state_dict(Path(weights))
+        state = read_state_dict(Path(weights))
         load_state_dict_strict(obj, state, spec, weights)
         weights_id = file_sha256(weights)
     return _wrap_generic(obj, spec, spec, weights_id, options)
@@ -254,6 +256,34 @@ def _wrap_generic(module: nn.Module, name: str, source: str, weights_id: str, op
     return w
 
 
+def _load_file(path: Path, spec: str, weights: str | None, options: dict) -> ModelWrapper:
+    """A model file: ONNX (converted with onnx2torch) or TorchScript."""
+    if path.is_dir():
+        raise ModelLoadError(f"{spec} is a folder, not a model file")
+    if path.suffix.lower() == ".onnx":
+        from .onnx_models import load_onnx
+
+        return load_onnx(path, weights, **options)
+    if looks_like_torchscript(path):
+        return _load_torchscript(path, weights, options)
+    raise ModelLoadError(
+        f"{spec} is not a TorchScript file; a state dict needs an architecture: "
+        f"--model NAME --weights {spec} (NAME from `famegui models`)"
+    )
+
+
+def _load_insightface(spec: str, weights: str | None, options: dict) -> ModelWrapper | None:
+    """``insightface:pack[/model]`` or ``pack/model`` under ~/.insightface/models; None if not such a name."""
+    from .discovery import find_insightface
+
+    found = find_insightface(spec)
+    if found is None:
+        return None
+    from .onnx_models import load_onnx
+
+    return load_onnx(found.path, weights, name=f"{found.pack}/{found.name}", source=spec, **options)
+
+
 def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper:
     """Load any supported network; raises :class:`ModelLoadError` with a one-line message."""
     if not spec:
@@ -283,16 +313,16 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
                 torch.manual_seed(0)
                 return wrap_face_network(spec)
         return load_face_checkpoint(spec, weights)
-    path = Path(spec)
+    if spec.startswith(TIMM_PREFIX):
+        from .timm_models import load_timm
+
+        return load_timm(spec, weights, **options)
+    path = Path(spec).expanduser()
     if path.exists():
-        if path.is_dir():
-            raise ModelLoadError(f"{spec} is a folder, not a model file")
-        if looks_like_torchscript(path):
-            return _load_torchscript(path, weights, options)
-        raise ModelLoadError(
-            f"{spec} is not a TorchScript file; a state dict needs an architecture: "
-            f"--model NAME --weights {spec} (NAME from `famegui models`)"
-        )
+        return _load_file(path, spec, weights, options)
+    found = _load_insightface(spec, weights, options)
+    if found is not None:
+        return found
     if ":" in spec and not spec.startswith(("/", ".")):
         return _load_entry_point(spec, weights, options)
     import difflib

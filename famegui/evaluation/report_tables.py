@@ -1,0 +1,378 @@
+"""The papers' table from a protocol run directory: mean AUC with its 95 % confidence interval per method.
+
+A run directory (written by the protocol runner) holds ``run.json`` (what was run) and
+``results/part-*.parquet`` (one row per item x method x target x metric: ``auc``, ``flip``, ``curve``,
+``error``, ...). :func:`load_run` reads it, :func:`summarise` makes the table and the formatters
+(:func:`to_markdown`, :func:`to_csv`, :func:`to_latex`) write it as text:
+
+- one row per (target, metric, method): the mean AUC over items and its 95 % confidence interval
+  (Student's t over the items whose AUC is defined), the mean decision-flip share where present, the
+  number of items, of undefined AUCs (NaN: excluded from the mean, never counted as 0) and of errors;
+- the random-ranking baseline (method ``"random"``) is always a row, even when the run lacks it;
+- the best method of each (target, metric) column is marked (by mean; lower is better for deletion,
+  higher for insertion and the hiding game); the baseline is not a candidate;
+- a method whose mean is not better than the baseline's is flagged ``not better than random``;
+- the rows that failed are listed (item, method, target, metric, message) so a reader sees bad items.
+
+:func:`mean_curves` gives the mean curve of each method x target x metric and :func:`curves_picture`
+draws them (matplotlib's Agg canvas, no Qt).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+RANDOM = "random"  # the random-ranking baseline's method name
+NOT_BETTER = "not better than random"
+COLUMNS = ("item", "item_index", "label", "method", "target", "metric", "auc", "flip", "curve", "fractions",
+           "score", "seconds", "error")
+CSV_HEADER = ("target", "metric", "method", "better", "auc_mean", "ci_low", "ci_high", "ci_half", "flip_mean",
+              "flip_n", "items", "defined", "undefined", "errors", "best", "not_better_than_random")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Deletion (and the accuracy under deletion): the output should fall fast, so a lower area is better."""
+    return metric == "deletion" or metric.endswith("-deletion")
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class Run:
+    path: Path
+    meta: dict  # run.json
+    rows: list[dict]  # one per item x method x target x metric (the COLUMNS that the files have)
+
+    @property
+    def title(self) -> str:
+        proto = self.meta.get("protocol") or {}
+        model = self.meta.get("model") or {}
+        kind = f" ({proto['kind']})" if proto.get("kind") else ""
+        return f"{proto.get('name', self.path.name)}{kind}, model {model.get('name', '?')}"
+
+
+def _read_meta(path: Path) -> dict:
+    f = path / "run.json"
+    if not path.is_dir():
+        raise ValueError(f"not a run directory: {path} does not exist or is not a folder")
+    if not f.is_file():
+        raise ValueError(f"not a run directory: {path} has no run.json")
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{f} is broken: {str(e).splitlines()[0]}") from None
+    if not isinstance(meta, dict) or "famegui_run" not in meta:
+        raise ValueError(f"{f} is not a famegui run description (no 'famegui_run' key)")
+    return meta
+
+
+def _read_parts(path: Path) -> list[dict]:
+    parts = sorted((path / "results").glob("part-*.parquet"))
+    if not parts:
+        raise ValueError(f"no results in {path}: results/part-*.parquet is missing")
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("reading a run directory needs pyarrow (pip install pyarrow)") from None
+    rows: list[dict] = []
+    for p in parts:
+        try:
+            table = pq.read_table(p)
+        except Exception as e:  # pyarrow raises its own errors for truncated or foreign files
+            raise ValueError(f"{p} is not a readable parquet file: {str(e).splitlines()[0] if str(e) else e!r}"
+                             ) from None
+        missing = {"item", "method", "target", "metric", "auc"} - set(table.column_names)
+        if missing:
+            raise ValueError(f"{p} lacks the column(s) {', '.join(sorted(missing))}")
+        rows.extend(table.select([c for c in COLUMNS if c in table.column_names]).to_pylist())
+    return rows
+
+
+def load_run(path: str | Path) -> Run:
+    """The run directory ``path``; a ValueError with one line if it is missing, broken or has no results."""
+    p = Path(path)
+    meta = _read_meta(p)
+    return Run(p, meta, _read_parts(p))
+
+
+# --------------------------------------------------------------------------- the table
+@dataclass
+class Row:
+    target: str
+    metric: str
+    method: str
+    mean: float = math.nan  # mean AUC over the items whose AUC is defined
+    ci_low: float = math.nan  # 95 % confidence interval (Student's t); NaN with fewer than two values
+    ci_high: float = math.nan
+    flip_mean: float | None = None  # mean decision-flip share (None: the metric gives none)
+    flip_n: int = 0
+    items: int = 0  # distinct items
+    defined: int = 0  # AUCs in the mean
+    undefined: int = 0  # NaN AUCs without an error
+    errors: int = 0  # rows with an error
+    best: bool = False
+    not_better: bool = False  # not better than the random baseline
+
+    @property
+    def ci_half(self) -> float:
+        return (self.ci_high - self.ci_low) / 2.0
+
+    @property
+    def note(self) -> str:
+        notes = (["best"] if self.best else []) + ([NOT_BETTER] if self.not_better else [])
+        if self.method == RANDOM and self.items == 0:
+            notes.append("baseline missing from the run")
+        return "; ".join(notes)
+
+
+@dataclass
+class ErrorRow:
+    item: str
+    method: str
+    target: str
+    metric: str
+    message: str
+
+
+@dataclass
+class Report:
+    title: str
+    rows: list[Row]
+    errors: list[ErrorRow] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def column(self, target: str, metric: str) -> list[Row]:
+        return [r for r in self.rows if r.target == target and r.metric == metric]
+
+
+def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high) of the finite ``values``: Student's t interval; NaNs dropped; NaN if undefined."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return m, m - half, m + half
+
+
+def _finite(x) -> bool:
+    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _row(target: str, metric: str, method: str, rows: list[dict]) -> Row:
+    out = Row(target, metric, method)
+    out.items = len({r["item"] for r in rows})
+    ok = [r for r in rows if not r.get("error")]
+    out.errors = len(rows) - len(ok)
+    aucs = [r["auc"] for r in ok if _finite(r["auc"])]
+    out.defined, out.undefined = len(aucs), len(ok) - len(aucs)
+    out.mean, out.ci_low, out.ci_high = mean_ci(aucs)
+    flips = [r.get("flip") for r in ok if _finite(r.get("flip"))]
+    if flips:
+        out.flip_mean, out.flip_n = float(np.mean(flips)), len(flips)
+    return out
+
+
+def _better(a: float, b: float, metric: str) -> bool:
+    return a < b if lower_is_better(metric) else a > b
+
+
+def _mark(rows: list[Row], metric: str) -> None:
+    """Best method of one column (ties: all of them) and the not-better-than-random flags."""
+    base = next((r for r in rows if r.method == RANDOM), None)
+    cands = [r for r in rows if r.method != RANDOM and math.isfinite(r.mean)]
+    if cands:
+        top = min(r.mean for r in cands) if lower_is_better(metric) else max(r.mean for r in cands)
+        for r in cands:
+            r.best = r.mean == top
+    if base is not None and math.isfinite(base.mean):
+        for r in cands:
+            r.not_better = not _better(r.mean, base.mean, metric)
+
+
+def summarise(run: Run) -> Report:
+    """The table of ``run``: one :class:`Row` per target x metric x method, in the run's order."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in run.rows:
+        groups.setdefault((r["target"], r["metric"], r["method"]), []).append(r)
+    targets = _ordered(run.meta.get("targets"), (k[0] for k in groups))
+    metrics = _ordered(run.meta.get("metrics"), (k[1] for k in groups))
+    methods = [m for m in _ordered(list(run.meta.get("methods") or ()), (k[2] for k in groups)) if m != RANDOM]
+    rows = []
+    for t in targets:
+        for m in metrics:
+            present = {k[2] for k in groups if k[:2] == (t, m)}
+            if not present:
+                continue
+            col = [_row(t, m, name, groups.get((t, m, name), [])) for name in methods + [RANDOM]
+                   if name in present or name == RANDOM]
+            _mark(col, m)
+            rows.extend(col)
+    errors = [ErrorRow(str(r["item"]), r["method"], r["target"], r["metric"], _one_line(r["error"]))
+              for r in run.rows if r.get("error")]
+    return Report(run.title, rows, errors, run.meta)
+
+
+def _ordered(declared, seen) -> list[str]:
+    """The names in ``declared`` order (run.json), then any others in the order they were seen."""
+    out = [str(x) for x in (declared or ())]
+    return list(dict.fromkeys(out + list(seen)))
+
+
+def _one_line(msg) -> str:
+    s = str(msg).strip()
+    return s.splitlines()[0] if s else "error"
+
+
+# --------------------------------------------------------------------------- formats
+def _num(x: float | None, digits: int = 3) -> str:
+    return "" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _ci(r: Row) -> str:
+    return f"[{_num(r.ci_low)}, {_num(r.ci_high)}]" if math.isfinite(r.ci_low) else "n/a"
+
+
+def _better_word(metric: str) -> str:
+    return "lower" if lower_is_better(metric) else "higher"
+
+
+def to_markdown(rep: Report) -> str:
+    """A markdown document: the title, the table (best in bold), and the errors section."""
+    lines = [f"# {rep.title}", "",
+             "Mean AUC over items with its 95 % confidence interval (Student's t); undefined (NaN) AUCs are "
+             "left out of the mean and counted; **bold**: the best method of its target and metric.", "",
+             "| target | metric | method | AUC | 95% CI | flip | items | undefined | errors | note |",
+             "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
+    for r in rep.rows:
+        auc = _num(r.mean) or "n/a"
+        auc = f"**{auc}**" if r.best else auc
+        metric = f"{r.metric} ({_better_word(r.metric)} is better)"
+        lines.append(f"| {r.target} | {metric} | {r.method} | {auc} | {_ci(r)} | {_num(r.flip_mean)} | "
+                     f"{r.items} | {r.undefined} | {r.errors} | {r.note} |")
+    lines += ["", *errors_markdown(rep)]
+    return "\n".join(lines) + "\n"
+
+
+def errors_markdown(rep: Report) -> list[str]:
+    if not rep.errors:
+        return ["## Errors", "", "none"]
+    lines = [f"## Errors ({len(rep.errors)})", "", "| item | method | target | metric | message |",
+             "|---|---|---|---|---|"]
+    for e in rep.errors:
+        msg = e.message.replace("|", "\\|")
+        lines.append(f"| {e.item} | {e.method} | {e.target} | {e.metric} | {msg} |")
+    return lines
+
+
+def to_csv(rep: Report) -> str:
+    """The table as CSV (one header line, one line per row; numbers unrounded, empty where undefined)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_HEADER)
+    for r in rep.rows:
+        w.writerow([r.target, r.metric, r.method, _better_word(r.metric), _raw(r.mean), _raw(r.ci_low),
+                    _raw(r.ci_high), _raw(r.ci_half), _raw(r.flip_mean), r.flip_n, r.items, r.defined, r.undefined,
+                    r.errors, int(r.best), int(r.not_better)])
+    return buf.getvalue()
+
+
+def errors_csv(rep: Report) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(("item", "method", "target", "metric", "message"))
+    for e in rep.errors:
+        w.writerow((e.item, e.method, e.target, e.metric, e.message))
+    return buf.getvalue()
+
+
+def _raw(x: float | None) -> str:
+    return "" if x is None or not math.isfinite(x) else repr(float(x))
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def tex_escape(s: str) -> str:
+    return "".join(_TEX.get(ch, ch) for ch in str(s))
+
+
+def to_latex(rep: Report) -> str:
+    """A LaTeX ``tabular`` (booktabs rules): the best of each column in bold, the flags as a dagger;
+    the errors follow as comment lines."""
+    lines = [f"% {tex_escape(rep.title)}", r"% needs \usepackage{booktabs}", r"\begin{tabular}{lllrcrrrr}", r"\toprule",
+             r"target & metric & method & AUC & 95\% CI & flip & items & undef. & errors \\", r"\midrule"]
+    prev = None
+    for r in rep.rows:
+        if prev is not None and (r.target, r.metric) != prev:
+            lines.append(r"\midrule")
+        prev = (r.target, r.metric)
+        auc = _num(r.mean) or "--"
+        auc = rf"\textbf{{{auc}}}" if r.best else auc
+        auc += r"$^\dagger$" if r.not_better else ""
+        ci = f"[{_num(r.ci_low)}, {_num(r.ci_high)}]" if math.isfinite(r.ci_low) else "--"
+        arrow = r"$\downarrow$" if lower_is_better(r.metric) else r"$\uparrow$"
+        lines.append(f"{tex_escape(r.target)} & {tex_escape(r.metric)} ({arrow}) & "
+                     f"{tex_escape(r.method)} & {auc} & {ci} & {_num(r.flip_mean) or '--'} & {r.items} & "
+                     f"{r.undefined} & {r.errors} \\\\")
+    lines += [r"\bottomrule", r"\end{tabular}", f"% \\dagger: {NOT_BETTER}"]
+    lines += [f"% error: {tex_escape(e.item)} / {tex_escape(e.method)} / {e.target} / {e.metric}: "
+              f"{tex_escape(e.message)}" for e in rep.errors]
+    return "\n".join(lines) + "\n"
+
+
+FORMATS = {"md": to_markdown, "csv": to_csv, "latex": to_latex}
+
+
+def render(rep: Report, fmt: str = "md") -> str:
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    return FORMATS[fmt](rep)
+
+
+# --------------------------------------------------------------------------- curves
+def mean_curves(run: Run) -> list:
+    """The mean curve (over items without error whose curve is finite) of each method x target x metric,
+    as :class:`~famegui.evaluation.curves.Curve` objects (``extra["target"]``, ``extra["items"]``)."""
+    from .curves import Curve
+
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in run.rows:
+        c, f = r.get("curve"), r.get("fractions")
+        if r.get("error") or not c or not f or len(c) != len(f) or len(f) < 2:
+            continue
+        if not all(_finite(v) for v in c):
+            continue
+        groups.setdefault((r["target"], r["metric"], r["method"]), []).append(r)
+    out = []
+    for (target, metric, method), rows in groups.items():
+        common = max({tuple(r["fractions"]) for r in rows}, key=lambda fr: sum(tuple(r["fractions"]) == fr
+                                                                            for r in rows))
+        use = [r for r in rows if tuple(r["fractions"]) == common]
+        scores = np.mean([r["curve"] for r in use], axis=0)
+        out.append(Curve(metric, list(common), [float(s) for s in scores], use[0].get("score") or "score", method,
+                         {"target": target, "items": len(use)}, metric))
+    order = {m: i for i, m in enumerate(_ordered(list(run.meta.get("methods") or ()), ()))}
+    out.sort(key=lambda c: (c.method == RANDOM, order.get(c.method, len(order))))
+    return out
+
+
+def curves_picture(run: Run, width: float = 5.0, height: float = 3.6, dpi: int = 100) -> np.ndarray:
+    """The mean curves as an RGB uint8 image: one panel per target x metric (random dashed)."""
+    from ..core.plots import curves_figure
+
+    curves = mean_curves(run)
+    if not curves:
+        raise ValueError(f"no curves to draw in {run.path}: every row failed or has no curve")
+    return curves_figure(curves, width=width, height=height, dpi=dpi)
