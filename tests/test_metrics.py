@@ -1,4 +1,6 @@
 """Faithfulness (deletion / insertion) on hand-built cases and on the real face model."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -275,3 +277,16 @@ def test_cli_faithfulness_over_a_pair_list(tmp_path, capsys):
     for c in curves:
         assert c["score"] == "accuracy" and c["pairs"] == 4 and c["scores"][0] == 1.0  # separable at the EER
         assert all(s in (0.0, 0.25, 0.5, 0.75, 1.0) for s in c["scores"])
+
+
+def test_a_constant_map_gives_undefined_curves(resnet18_random):
+    """A flat (e.g. empty) map ranks no pixel: its curves are undefined (NaN area, null in JSON), not scored."""
+    from famegui.evaluation.experiment import baseline, evaluate
+    from famegui.evaluation.metrics import Sample
+
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    base = Sample(resnet18_random, x, Target("class", class_index=3))
+    flat, rnd = evaluate([dataclasses.replace(base, amap=np.zeros((224, 224), np.float32), method="empty"),
+                          baseline(base)], ["deletion"], fractions=[0.0, 0.5, 1.0])
+    assert np.isnan(flat.auc) and flat.to_dict()["auc"] is None and "constant" in flat.extra["undefined"]
+    assert np.isfinite(rnd.auc) and "undefined" not in rnd.extra

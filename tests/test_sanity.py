@@ -48,7 +48,8 @@ def test_compare_maps_on_hand_built_cases():
     flipped = compare_maps(signed, -signed)
     assert flipped.spearman == pytest.approx(-1.0) and flipped.spearman_abs == pytest.approx(1.0)
     assert flipped.worst == pytest.approx(1.0)  # the sign flip does not hide that |map| is unchanged
-    assert compare_maps(a, np.zeros_like(a)).worst == 0.0  # an empty map agrees with nothing
+    empty = compare_maps(a, np.zeros_like(a))  # an empty map ranks nothing: undefined, never a pass
+    assert not empty.defined and np.isnan(empty.worst) and empty.to_dict()["spearman"] is None
     # only the region counts: identical inside, unrelated outside
     b = g.random((20, 20))
     b[5:15, 5:15] = a[5:15, 5:15]
@@ -56,6 +57,18 @@ def test_compare_maps_on_hand_built_cases():
     assert compare_maps(a, b).spearman < 0.6
     with pytest.raises(ValueError, match="shape"):
         compare_maps(a, a[:10])
+
+
+def test_a_constant_map_is_undefined_never_a_pass():
+    """An empty (or constant) map ranks nothing: the verdict is "undefined", not a pass with correlation 0."""
+    from famegui.evaluation.sanity import SanityResult
+
+    a = np.random.default_rng(1).random((30, 30))
+    empty = np.zeros_like(a)
+    r = SanityResult("toy", Target("similar"), None, compare_maps(a, empty), compare_maps(a, empty), a, empty)
+    assert r.verdict == "undefined" and not r.passed and r.to_dict()["verdict"] == "undefined"
+    ok = SanityResult("toy", Target("similar"), None, compare_maps(a, a.T), compare_maps(a, a.T), a, a.T)
+    assert ok.verdict == "pass" and ok.passed
 
 
 def test_randomise_weights(dlib, resnet18_random):

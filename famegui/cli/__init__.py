@@ -11,6 +11,10 @@
     famegui sanity ...            randomisation sanity check (Adebayo et al.) for one or more methods
     famegui faithfulness ...      metrics of the evaluation registry (deletion / insertion curves and their
                                   areas, the hiding game), for one image, one pair or a pair list
+    famegui run PROTOCOL ...      every map and metric over a pair / triplet / image list into a run folder
+                                  (resumable; local worker processes or Ray)
+    famegui report RUN_DIR        the papers' tables of a run (mean, 95% CI, best marked, random baseline)
+    famegui protocol make DIR     genuine / impostor pairs and triplets from a folder of identities
 
 One module per command group; each has an ``add_<command>(sub)`` per subcommand (it registers the
 subparser and sets ``func``, the command function) and lists them in ``PARSERS``; a new command
@@ -20,6 +24,7 @@ group is one module here, imported and listed in ``_MODULES``:
 - :mod:`.explain`: explain, reproduce
 - :mod:`.info`: layers, models, methods, bench, verify
 - :mod:`.evaluate`: sanity, faithfulness
+- :mod:`.run`: run, protocol make;  :mod:`.report`: report
 - :mod:`.common`: what they share (flags, model and target resolution, :class:`CliError`, error text)
 
 Heavy modules (torch, the methods, Qt) are imported inside the command functions.
@@ -29,12 +34,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import evaluate, explain, info, launch, report
+from . import evaluate, explain, info, launch, report, run
 from .common import EXIT_ERROR, CliError, one_line
 
 __all__ = ["main", "build_parser", "CliError", "EXIT_ERROR"]
 
-_MODULES = (launch, explain, info, evaluate, report)
+_MODULES = (launch, explain, info, evaluate, report, run)
 # subcommand -> the function that adds its subparser (and sets ``func``, the command to run)
 PARSERS = {name: add for module in _MODULES for name, add in module.PARSERS.items()}
 # the order of `famegui --help`; a command not listed here follows, in the order of _MODULES

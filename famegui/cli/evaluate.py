@@ -93,7 +93,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
           f"({'all layers' if args.depth is None else f'top {args.depth} layers'}, seed {args.weights_seed}); "
           f"pass = every correlation < {args.threshold}")
     head = f"{'method':<14} {'target':<11} {'spearman':>8} {'|sp|':>6} {'pearson':>7}  {'full':>6}"
-    print(head + ("" if args.no_prior else f"  {'prior':>6}") + "  result   seconds")
+    print(head + ("" if args.no_prior else f"  {'prior':>6}") + f"  {'result':<9} {'seconds':>7}")
     results = sanity_suite([s.name for s in specs], model, probe.tensor, targets, params, reference=ref,
                            seed=args.weights_seed, depth=args.depth,
                            region="full" if args.no_align else args.region,  # no alignment, no face square
@@ -116,7 +116,7 @@ def _sanity_row(r) -> str:
             f"{r.inside.spearman_abs:>+6.2f} {r.inside.pearson:>+7.2f}  {r.full.worst:>+6.2f}")
     if r.prior is not None:
         line += f"  {r.prior.worst:>+6.2f}"
-    return line + f"  {'pass' if r.passed else 'FAIL':<7} {r.seconds:7.1f}"
+    return line + f"  {r.verdict:<9} {r.seconds:7.1f}"
 
 
 def _write_sanity(args, model, probe, params, rows) -> None:

@@ -115,10 +115,16 @@ class Curve:
 
     @property
     def auc(self) -> float:
+        """The area under the curve; NaN when the curve is undefined (``extra["undefined"]`` says why, e.g. a
+        constant map ranks no pixel, so its "order" is only the row-major one)."""
+        if self.extra.get("undefined"):
+            return float("nan")
         return area(self.fractions, self.scores)
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "mode": self.mode, "score": self.score_name, "auc": self.auc,
+        auc = self.auc
+        return {"method": self.method, "mode": self.mode, "score": self.score_name,
+                "auc": auc if np.isfinite(auc) else None,
                 "fractions": list(self.fractions), "scores": list(self.scores), **self.extra}
 
 

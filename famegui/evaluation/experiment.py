@@ -11,6 +11,8 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from . import curves as C
 from .metrics import Metric, Sample, get_metric
 
@@ -57,9 +59,12 @@ def evaluate(samples: Sequence[Sample], metrics: Sequence[str | Metric], *,
             raise Cancelled("cancelled")
         started = time.perf_counter()
         sample = compute_map(sample, cancel)
+        constant = float(np.ptp(sample.amap)) == 0.0  # an empty or flat map ranks no pixel
         got = [(m, m(sample)) for m in chosen if m.applies(sample)]
         for m, r in got:
             if isinstance(r, C.Curve):
+                if constant:
+                    r.extra["undefined"] = "the map is constant: it ranks no pixel"
                 r.metric = m.name
                 r.extra.update(target=sample.group or sample.target.label(),
                                seconds=round(time.perf_counter() - started, 3))

@@ -84,7 +84,7 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     a = a.ravel().astype(np.float64)
     b = b.ravel().astype(np.float64)
     if a.std() == 0 or b.std() == 0:
-        return 0.0  # a constant map ranks nothing, so it agrees with nothing
+        return float("nan")  # a constant (e.g. empty) map ranks nothing: the correlation is undefined
     return float(np.corrcoef(a, b)[0, 1])
 
 
@@ -101,12 +101,20 @@ class MapSimilarity:
     pearson: float
 
     @property
+    def defined(self) -> bool:
+        """False when a map is constant (e.g. empty): then nothing can be said, least of all "it changed"."""
+        return bool(np.isfinite([self.spearman, self.spearman_abs, self.pearson]).all())
+
+    @property
     def worst(self) -> float:
-        """The largest of the three: a map passes only if every measure is below the bound."""
-        return max(self.spearman, self.spearman_abs, self.pearson)
+        """The largest of the three (NaN when undefined): a map passes only if every measure is below the bound."""
+        return max(self.spearman, self.spearman_abs, self.pearson) if self.defined else float("nan")
 
     def to_dict(self) -> dict:
-        return {"spearman": self.spearman, "spearman_abs": self.spearman_abs, "pearson": self.pearson}
+        def num(v):
+            return float(v) if np.isfinite(v) else None  # JSON has no NaN: null = undefined
+
+        return {"spearman": num(self.spearman), "spearman_abs": num(self.spearman_abs), "pearson": num(self.pearson)}
 
 
 Region = tuple[int, int, int, int]  # top, bottom, left, right
@@ -163,11 +171,20 @@ class SanityResult:
 
     @property
     def passed(self) -> bool:
-        return self.inside.worst < self.threshold
+        """Every correlation is below the bound; never True for an undefined (constant-map) comparison."""
+        return self.inside.defined and self.inside.worst < self.threshold
+
+    @property
+    def verdict(self) -> str:
+        """"pass", "FAIL", or "undefined" (a constant map, e.g. an empty random-weights map)."""
+        if not self.inside.defined:
+            return "undefined"
+        return "pass" if self.passed else "FAIL"
 
     def to_dict(self) -> dict:
         return {"method": self.method, "target": self.target.label(), "region": self.region,
-                "threshold": self.threshold, "passed": self.passed, "inside": self.inside.to_dict(),
+                "threshold": self.threshold, "passed": self.passed, "verdict": self.verdict,
+                "inside": self.inside.to_dict(),
                 "full": self.full.to_dict(), "seconds": round(self.seconds, 3),
                 "prior": None if self.prior is None else self.prior.to_dict(),
                 "prior_full": None if self.prior_full is None else self.prior_full.to_dict()}
@@ -260,7 +277,7 @@ def sanity_sheet(results: Sequence[SanityResult], base_rgb: np.ndarray, opacity:
                 continue
             captions = (f"{get_method(name).label} {short}: trained",
                         f"random{' (empty)' if float(np.ptp(r.randomised)) == 0 else ''}: "
-                        f"rho {r.inside.spearman:+.2f} {'ok' if r.passed else 'FAIL'}")
+                        f"rho {r.inside.spearman:+.2f} {'ok' if r.passed else r.verdict}")
             for m, caption in zip((r.trained, r.randomised), captions):
                 signed = r.signed
                 peak = float(np.abs(m).max()) or 1.0

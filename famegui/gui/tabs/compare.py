@@ -360,7 +360,9 @@ class CompareTab(Tab):
             return
         self.grid.set_image(self._sanity_sheet())
         n_pass = sum(r.passed for r in self.sanity_results)
-        self.grid.set_title(f"trained vs random weights: {n_pass} of {len(self.sanity_results)} pass")
+        n_undefined = sum(r.verdict == "undefined" for r in self.sanity_results)
+        self.grid.set_title(f"trained vs random weights: {n_pass} of {len(self.sanity_results)} pass"
+                            + (f", {n_undefined} undefined (a constant map)" if n_undefined else ""))
 
     def sheet_image(self) -> np.ndarray:
         if self.mode == "sanity":

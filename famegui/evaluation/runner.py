@@ -1,0 +1,263 @@
+"""Protocol runs: every item of a protocol explained by every method, every map scored by every metric.
+
+:func:`run_protocol` writes a run directory (:mod:`.rundir`); the engines
+(:mod:`.engines`: a local process pool or Ray actors) call :func:`explain_item`
+once per item with the model they loaded once, and the parent process writes
+each finished item. For a pair (or triplet) the probe is explained against the
+reference for the targets ``e+`` (similar) and ``e-`` (dissimilar), with the
+model's default cosine threshold so that deletion / insertion also give S-RISE's
+decision-flip share; an image is explained for its labelled class (``class``).
+Each map is computed once (:func:`famegui.evaluation.experiment.compute_map`),
+saved, and every metric that applies runs on it
+(:func:`famegui.evaluation.experiment.evaluate`); the random-ranking baseline
+(method ``random``, :func:`~famegui.evaluation.experiment.baseline`) is seeded
+with the item index, and methods with a ``seed`` parameter left at ``None`` use
+seed 0, so any engine and any number of workers give the same table. A metric
+that does not apply to a target (the hiding game on ``e-``) has no row; a bad
+item (unreadable image, no face) or a failing method gives rows with ``error``
+set and a NaN ``auc``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import curves as C
+from . import rundir
+from .experiment import RANDOM, baseline, compute_map, evaluate
+from .metrics import Sample, metric_names
+from .protocol import ImageItem, PairItem, Protocol
+
+PAIR_TARGETS = {"e+": "similar", "e-": "dissimilar"}
+DEFAULT_METRICS = ("deletion", "insertion")
+
+
+@dataclass
+class RunSummary:
+    done: int  # items computed by this call
+    skipped: int  # items already finished in the run directory
+    errors: int  # computed items with at least one error row
+    seconds: float
+    total: int
+
+    def line(self) -> str:
+        return (f"{self.done} items done, {self.skipped} skipped as already finished, {self.errors} with errors, "
+                f"{self.seconds:.1f} s")
+
+
+# --------------------------------------------------------------------------- the model
+def load_spec(spec: dict):
+    """The model of ``spec`` ({"model", "weights", "device", "options"}), in eval mode on its device."""
+    from ..models.zoo import load_model
+
+    model = load_model(spec["model"], spec.get("weights"), **spec.get("options", {}))
+    device = spec.get("device") or "cpu"
+    return model.to(device) if device != "cpu" else model
+
+
+def weights_sha256(model, weights: str | None) -> str | None:
+    if weights and weights != "random" and Path(weights).is_file():
+        from ..paths import file_sha256
+
+        return file_sha256(weights)
+    wid = str(model.weights_id or "")
+    return wid if re.fullmatch(r"[0-9a-f]{64}", wid) else None
+
+
+# --------------------------------------------------------------------------- one item
+def _class_index(model, label: str) -> int:
+    names = [n.lower() for n in (model.class_names or [])]
+    if label.lower() in names:
+        return names.index(label.lower())
+    if label.lstrip("-").isdigit() and 0 <= int(label) < (len(names) or 10**9):
+        return int(label)
+    raise ValueError(f"class {label!r} is neither a class name of {model.name} nor a class index")
+
+
+def _base_samples(model, item, cfg: dict) -> list[tuple[str, Sample]]:
+    """(target name, Sample without method) for each target of the run."""
+    from ..data.pipeline import prepare_for_model
+    from ..targets import Target
+
+    def load(p):
+        return prepare_for_model(model, str(p), align=cfg["align"]).tensor
+
+    if isinstance(item, ImageItem):
+        t = Target("class", class_index=_class_index(model, item.class_label))
+        return [("class", Sample(model, load(item.path), t))]
+    if isinstance(item, PairItem):
+        x, ref, nm, same = load(item.a), load(item.b), None, item.same
+    else:
+        x, ref, nm, same = load(item.probe), load(item.mate), load(item.non_mate), True
+    return [(name, Sample(model, x, Target(PAIR_TARGETS[name]), reference=ref, non_mate=nm,
+                          threshold=cfg["threshold"], same=same, group=name)) for name in cfg["targets"]]
+
+
+def _row(key: str, index: int, label: str, method: str, target: str, metric: str, cfg: dict, **values) -> dict:
+    row = {"item": key, "item_index": index, "label": label, "method": method, "target": target, "metric": metric,
+           "auc": math.nan, "flip": None, "curve": [], "fractions": list(cfg["fractions"]), "score": "",
+           "seconds": 0.0, "error": None, "map": None}
+    row.update(values)
+    return row
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
+
+
+def _method_rows(base: Sample, method: str, index: int, tname: str, head: tuple, cfg: dict):
+    """Rows of one method on one target, and its map (None for the random baseline or on error)."""
+    started = time.perf_counter()
+    try:
+        if method == RANDOM:
+            s = baseline(base, seed=index)
+        else:
+            s = compute_map(dataclasses.replace(base, method=method, params=dict(cfg["methods"][method])))
+        map_seconds = time.perf_counter() - started
+        curves = evaluate([s], cfg["metrics"], fractions=cfg["fractions"], fill=cfg["fill"])
+    except Exception as e:  # one bad method must not stop the item
+        err = _one_line(e)
+        return [_row(*head, method, tname, m, cfg, error=err) for m in cfg["metrics"]], None
+    rel = None if method == RANDOM else rundir.map_path(index, method, tname)
+    rows = []
+    for c in curves:
+        flip = c.extra.get("flip")
+        rows.append(_row(*head, method, tname, c.metric, cfg, auc=float(c.auc),
+                         flip=None if flip is None else float(flip), curve=[float(v) for v in c.scores],
+                         fractions=[float(f) for f in c.fractions], score=c.score_name,
+                         seconds=round(map_seconds + float(c.extra.get("seconds", 0.0)), 4), map=rel))
+    return rows, (rel, s.amap) if rel is not None else None
+
+
+def explain_item(model, job: tuple, cfg: dict) -> tuple[int, list[dict], dict]:
+    """(item index, rows, maps {relative path: array}) of one item: every method x target x metric."""
+    index, key, item = job
+    head = (key, index, item.label)
+    names = [RANDOM, *cfg["methods"]]
+    try:
+        bases = _base_samples(model, item, cfg)
+    except Exception as e:  # unreadable image, no face, unknown class: the item is an error, the run goes on
+        err = _one_line(e)
+        rows = [_row(*head, m, t, metric, cfg, error=err)
+                for m in names for t in cfg["targets"] for metric in cfg["metrics"]]
+        return index, rows, {}
+    rows, maps = [], {}
+    for tname, base in bases:
+        for m in names:
+            got, amap = _method_rows(base, m, index, tname, head, cfg)
+            rows += got
+            if amap is not None:
+                maps[amap[0]] = amap[1]
+    return index, rows, maps
+
+
+# --------------------------------------------------------------------------- the run
+def resolve_methods(model, task: str, methods: Sequence[str], params: dict | None, iterations: int | None) -> dict:
+    """{method: resolved parameters}; ``params``: {method: {name: value}}; ``iterations`` for those that have it."""
+    from ..methods import get_method
+
+    out = {}
+    for name in methods:
+        spec = get_method(name)
+        if task not in spec.tasks:
+            raise ValueError(f"{spec.label} does not support {task} targets")
+        given = dict((params or {}).get(name, {}))
+        if iterations is not None and any(p.name == "iterations" for p in spec.params):
+            given["iterations"] = iterations
+        out[name] = spec.resolve(given, task)
+    return out
+
+
+def _check_targets(protocol: Protocol, model, targets: Sequence[str] | None) -> list[str]:
+    if protocol.kind == "images":
+        if model.task != "classification":
+            raise ValueError(f"{model.name} is an embedding model; an image protocol needs a classifier")
+        if targets and list(targets) != ["class"]:
+            raise ValueError("an image protocol has the one target 'class'")
+        return ["class"]
+    if model.task != "embedding":
+        raise ValueError(f"{model.name} is a classifier; a {protocol.kind} protocol needs a face (embedding) model")
+    targets = list(targets or PAIR_TARGETS)
+    bad = [t for t in targets if t not in PAIR_TARGETS]
+    if bad or not targets:
+        raise ValueError(f"targets of a {protocol.kind} protocol are e+ and e-, got {', '.join(bad) or 'none'}")
+    return targets
+
+
+def _check_metrics(metrics: Sequence[str]) -> list[str]:
+    known = metric_names(curves_only=True)
+    bad = [m for m in metrics if m not in known]
+    if bad or not metrics:
+        raise ValueError(f"metrics must be curve metrics of the registry ({', '.join(known)}), "
+                         f"got {', '.join(bad) or 'none'}")
+    return list(metrics)
+
+
+def run_config(protocol: Protocol, model, spec: dict, methods: dict, targets: list[str], metrics: list[str],
+               fractions: Sequence[float], fill: str, threshold: float | None, engine: dict) -> dict:
+    from ..export import package_versions
+
+    return {"famegui_run": rundir.RUN_FORMAT, "protocol": protocol.describe(),
+            "model": {**model.describe(), "weights_sha256": weights_sha256(model, spec.get("weights"))},
+            "methods": methods, "targets": targets, "metrics": metrics,
+            "fractions": [float(f) for f in fractions], "fill": fill, "threshold": threshold,
+            "align": spec.get("align", True), "engine": engine, "versions": package_versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None = None, *,
+                 methods: Sequence[str] = ("fame",), targets: Sequence[str] | None = None,
+                 metrics: Sequence[str] = DEFAULT_METRICS, out_dir: str | Path, engine: str = "local",
+                 workers: int = 1, iterations: int | None = None, method_params: dict | None = None,
+                 device: str = "cpu", address: str | None = None, align: bool = True,
+                 fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean",
+                 progress: Callable[[int, int], None] | None = None) -> RunSummary:
+    """Explain and score every item of ``protocol`` into the run directory ``out_dir`` (resumable).
+
+    ``model_spec``: a zoo name / file / entry point (with ``weights``), or a spec dict. ``progress(done,
+    to_do)`` is called after each item written. Returns counts for the summary line.
+    """
+    from ..models.thresholds import default_cosine_threshold
+    from . import engines
+
+    started = time.perf_counter()
+    if engine not in engines.ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(engines.ENGINES)}, got {engine!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    spec = dict(model_spec) if isinstance(model_spec, dict) else {"model": model_spec, "weights": weights}
+    spec.setdefault("device", device)
+    spec["align"] = align
+    model = load_spec(spec)
+    targets = _check_targets(protocol, model, targets)
+    metrics = _check_metrics(metrics)
+    task = "classification" if protocol.kind == "images" else "verification"
+    resolved = resolve_methods(model, task, [m for m in methods if m != RANDOM], method_params, iterations)
+    threshold = default_cosine_threshold(model) if task == "verification" else None
+    engine_info = {"name": engine, "workers": workers, **({"address": address} if address else {})}
+    config = run_config(protocol, model, spec, resolved, targets, metrics, fractions, fill, threshold, engine_info)
+    rundir.check_or_write_config(out_dir, config)
+    cfg = {"methods": resolved, "targets": targets, "metrics": metrics, "fractions": [float(f) for f in fractions],
+           "fill": fill, "threshold": threshold, "align": align}
+    finished = rundir.finished_keys(out_dir)
+    jobs = [(i, protocol.key(i), item) for i, item in enumerate(protocol.items) if protocol.key(i) not in finished]
+    skipped = len(protocol) - len(jobs)
+    del model  # the workers load their own
+    done = errors = 0
+    if jobs:
+        results = engines.run_items(engine, jobs, spec, cfg, load=load_spec, work=explain_item,
+                                    workers=min(workers, len(jobs)), address=address)
+        for index, rows, maps in results:
+            rundir.write_item(out_dir, index, rows, maps)
+            done += 1
+            errors += any(r["error"] for r in rows)
+            if progress is not None:
+                progress(done, len(jobs))
+    return RunSummary(done, skipped, errors, time.perf_counter() - started, len(protocol))

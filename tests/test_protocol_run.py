@@ -1,0 +1,243 @@
+"""Protocols (reading, making, the demo) and protocol runs (run directory, resume, bad items, engines, SIGKILL)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from conftest import face
+
+from famegui.evaluation import rundir
+from famegui.evaluation.protocol import (
+    PairItem,
+    TripletItem,
+    demo_protocol,
+    detect_kind,
+    make_protocol,
+    read_protocol,
+)
+from famegui.evaluation.runner import run_protocol
+
+# the shared small configuration: 3 demo pairs, FAME (3 iterations), Grad-CAM, CorrRISE (16 masks), + random
+LIMIT = 3
+METHODS = ["fame", "gradcam", "corrrise"]
+RUN = dict(methods=METHODS, iterations=3, method_params={"corrrise": {"masks": 16, "batch_size": 16}})
+CLI_RUN = ["run", "demo", "--limit", str(LIMIT), "--method", ",".join(METHODS), "--iterations", "3",
+           "--masks", "16", "--batch-size", "16", "--quiet"]
+N_ROWS = LIMIT * (len(METHODS) + 1) * 2 * 2  # items x (methods + random) x (e+, e-) x (deletion, insertion)
+
+
+# --------------------------------------------------------------------------- protocols (no model)
+def test_demo_protocol_is_balanced_and_stable():
+    p = demo_protocol()
+    assert p.kind == "pairs" and len(p) == 88 and sum(i.same for i in p.items) == 44
+    assert [i.same for i in p.items[:4]] == [True, False, True, False]  # any prefix is balanced
+    assert [demo_protocol().key(i) for i in range(5)] == [p.key(i) for i in range(5)]  # seeded
+    assert p.key(0).startswith("0000:") and "|" in p.key(0) and not p.key(0).split(":", 1)[1].startswith("/")
+    t = demo_protocol("triplets", limit=3)
+    assert len(t) == 3 and all(isinstance(i, TripletItem) and i.non_mate.parent != i.probe.parent for i in t.items)
+
+
+def test_make_protocol_and_read_all_formats(tmp_path):
+    from famegui.cli import main
+
+    gallery = tmp_path / "gallery"
+    for who in ("ann", "bob", "cy"):
+        (gallery / who).mkdir(parents=True)
+        for k in range(2):
+            (gallery / who / f"{k}.jpg").write_bytes(b"x")
+    n_pairs, n_trips = make_protocol(gallery, tmp_path / "pairs.csv", tmp_path / "trips.csv")
+    assert (n_pairs, n_trips) == (6, 3)
+    pairs = read_protocol(tmp_path / "pairs.csv")
+    assert pairs.kind == "pairs" and sum(isinstance(i, PairItem) and i.same for i in pairs.items) == 3
+    trips = read_protocol(tmp_path / "trips.csv")
+    assert trips.kind == "triplets" and len(trips) == 3
+    (tmp_path / "images.txt").write_text("# images\npath,class\ngallery/ann/0.jpg,cat\ngallery/bob/1.jpg 281\n")
+    assert detect_kind(tmp_path / "images.txt") == "images"
+    imgs = read_protocol(tmp_path / "images.txt")
+    assert [i.label for i in imgs.items] == ["cat", "281"]
+    assert main(["protocol", "make", str(gallery), "--out", str(tmp_path / "p2.csv"),
+                 "--triplets", str(tmp_path / "t2.csv")]) == 0
+    assert (tmp_path / "p2.csv").read_text() == (tmp_path / "pairs.csv").read_text()
+    with pytest.raises(ValueError, match="image not found"):
+        (tmp_path / "bad.csv").write_text("a.jpg,b.jpg,c.jpg\n")
+        read_protocol(tmp_path / "bad.csv")
+
+
+# --------------------------------------------------------------------------- runs
+def _rows(out) -> list[dict]:
+    return rundir.read_results(out).to_pylist()
+
+
+def assert_same_table(a, b, tol=1e-6):
+    ra, rb = _rows(a), _rows(b)
+    assert len(ra) == len(rb)
+    for x, y in zip(ra, rb):
+        for k in ("item", "item_index", "label", "method", "target", "metric", "score", "error", "map", "fractions"):
+            assert x[k] == y[k], (k, x, y)
+        assert (math.isnan(x["auc"]) and math.isnan(y["auc"])) or abs(x["auc"] - y["auc"]) <= tol
+        assert (x["flip"] is None) == (y["flip"] is None)
+        if x["flip"] is not None:
+            assert abs(x["flip"] - y["flip"]) <= tol
+        np.testing.assert_allclose(x["curve"], y["curve"], atol=tol)
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory):
+    """The shared configuration, one local worker: (run dir, summary)."""
+    out = tmp_path_factory.mktemp("run") / "base"
+    summary = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=1, **RUN)
+    return out, summary
+
+
+def test_demo_run_writes_the_run_directory(base_run):
+    out, summary = base_run
+    assert (summary.done, summary.skipped, summary.errors) == (LIMIT, 0, 0)
+    cfg = json.loads((out / "run.json").read_text())
+    assert cfg["famegui_run"] == 1 and cfg["protocol"]["kind"] == "pairs" and cfg["protocol"]["items"] == LIMIT
+    assert cfg["protocol"]["path"] == "demo" and len(cfg["model"]["weights_sha256"]) == 64
+    assert set(cfg["methods"]) == set(METHODS) and cfg["methods"]["fame"]["iterations"] == 3
+    assert cfg["targets"] == ["e+", "e-"] and cfg["metrics"] == ["deletion", "insertion"] and cfg["fill"] == "mean"
+    assert cfg["engine"]["name"] == "local" and "torch" in cfg["versions"] and cfg["created"]
+    assert len(rundir.part_files(out)) == LIMIT
+    rows = _rows(out)
+    assert len(rows) == N_ROWS
+    assert {r["method"] for r in rows} == {"random", *METHODS} and {r["target"] for r in rows} == {"e+", "e-"}
+    assert {r["label"] for r in rows} == {"genuine", "impostor"}
+    assert all(r["error"] is None and np.isfinite(r["auc"]) and len(r["curve"]) == 11 for r in rows)
+    assert all(r["score"] == {"e+": "cosine", "e-": "1 - cosine"}[r["target"]] and r["seconds"] >= 0 for r in rows)
+    for r in rows:
+        if r["method"] == "random":
+            assert r["map"] is None
+        else:
+            assert r["map"] == f"maps/{r['item_index']}/{r['method']}_{r['target']}.npy"
+            m = np.load(out / r["map"])
+            assert m.dtype == np.float32 and m.shape == (150, 150)
+
+
+def test_report_of_a_run_lists_every_method_target_and_metric(base_run, capsys):
+    """`famegui run` then `famegui report`: the table has FAME, Grad-CAM, CorrRISE and the random baseline for
+    e+ and e- with deletion, insertion and the flip share."""
+    from famegui.cli import main
+
+    out, _ = base_run
+    assert main(["report", str(out)]) == 0
+    table = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| e")]
+    cells = {(c[0].strip(), c[1].split("(")[0].strip(), c[2].strip()): c for c in table}
+    for target in ("e+", "e-"):
+        for metric in ("deletion", "insertion"):
+            for method in ("random", *METHODS):
+                row = cells[(target, metric, method)]
+                assert float(row[3].strip("* ")) == float(row[3].strip("* "))  # a number, not n/a
+                assert row[5].strip() not in ("", "n/a") and int(row[6]) == LIMIT  # flip share over every item
+
+
+def test_rerun_skips_finished_items_and_other_config_is_refused(base_run, capsys):
+    from famegui.cli import main
+
+    out, _ = base_run
+    before = {p: p.stat().st_mtime_ns for p in rundir.part_files(out)}
+    again = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=2, **RUN)
+    assert (again.done, again.skipped) == (0, LIMIT)  # another worker count is the same configuration
+    assert {p: p.stat().st_mtime_ns for p in rundir.part_files(out)} == before
+    with pytest.raises(rundir.ConfigMismatch, match="methods"):
+        run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=1,
+                     **{**RUN, "iterations": 4})
+    assert main(CLI_RUN[:6] + ["--method", "gradcam", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another configuration" in err
+
+
+def test_bad_items_become_error_rows(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 this is not a jpeg")
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(tmp_path / "gray.png")
+    good_a, good_b = face("london_001", "neutral.jpg"), face("london_001", "smiling.jpg")
+    (tmp_path / "pairs.csv").write_text(f"{good_a},{good_b},1\ncorrupt.jpg,{good_b},1\ngray.png,{good_a},0\n")
+    out = tmp_path / "run"
+    s = run_protocol(read_protocol(tmp_path / "pairs.csv"), "dlib-resnet", methods=["gradcam"], out_dir=out)
+    assert (s.done, s.errors) == (3, 2)
+    rows = _rows(out)
+    assert len(rows) == 3 * 2 * 2 * 2
+    for r in rows:
+        assert (r["error"] is not None) == (r["item_index"] > 0)
+        assert math.isnan(r["auc"]) == (r["item_index"] > 0)
+        if r["error"]:
+            assert "\n" not in r["error"] and r["map"] is None and r["curve"] == []
+    from famegui.evaluation.report_tables import load_run, summarise, to_markdown
+
+    text = to_markdown(summarise(load_run(out)))  # the report lists both bad items under its errors
+    assert "## Errors (" in text and "corrupt.jpg" in text and "gray.png" in text
+
+
+def test_two_workers_give_the_same_table(base_run, tmp_path):
+    out = tmp_path / "two"
+    s = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=2, **RUN)
+    assert s.done == LIMIT
+    assert_same_table(base_run[0], out)
+    for p in (base_run[0] / "maps").rglob("*.npy"):
+        np.testing.assert_allclose(np.load(p), np.load(out / p.relative_to(base_run[0])), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(base_run, tmp_path):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "famegui", *CLI_RUN, "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:
+        while not rundir.part_files(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its pool workers (its own session)
+        proc.wait()
+    finished = len(rundir.part_files(out))
+    assert 1 <= finished < LIMIT  # killed mid-run (an item takes seconds; the poll is 20 ms)
+    s = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=1, **RUN)
+    assert s.skipped == finished and s.done == LIMIT - finished
+    assert_same_table(base_run[0], out)
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_same_table(base_run, tmp_path):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "ray"
+        s = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, engine="ray", workers=2, **RUN)
+    finally:
+        ray.shutdown()
+    assert s.done == LIMIT
+    assert json.loads((out / "run.json").read_text())["engine"] == {"name": "ray", "workers": 2}
+    assert_same_table(base_run[0], out)
+
+
+def test_image_protocol_on_a_classifier(tmp_path):
+    (tmp_path / "images.csv").write_text(f"path,class\n{face('london_001', 'neutral.jpg')},3\n"
+                                         f"{face('london_005', 'neutral.jpg')},no-such-class\n")
+    out = tmp_path / "run"
+    s = run_protocol(read_protocol(tmp_path / "images.csv"), "resnet18", "random", methods=["gradcam"],
+                     out_dir=out)
+    assert (s.done, s.errors) == (2, 1)
+    rows = _rows(out)
+    assert len(rows) == 2 * 2 * 2 and {r["target"] for r in rows} == {"class"}
+    assert all((r["error"] is None) == (r["item_index"] == 0) for r in rows)
+    assert (out / "maps" / "0" / "gradcam_class.npy").is_file()
+
+
+def test_triplet_protocol_plays_the_hiding_game(tmp_path):
+    out = tmp_path / "run"
+    s = run_protocol(demo_protocol("triplets", limit=1), "dlib-resnet", methods=["gradcam"],
+                     metrics=["deletion", "hiding"], out_dir=out)
+    assert s.done == 1
+    got = {(r["method"], r["target"], r["metric"]) for r in _rows(out)}
+    # the hiding game explains the match: it has rows for e+ only
+    assert got == {(m, t, "deletion") for m in ("random", "gradcam") for t in ("e+", "e-")} | \
+        {(m, "e+", "hiding") for m in ("random", "gradcam")}
