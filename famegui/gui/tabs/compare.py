@@ -299,10 +299,17 @@ class CompareTab(Tab):
                 return
             self.sanity_results = list(results)
             self.redraw()
-            failed = [f"{r.method} {r.target.label().split(' ')[0]}" for r in results if not r.passed]
-            self.info.setText(f"{len(results) - len(failed)} of {len(results)} maps change with random weights "
+            def name(r):
+                return f"{r.method} {r.target.label().split(' ')[0]}"
+
+            failed = [name(r) for r in results if r.verdict == "FAIL"]
+            undefined = [name(r) for r in results if r.verdict == "undefined"]
+            n_pass = len(results) - len(failed) - len(undefined)
+            self.info.setText(f"{n_pass} of {len(results)} maps change with random weights "
                               f"(every correlation < {results[0].threshold if results else 0.5} in the face square)"
-                              + (f"; not: {', '.join(failed)}" if failed else ""))
+                              + (f"; not: {', '.join(failed)}" if failed else "")
+                              + (f"; undefined (a constant map ranks nothing): {', '.join(undefined)}"
+                                 if undefined else ""))
 
         self.ctx.submit(self.ctx.compute, work, f"sanity check of {len(names)} methods", done=finished,
                         progress=progress)
