@@ -125,15 +125,24 @@ def load_sidecar(path: str) -> dict:
     return rec
 
 
-def compute_from_record(rec: dict):
-    """Recompute (map, probe input, record) from a sidecar record, checking the inputs are unchanged."""
+def compute_from_record(rec: dict, trust_entry_point: bool = False):
+    """Recompute (map, probe input, record) from a sidecar record, checking the inputs are unchanged.
+
+    A sidecar whose model is a Python entry point (``package.module:callable``) is refused unless
+    ``trust_entry_point``: opening a file someone sent must never run code.
+    """
     from .data.pipeline import prepare_for_model
     from .methods import run_method
-    from .models.zoo import load_model
+    from .models.zoo import load_model, runs_code
     from .targets import Target
 
     m = rec["model"]
-    model = load_model(m["source"], m.get("weights_path"))
+    source = str(m["source"])
+    if runs_code(source) and not trust_entry_point:
+        raise SidecarError(f"the sidecar's model {source!r} is Python code (package.module:callable): "
+                           "reproducing it would import that module and run it; pass --trust-entry-point only if "
+                           "you trust that code")
+    model = load_model(source, m.get("weights_path"))
     if m.get("weights") not in (None, model.weights_id):
         raise SidecarError(f"weights changed since export: {model.weights_id[:12]} != {str(m['weights'])[:12]}")
 
@@ -158,9 +167,9 @@ def compute_from_record(rec: dict):
     return amap, probe, model
 
 
-def reproduce(sidecar: str, out: str | None = None, save_map: str | None = None):
+def reproduce(sidecar: str, out: str | None = None, save_map: str | None = None, trust_entry_point: bool = False):
     rec = load_sidecar(sidecar)
-    amap, probe, _model = compute_from_record(rec)
+    amap, probe, _model = compute_from_record(rec, trust_entry_point)
     outputs = rec.get("outputs", {})
     sc = Path(sidecar)
     out = out or str(sc.with_name(sc.stem + ".reproduced.png"))

@@ -251,3 +251,32 @@ def test_a_registered_metric_runs_through_faithfulness(toy_metric, tmp_path, cap
         assert toy[0]["auc"] == pytest.approx(auc, abs=1e-5)
         assert deletion[0]["scores"] == pytest.approx(probs, abs=1e-5)  # same scores, not yet averaged
     assert expected["gradcam"][0] != pytest.approx(expected["random"][0], abs=1e-4)  # the maps do differ
+
+
+def test_reproduce_never_runs_code_a_sidecar_names(tmp_path):
+    """A sidecar naming a Python entry point is refused with one line (no import, no abort); a module in the
+    current folder that would write a marker file never runs, even when trusted (the folder is not searched)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    famegui = Path(sys.executable).parent / "famegui"  # the console script: what a user runs
+    (tmp_path / "marker_mod.py").write_text("from pathlib import Path\nPath('MARKER').write_text('ran')\n"
+                                            "def build():\n    raise SystemExit(0)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for source in ("os:abort", "sys:exit", "marker_mod:build", "identify:marker_mod:build:" + str(tmp_path)):
+        side = tmp_path / "evil.json"
+        side.write_text(json.dumps({"famegui_sidecar": 1, "model": {"source": source, "weights_path": None},
+                                    "image": {"path": "x.jpg", "sha256": "0"}, "target": {"kind": "similar"},
+                                    "method": "gradcam"}))
+        r = subprocess.run([str(famegui), "reproduce", str(side)], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120, env=env)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and "--trust-entry-point" in lines[0], (source, r.stderr)
+        assert "Traceback" not in r.stderr and not (tmp_path / "MARKER").exists()
+    # trusted: the current folder is still not on the path, so the module is not found (and does not run)
+    r = subprocess.run([str(famegui), "reproduce", str(side), "--trust-entry-point"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1 and "cannot import 'marker_mod'" in r.stderr and not (tmp_path / "MARKER").exists()

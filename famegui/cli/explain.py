@@ -43,6 +43,9 @@ def add_reproduce(sub) -> None:
     r.add_argument("sidecar")
     r.add_argument("--out", default=None, help="overlay PNG (default: next to the sidecar, *.reproduced.png)")
     r.add_argument("--save-map", default=None)
+    r.add_argument("--trust-entry-point", action="store_true",
+                   help="allow a sidecar whose model is a Python entry point (package.module:callable): "
+                        "that module is imported and run")
     r.set_defaults(func=cmd_reproduce)
 
 
@@ -110,7 +113,8 @@ def _run_summary(info: dict) -> str:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from ..report import reproduce
 
-    out, diff = reproduce(args.sidecar, out=args.out, save_map=args.save_map)
+    out, diff = reproduce(args.sidecar, out=args.out, save_map=args.save_map,
+                          trust_entry_point=args.trust_entry_point)
     msg = f"wrote {out}"
     if diff is not None:
         msg += f"; max |difference| to the exported map: {diff:.2e}"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,12 +194,28 @@ def _load_torchscript(path: Path, weights: str | None, options: dict) -> ModelWr
     return _wrap_generic(module, path.stem, str(path), file_sha256(path), options)
 
 
+def runs_code(spec: str) -> bool:
+    """Whether ``load_model(spec)`` would import and run Python code (a ``package.module:callable`` entry
+    point, also inside ``identify:``). Opening a sidecar must not do that unasked."""
+    if spec.startswith("identify:"):
+        from .identification import parse_identification_spec
+
+        try:
+            return runs_code(parse_identification_spec(spec)[0])
+        except ValueError:
+            return False
+    if ":" not in spec or spec.startswith(("/", ".", "~", TIMM_PREFIX, "insightface:")):
+        return False
+    return not Path(spec).expanduser().exists()
+
+
 def _load_entry_point(spec: str, weights: str | None, options: dict) -> ModelWrapper:
     mod_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
+    try:  # the current folder is not searched unless it is on sys.path already (PYTHONPATH=.)
         mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        raise ModelLoadError(f"cannot import {mod_name!r} for {spec}: {e}; famegui does not search the current "
+                             "folder: install the package or set PYTHONPATH") from None
     except Exception as e:
         raise ModelLoadError(f"cannot import {mod_name!r} for {spec}: {type(e).__name__}: {e}") from None
     fn = mod
