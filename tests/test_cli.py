@@ -280,3 +280,12 @@ def test_reproduce_never_runs_code_a_sidecar_names(tmp_path):
     r = subprocess.run([str(famegui), "reproduce", str(side), "--trust-entry-point"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 1 and "cannot import 'marker_mod'" in r.stderr and not (tmp_path / "MARKER").exists()
+
+
+def test_faithfulness_modes_are_the_curve_metrics(capsys):
+    """--mode takes the registry's curve metrics; the sanity check (not a curve) has its own command."""
+    from famegui.cli import main
+
+    rc = main(["faithfulness", "--image", face("london_001", "neutral.jpg"), "--mode", "deletion,sanity"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "sanity" not in err[0].split("of ")[1].split(" (")[0] and "hiding" in err[0]

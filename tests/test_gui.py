@@ -564,3 +564,34 @@ def test_a_finished_job_has_left_its_lane_when_its_end_is_announced(qtbot):
     qtbot.waitUntil(lambda: len(seen) == 3, timeout=5000)
     assert seen == [False, False, False]
     assert sched.shutdown()
+
+
+def test_model_list_and_weights_dialog_take_onnx(qtbot, win, tmp_path):
+    """The model list shows what `famegui models` can explain; a picked ONNX file opens as the model itself,
+    any other file as weights of the listed network."""
+    import warnings
+
+    import torch
+    from torch import nn
+
+    from famegui.models.zoo import model_catalogue
+
+    listed = [win.model_combo.itemText(i) for i in range(win.model_combo.count())]
+    assert listed == [r.name for r in model_catalogue() if r.explainable]
+    assert win.model_combo.itemData(0, Qt.ToolTipRole)  # each row says what it needs
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    path = tmp_path / "tiny_face.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, torch.rand(1, 3, 112, 112), str(path), input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamo=False)
+    with qtbot.waitSignal(win.model_ready, timeout=60000):
+        win.model_dock.open_file(str(path))
+    assert win.session.model.source == str(path) and win.session.model.input_size == (112, 112)
+    bad = tmp_path / "w.pth"
+    bad.write_text("not weights")
+    win.model_combo.setCurrentText("resnet18")
+    with qtbot.waitSignal(win.error_shown, timeout=30000) as sig:
+        win.model_dock.open_file(str(bad))  # weights for the network in the list
+    assert "not a PyTorch weights file" in sig.args[0] and win.session.model.source == str(path)

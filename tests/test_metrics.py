@@ -290,3 +290,17 @@ def test_a_constant_map_gives_undefined_curves(resnet18_random):
                           baseline(base)], ["deletion"], fractions=[0.0, 0.5, 1.0])
     assert np.isnan(flat.auc) and flat.to_dict()["auc"] is None and "constant" in flat.extra["undefined"]
     assert np.isfinite(rnd.auc) and "undefined" not in rnd.extra
+
+
+def test_the_sanity_metric_runs_through_the_experiment(resnet18_random):
+    """The registry's sanity metric reruns the sample's method on random weights and gives a verdict."""
+    from famegui.evaluation.experiment import evaluate
+    from famegui.evaluation.metrics import Sample, get_metric
+    from famegui.evaluation.sanity import SanityResult, compare_maps
+
+    x = torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    s = Sample(resnet18_random, x, Target("class", class_index=3), method="gradcam")
+    [r] = evaluate([s], [get_metric("sanity", region="full")])
+    assert isinstance(r, SanityResult) and r.method == "gradcam" and r.verdict in ("pass", "FAIL", "undefined")
+    assert r.inside == compare_maps(r.trained, r.randomised)  # the verdict is about the maps it returns
+    assert not get_metric("sanity").applies(dataclasses.replace(s, method="random"))

@@ -357,3 +357,28 @@ def test_a_training_checkpoint_with_python_objects_says_how_to_convert(tmp_path)
         load_model("resnet18", str(ckpt))
     msg = str(info.value)
     assert "argparse.Namespace" in msg and "save_file" in msg and "\n" not in msg
+
+
+def test_cli_normalisation_flags_reach_the_onnx_loader(tmp_path, capsys):
+    """--mean/--std/--channel-order override the insightface conventions; a bad value is one line, before loading."""
+    from famegui.cli import build_parser, main
+    from famegui.cli.common import load_model as load_from_args
+
+    path = _tiny_onnx(tmp_path / "tiny.onnx")
+    args = build_parser().parse_args(["layers", "--model", str(path), "--mean", "0.25", "--std", "0.5,0.4,0.3",
+                                      "--channel-order", "BGR"])
+    m = load_from_args(args)
+    assert m.mean == (0.25, 0.25, 0.25) and m.std == (0.5, 0.4, 0.3) and m.channel_order == "BGR"
+    for flag, value in (("--mean", "a,b"), ("--mean", "0.1,0.2"), ("--std", "0"), ("--std", "nan")):
+        assert main(["layers", "--model", str(path), flag, value]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0]
+
+
+def test_a_file_that_is_no_pickle_is_not_called_unsafe(tmp_path):
+    """Text saved as .pth is "not a PyTorch weights file", not a pickle of Python objects."""
+    bad = tmp_path / "w.pth"
+    for junk in (b"not weights", b"these are not weights", bytes(range(256))):
+        bad.write_bytes(junk)
+        msg = _error("resnet18", str(bad))
+        assert "not a PyTorch weights file" in msg and "arbitrary code" not in msg, (junk[:12], msg)

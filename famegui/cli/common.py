@@ -6,6 +6,7 @@ Nothing heavy is imported at module level: ``famegui --help`` and the error path
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -89,9 +90,14 @@ def load_model(args):
         text = getattr(args, key, None)
         if text:
             try:
-                options[key] = tuple(float(v) for v in text.split(","))
+                values = tuple(float(v) for v in text.split(","))
             except ValueError:
-                raise CliError(f"--{key} must be one number or three, comma-separated, got {text!r}") from None
+                values = ()
+            if len(values) not in (1, 3) or not all(math.isfinite(v) for v in values) or \
+                    (key == "std" and min(values) <= 0):
+                raise CliError(f"--{key} must be one number or three, comma-separated, finite"
+                               f"{' and positive' if key == 'std' else ''}, got {text!r}")
+            options[key] = values * 3 if len(values) == 1 else values
     if getattr(args, "channel_order", None):
         options["channel_order"] = args.channel_order
     model = load(args.model, args.weights, **options)

@@ -144,8 +144,12 @@ class ModelDock(QDockWidget):
     def choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights (.safetensors/.pth) or a model file (.onnx, TorchScript)",
                                               self.recent.last_dir(), WEIGHTS_FILTER)
-        if not path:
-            return
+        if path:
+            self.open_file(path)
+
+    def open_file(self, path: str) -> None:
+        """A whole model file (ONNX, TorchScript) is loaded as the model; anything else as weights of the
+        network chosen in the list."""
         from ..models.onnx_models import looks_like_onnx
         from ..models.zoo import looks_like_torchscript
 

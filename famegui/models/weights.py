@@ -110,9 +110,12 @@ def _read_torch(path: Path) -> object:
     except MemoryError:
         raise ModelLoadError(f"not enough memory to load {path}") from None
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+        # refused as unsafe only when it really asks for Python objects; garbage ("Unsupported operand") is
+        # simply not a weights file
+        text = str(e)
+        if unsafe_globals(path) or "GLOBAL" in text or "Unsupported global" in text:
             raise _refusal(path, e) from None
-        raise NotWeightsError(f"{path} is not a PyTorch weights file ({_first_line(e)})") from None
+        raise NotWeightsError(f"{path} is not a PyTorch weights file (it is not a pickle of tensors)") from None
     except Exception as e:  # torch.load raises many types on foreign files
         raise NotWeightsError(f"{path} is not a PyTorch weights file ({_first_line(e)})") from None
 
