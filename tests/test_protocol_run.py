@@ -100,10 +100,11 @@ def test_demo_run_writes_the_run_directory(base_run):
     out, summary = base_run
     assert (summary.done, summary.skipped, summary.errors) == (LIMIT, 0, 0)
     cfg = json.loads((out / "run.json").read_text())
-    assert cfg["famegui_run"] == 1 and cfg["protocol"]["kind"] == "pairs" and cfg["protocol"]["items"] == LIMIT
+    assert cfg["famegui_run"] == rundir.RUN_FORMAT and cfg["protocol"]["kind"] == "pairs" and cfg["protocol"]["items"] == LIMIT
     assert cfg["protocol"]["path"] == "demo" and len(cfg["model"]["weights_sha256"]) == 64
     assert set(cfg["methods"]) == set(METHODS) and cfg["methods"]["fame"]["iterations"] == 3
     assert cfg["targets"] == ["e+", "e-"] and cfg["metrics"] == ["deletion", "insertion"] and cfg["fill"] == "mean"
+    assert cfg["preset"] == "famegui" and cfg["masks"] == "rank"
     assert cfg["engine"]["name"] == "local" and "torch" in cfg["versions"] and cfg["created"]
     assert len(rundir.part_files(out)) == LIMIT
     rows = _rows(out)
@@ -111,6 +112,12 @@ def test_demo_run_writes_the_run_directory(base_run):
     assert {r["method"] for r in rows} == {"random", *METHODS} and {r["target"] for r in rows} == {"e+", "e-"}
     assert {r["label"] for r in rows} == {"genuine", "impostor"}
     assert all(r["error"] is None and np.isfinite(r["auc"]) and len(r["curve"]) == 11 for r in rows)
+    # the gain: the curve against the same curve along the reversed ranking (higher is better)
+    for r in rows:
+        rev = np.trapezoid(r["reverse"], r["fractions"]) if hasattr(np, "trapezoid") else np.trapz(r["reverse"],
+                                                                                                      r["fractions"])
+        sign = -1.0 if r["metric"] == "deletion" else 1.0
+        assert len(r["reverse"]) == 11 and r["gain"] == pytest.approx(sign * (r["auc"] - rev), abs=1e-9)
     assert all(r["score"] == {"e+": "cosine", "e-": "1 - cosine"}[r["target"]] and r["seconds"] >= 0 for r in rows)
     for r in rows:
         if r["method"] == "random":
@@ -135,7 +142,8 @@ def test_report_of_a_run_lists_every_method_target_and_metric(base_run, capsys):
             for method in ("random", *METHODS):
                 row = cells[(target, metric, method)]
                 assert float(row[3].strip("* ")) == float(row[3].strip("* "))  # a number, not n/a
-                assert row[5].strip() not in ("", "n/a") and int(row[6]) == LIMIT  # flip share over every item
+                assert float(row[5].strip("* ")) == float(row[5].strip("* "))  # the gain
+                assert row[7].strip() not in ("", "n/a") and int(row[8]) == LIMIT  # flip share over every item
 
 
 def test_rerun_skips_finished_items_and_other_config_is_refused(base_run, capsys):

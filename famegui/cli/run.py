@@ -17,11 +17,21 @@ def add_run(sub) -> None:
     r.add_argument("--weights", default=None, help="weights file, or 'random'")
     r.add_argument("--device", default="cpu", help="cpu or cuda (Ray: one GPU per actor)")
     r.add_argument("--no-align", action="store_true", help="face models: centre crop instead of alignment")
-    r.add_argument("--method", default="fame", metavar="A,B", help="methods (default: fame); 'random' is always run")
-    r.add_argument("--target", default=None, metavar="e+,e-", help="pairs/triplets: e+, e- or both (default)")
+    r.add_argument("--method", default="fame,gradcam,corrrise", metavar="A,B",
+                   help="methods (default: fame,gradcam,corrrise); the random ranking is always run as the baseline")
+    r.add_argument("--target", default=None, metavar="e+,e-",
+                   help="pairs/triplets: e+, e-, decision (e+ for genuine, e- for impostor pairs); default: the "
+                        "preset's (famegui: e+,e-, plus decision for accuracy metrics)")
     r.add_argument("--metric", default="deletion,insertion", metavar="A,B",
                    help="curve metrics of the evaluation registry (default: deletion,insertion)")
-    r.add_argument("--fill-with", dest="fill_with", choices=("mean", "zero", "blur"), default="mean")
+    r.add_argument("--preset", default="famegui", choices=("famegui", "fame-authors"),
+                   help="evaluation choices: famegui's (mean fill, exact pixel counts, e+/e-) or the FAME authors' "
+                        "(zero fill, percentile masks, every pair by e+, FAME epsilon 0.01); flags below win")
+    r.add_argument("--fill-with", dest="fill_with", choices=("mean", "zero", "blur"), default=None,
+                   help="what a removed pixel becomes (default: the preset's)")
+    r.add_argument("--mask-rule", dest="mask_rule", choices=("rank", "percentile"), default=None,
+                   help="rank: exactly P of the pixels; percentile: every pixel at or above the map's percentile "
+                        "(default: the preset's)")
     r.add_argument("--limit", type=int, default=None, help="only the first N items of the protocol")
     r.add_argument("--engine", choices=("local", "ray"), default="local")
     r.add_argument("--workers", type=int, default=1, help="processes (local) or actors (ray)")
@@ -100,7 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                methods=names, targets=targets, metrics=metrics, out_dir=args.out,
                                engine=args.engine, workers=args.workers, address=args.address,
                                method_params=_per_method_params(args, [n for n in names if n != "random"]),
-                               align=not args.no_align, fill=args.fill_with, progress=show)
+                               align=not args.no_align, fill=args.fill_with, masks=args.mask_rule,
+                               preset=args.preset, progress=show)
     finally:
         if bar is not None:
             bar.close()

@@ -78,20 +78,23 @@ class Network:
     notes: dict = field(default_factory=dict)
 
 
-_BLOCKS: dict[type, Callable[[nn.Module], object]] = {}
-_NETWORKS: dict[type, Callable[[nn.Module], Network]] = {}
+# keys: a type, or "module:QualName" for a type of a library that is only imported when a model needs it
+_BLOCKS: dict[type | str, Callable[[nn.Module], object]] = {}
+_NETWORKS: dict[type | str, Callable[[nn.Module], Network]] = {}
 
 
-def register_block(cls: type):
-    """Decorator: ``fn(module) -> ResidualBlock | NonNegative | Elementwise`` declares blocks of type ``cls``."""
+def register_block(cls: type | str):
+    """Decorator: ``fn(module) -> ResidualBlock | NonNegative | Elementwise`` declares blocks of type ``cls``
+    (a type, or its ``"module:QualName"`` so that declaring does not import the library)."""
     def deco(fn):
         _BLOCKS[cls] = fn
         return fn
     return deco
 
 
-def register_network(cls: type):
-    """Decorator: ``fn(module) -> Network`` declares the layout of networks of type ``cls``."""
+def register_network(cls: type | str):
+    """Decorator: ``fn(module) -> Network`` declares the layout of networks of type ``cls`` (a type or its
+    ``"module:QualName"``)."""
     def deco(fn):
         _NETWORKS[cls] = fn
         return fn
@@ -100,7 +103,7 @@ def register_network(cls: type):
 
 def _lookup(table: dict, module: nn.Module):
     for cls in type(module).__mro__:
-        fn = table.get(cls)
+        fn = table.get(cls) or table.get(f"{cls.__module__}:{cls.__qualname__}")
         if fn is not None:
             return fn(module)
     return None
@@ -123,4 +126,4 @@ def children(module: nn.Module, names: Sequence[str]) -> list[Part]:
 
 def declared_networks() -> list[str]:
     """Names of the network types that have a declared layout (for error messages)."""
-    return [cls.__name__ for cls in _NETWORKS]
+    return [cls.rsplit(":", 1)[-1] if isinstance(cls, str) else cls.__name__ for cls in _NETWORKS]

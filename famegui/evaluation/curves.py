@@ -38,6 +38,7 @@ from ..targets import Target
 MODES = ("deletion", "insertion")
 GAMES = MODES + ("hiding",)  # hiding: the hiding game of Wang et al. (PRL 2025; needs a non-mate)
 FILLS = ("mean", "zero", "blur")
+MASKS = ("rank", "percentile")  # exactly round(P*N) pixels, or every pixel at or above the map's percentile
 DEFAULT_FRACTIONS = tuple(i / 10 for i in range(11))
 
 
@@ -61,11 +62,28 @@ def fill_image(x: torch.Tensor, fill: str = "mean") -> torch.Tensor:
     raise ValueError(f"fill must be one of {', '.join(FILLS)}, got {fill!r}")
 
 
+def top_mask(amap: np.ndarray, order: torch.Tensor, f: float, masks: str = "rank") -> torch.Tensor:
+    """(H*W,) bool: the top ``f`` of the pixels. ``"rank"``: exactly round(f*N) pixels in ``order``;
+    ``"percentile"`` (the FAME authors' evaluation): every pixel whose value is at or above the map's
+    (100 - 100 f)-th percentile, so tied values go together (f = 0 removes nothing)."""
+    n = order.numel()
+    top = torch.zeros(n, dtype=torch.bool)
+    if masks == "rank":
+        top[order[:int(round(f * n))]] = True
+    elif masks == "percentile":
+        if f > 0:
+            a = np.asarray(amap, dtype=np.float64).ravel()
+            top = torch.from_numpy(a >= np.percentile(a, 100.0 * (1.0 - f)))
+    else:
+        raise ValueError(f"masks must be one of {', '.join(MASKS)}, got {masks!r}")
+    return top
+
+
 def perturbed(x: torch.Tensor, amap: np.ndarray, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-              mode: str = "deletion", fill: str | torch.Tensor = "mean") -> torch.Tensor:
+              mode: str = "deletion", fill: str | torch.Tensor = "mean", masks: str = "rank") -> torch.Tensor:
     """(len(fractions),3,H,W): ``x`` with its top pixels removed (deletion), alone kept (insertion), or
     its least important pixels replaced first (hiding). ``fill`` may be an image like ``x`` (hiding: the
-    non-mate)."""
+    non-mate); ``masks`` chooses how the top pixels are counted (:func:`top_mask`)."""
     if mode not in GAMES:
         raise ValueError(f"mode must be one of {', '.join(GAMES)}, got {mode!r}")
     h, w = x.shape[-2:]
@@ -73,7 +91,7 @@ def perturbed(x: torch.Tensor, amap: np.ndarray, fractions: Sequence[float] = DE
         raise ValueError(f"map shape {np.shape(amap)} does not match the image {h}x{w}")
     order = pixel_order(amap)
     if mode == "hiding":
-        order = order[::-1]  # least important first
+        order, amap = order[::-1], -np.asarray(amap, dtype=np.float64)  # least important first
     order = torch.from_numpy(order.copy())
     if isinstance(fill, torch.Tensor):
         if fill.shape[-2:] != x.shape[-2:]:
@@ -85,9 +103,7 @@ def perturbed(x: torch.Tensor, amap: np.ndarray, fractions: Sequence[float] = DE
     for f in fractions:
         if not 0.0 <= f <= 1.0:
             raise ValueError(f"fractions must lie in [0, 1], got {f}")
-        top = torch.zeros(h * w, dtype=torch.bool)
-        top[order[:int(round(f * h * w))]] = True
-        top = top.view(1, 1, h, w).to(x.device)
+        top = top_mask(amap, order, f, masks).view(1, 1, h, w).to(x.device)
         keep_x = top if mode == "insertion" else ~top
         out.append(torch.where(keep_x, x, base))
     return torch.cat(out)
@@ -114,6 +130,15 @@ class Curve:
     metric: str = ""  # the registered metric that made it (see :mod:`.metrics`)
 
     @property
+    def gain(self) -> float:
+        """How much better the map's ranking does than its reversal (area between the two curves, signed so
+        that higher is better); a random ranking's expected gain is 0. NaN when undefined or not measured."""
+        g = self.extra.get("gain")
+        if self.extra.get("undefined") or g is None:
+            return float("nan")
+        return float(g)
+
+    @property
     def auc(self) -> float:
         """The area under the curve; NaN when the curve is undefined (``extra["undefined"]`` says why, e.g. a
         constant map ranks no pixel, so its "order" is only the row-major one)."""
@@ -123,9 +148,11 @@ class Curve:
 
     def to_dict(self) -> dict:
         auc = self.auc
+        gain = self.gain
         return {"method": self.method, "mode": self.mode, "score": self.score_name,
-                "auc": auc if np.isfinite(auc) else None,
-                "fractions": list(self.fractions), "scores": list(self.scores), **self.extra}
+                "auc": auc if np.isfinite(auc) else None, **self.extra,
+                "gain": gain if np.isfinite(gain) else None,
+                "fractions": list(self.fractions), "scores": list(self.scores)}
 
 
 # --------------------------------------------------------------------------- scores
@@ -142,10 +169,10 @@ def score_fn(model: ModelWrapper, target: Target, reference: torch.Tensor | None
 @torch.no_grad()
 def curve(model: ModelWrapper, x: torch.Tensor, amap: np.ndarray, target: Target, mode: str = "deletion", *,
           reference: torch.Tensor | None = None, fractions: Sequence[float] = DEFAULT_FRACTIONS,
-          fill: str = "mean", batch: int = 16, method: str = "") -> Curve:
+          fill: str = "mean", batch: int = 16, method: str = "", masks: str = "rank") -> Curve:
     """The deletion or insertion curve of one map for one image (or one side of a pair)."""
     fn, name = score_fn(model, target, reference)
-    xs = perturbed(x.to(model.device), amap, fractions, mode, fill)
+    xs = perturbed(x.to(model.device), amap, fractions, mode, fill, masks)
     scores = torch.cat([fn(xs[i:i + batch]).float().cpu() for i in range(0, len(xs), batch)])
     return Curve(mode, [float(f) for f in fractions], [float(s) for s in scores], name, method,
                  {"fill": fill})
@@ -154,17 +181,18 @@ def curve(model: ModelWrapper, x: torch.Tensor, amap: np.ndarray, target: Target
 @torch.no_grad()
 def pair_cosines(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor, amap: np.ndarray,
                  fractions: Sequence[float], mode: str = "deletion", *, fill: str = "mean",
-                 batch: int = 16) -> np.ndarray:
+                 batch: int = 16, masks: str = "rank") -> np.ndarray:
     """cos(f(x'), f(reference)) of ``x`` perturbed along ``amap`` at each fraction."""
     r = model(reference.to(model.device)).detach()
-    xs = perturbed(x.to(model.device), amap, fractions, mode, fill)
+    xs = perturbed(x.to(model.device), amap, fractions, mode, fill, masks)
     cos = torch.cat([F.cosine_similarity(model(xs[i:i + batch]), r, dim=1) for i in range(0, len(xs), batch)])
     return cos.cpu().numpy()
 
 
 @torch.no_grad()
 def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor, amap: np.ndarray, threshold: float,
-                  mode: str = "deletion", *, step: float = 0.01, fill: str = "mean", batch: int = 32) -> float | None:
+                  mode: str = "deletion", *, step: float = 0.01, fill: str = "mean", batch: int = 32,
+                  masks: str = "rank") -> float | None:
     """The share of pixels, in the map's order, at which the verification decision flips (S-RISE's measure).
 
     Deletion: the first fraction removed at which the decision (cosine >= ``threshold``) is no longer
@@ -174,7 +202,7 @@ def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor,
     """
     n = int(round(1.0 / step))
     fractions = [i / n for i in range(n + 1)]
-    same = pair_cosines(model, x, reference, amap, fractions, mode, fill=fill, batch=batch) >= threshold
+    same = pair_cosines(model, x, reference, amap, fractions, mode, fill=fill, batch=batch, masks=masks) >= threshold
     clean = bool(same[0]) if mode == "deletion" else bool(same[-1])
     if mode == "insertion" and bool(same[0]) == clean:
         return None
@@ -184,12 +212,13 @@ def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor,
 
 @torch.no_grad()
 def hiding_curve(model: ModelWrapper, x: torch.Tensor, mate: torch.Tensor, non_mate: torch.Tensor, amap: np.ndarray,
-                 *, fractions: Sequence[float] = DEFAULT_FRACTIONS, batch: int = 16, method: str = "") -> Curve:
+                 *, fractions: Sequence[float] = DEFAULT_FRACTIONS, batch: int = 16, method: str = "",
+                 masks: str = "rank") -> Curve:
     """The hiding game (Wang et al., PRL 2025) for one triplet: the probe's pixels, least important first,
     are replaced by
     the non-mate's; the score is cos(probe', mate) - cos(probe', non-mate) (> 0: still matched to the mate).
     A good map keeps the match longest: higher area is better."""
-    xs = perturbed(x.to(model.device), amap, fractions, "hiding", fill=non_mate.to(model.device))
+    xs = perturbed(x.to(model.device), amap, fractions, "hiding", fill=non_mate.to(model.device), masks=masks)
     m, n = model(mate.to(model.device)).detach(), model(non_mate.to(model.device)).detach()
     emb = torch.cat([model(xs[i:i + batch]) for i in range(0, len(xs), batch)])
     margin = (F.cosine_similarity(emb, m, dim=1) - F.cosine_similarity(emb, n, dim=1)).float().cpu()
@@ -210,7 +239,7 @@ class LabelledPair:
 def accuracy_curves(model: ModelWrapper, pairs: Sequence[LabelledPair], maps: Sequence[np.ndarray],
                     threshold: float, modes: Sequence[str] = MODES, *,
                     fractions: Sequence[float] = DEFAULT_FRACTIONS, fill: str = "mean", batch: int = 16,
-                    method: str = "") -> dict[str, Curve]:
+                    method: str = "", masks: str = "rank") -> dict[str, Curve]:
     """Verification accuracy at ``threshold`` vs the fraction of probe pixels removed / kept.
 
     ``maps[i]`` explains pair i's probe: its e+ map for a genuine pair, its e- map for an
@@ -222,7 +251,8 @@ def accuracy_curves(model: ModelWrapper, pairs: Sequence[LabelledPair], maps: Se
     for mode in modes:
         correct = np.zeros(len(fractions))
         for p, amap in zip(pairs, maps):
-            cos = pair_cosines(model, p.probe, p.reference, amap, fractions, mode, fill=fill, batch=batch)
+            cos = pair_cosines(model, p.probe, p.reference, amap, fractions, mode, fill=fill, batch=batch,
+                               masks=masks)
             correct += (cos >= threshold) == p.same
         out[mode] = Curve(mode, [float(f) for f in fractions], list(correct / len(pairs)), "accuracy", method,
                           {"fill": fill, "threshold": float(threshold), "pairs": len(pairs)})

@@ -25,8 +25,9 @@ def baseline(sample: Sample, seed: int = 0) -> Sample:
     return dataclasses.replace(sample, amap=amap, method=RANDOM, params={})
 
 
-def _metrics(metrics: Sequence[str | Metric], fractions, fill) -> list[Metric]:
-    return [m if isinstance(m, Metric) else get_metric(m, fractions=fractions, fill=fill) for m in metrics]
+def _metrics(metrics: Sequence[str | Metric], fractions, fill, masks: str = "rank") -> list[Metric]:
+    return [m if isinstance(m, Metric) else get_metric(m, fractions=fractions, fill=fill, masks=masks)
+            for m in metrics]
 
 
 def compute_map(sample: Sample, cancel: Callable[[], bool] | None = None) -> Sample:
@@ -42,17 +43,19 @@ def compute_map(sample: Sample, cancel: Callable[[], bool] | None = None) -> Sam
 
 
 def evaluate(samples: Sequence[Sample], metrics: Sequence[str | Metric], *,
-             fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean",
+             fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean", masks: str = "rank",
              progress: Callable[[float], None] | None = None,
              cancel: Callable[[], bool] | None = None) -> list:
     """Every metric that applies to each sample, in order: one result per (sample, metric).
 
-    Curves get ``extra["target"]`` (the sample's group, default the target's label) and
-    ``extra["seconds"]`` (map plus metrics). ``cancel()`` is polled between samples.
+    Curves get ``extra["target"]`` (the sample's group, default the target's label),
+    ``extra["seconds"]`` (map plus metrics) and, for a map that ranks its pixels, ``extra["gain"]``: the
+    area between the curve and the same curve along the reversed ranking (:meth:`Metric.add_gain`; the
+    random ranking's expected gain is 0). ``cancel()`` is polled between samples.
     """
     from ..core.fame import Cancelled
 
-    chosen = _metrics(metrics, fractions, fill)
+    chosen = _metrics(metrics, fractions, fill, masks)
     out = []
     for i, sample in enumerate(samples):
         if cancel is not None and cancel():
@@ -65,6 +68,8 @@ def evaluate(samples: Sequence[Sample], metrics: Sequence[str | Metric], *,
             if isinstance(r, C.Curve):
                 if constant:
                     r.extra["undefined"] = "the map is constant: it ranks no pixel"
+                elif m.reversible:
+                    m.add_gain(sample, r)
                 r.metric = m.name
                 r.extra.update(target=sample.group or sample.target.label(),
                                seconds=round(time.perf_counter() - started, 3))
@@ -76,7 +81,8 @@ def evaluate(samples: Sequence[Sample], metrics: Sequence[str | Metric], *,
 
 def aggregate(results: Sequence[C.Curve], metrics: Sequence[str | Metric], *,
               fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean") -> list[C.Curve]:
-    """One curve per (method, group, metric): each metric's :meth:`~Metric.aggregate` over its items."""
+    """One curve per (method, group, metric): each metric's :meth:`~Metric.aggregate` over its items
+    (with the mean gain over the items whose gain is defined)."""
     chosen = {m.name: m for m in _metrics(metrics, fractions, fill)}
     groups: dict[tuple, list[C.Curve]] = {}
     for r in results:
@@ -87,5 +93,8 @@ def aggregate(results: Sequence[C.Curve], metrics: Sequence[str | Metric], *,
         c.metric = metric
         c.extra["target"] = target
         c.extra["seconds"] = round(sum(r.extra.get("seconds", 0.0) for r in items), 3)
+        gains = [r.gain for r in items if np.isfinite(r.gain)]
+        c.extra.pop("reverse", None)
+        c.extra["gain"] = float(np.mean(gains)) if gains else None
         out.append(c)
     return out

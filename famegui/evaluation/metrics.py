@@ -16,6 +16,7 @@ a pair list is the verification accuracy of the FAME paper's Tab. 2) and
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -55,11 +56,19 @@ class Metric:
     needs: tuple[str, ...] = ()
     targets: tuple[str, ...] | None = None  # target kinds it applies to (None: all)
     gives_curve: bool = True  # __call__ returns a Curve (False: another result with to_dict(), e.g. sanity)
+    lower_is_better: bool = False  # for the area under the curve
+    reversible: bool = True  # the curve can be run along the reversed ranking (its gain is then measured)
 
-    def __init__(self, fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean", batch: int = 16):
+    def __init__(self, fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean", batch: int = 16,
+                 masks: str = "rank"):
+        if fill not in C.FILLS:
+            raise ValueError(f"fill must be one of {', '.join(C.FILLS)}, got {fill!r}")
+        if masks not in C.MASKS:
+            raise ValueError(f"masks must be one of {', '.join(C.MASKS)}, got {masks!r}")
         self.fractions = [float(f) for f in fractions]
         self.fill = fill
         self.batch = batch
+        self.masks = masks
 
     def applies(self, sample: Sample) -> bool:
         if self.targets is not None and sample.target.kind not in self.targets:
@@ -68,6 +77,22 @@ class Metric:
 
     def __call__(self, sample: Sample) -> C.Curve:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def curve_only(self, sample: Sample) -> C.Curve:
+        """The curve alone (no extra measures such as the flip share); what the reversed ranking runs."""
+        return self(sample)
+
+    def add_gain(self, sample: Sample, result: C.Curve) -> C.Curve:
+        """Run the curve again along the reversed ranking (least important first) and store the signed area
+        between the two as ``extra["gain"]`` (higher is better): whatever a perturbation does to the network
+        regardless of which pixels it hits (scattered pixels are gentler than a region) affects both orders
+        alike and cancels, so a random ranking's expected gain is exactly 0. ``extra["reverse"]``: the
+        reversed curve's scores."""
+        rev = self.curve_only(dataclasses.replace(sample, amap=-np.asarray(sample.amap, dtype=np.float64)))
+        result.extra["reverse"] = [float(v) for v in rev.scores]
+        diff = result.auc - rev.auc
+        result.extra["gain"] = -diff if self.lower_is_better else diff
+        return result
 
     def aggregate(self, results: Sequence[C.Curve]) -> C.Curve:
         """The mean curve over items (one method, one group)."""
@@ -108,12 +133,17 @@ def get_metric(name: str, **config) -> Metric:
 class _Removal(Metric):
     mode = "deletion"
 
+    def curve_only(self, sample: Sample) -> C.Curve:
+        return C.curve(sample.model, sample.x, sample.amap, sample.target, self.mode, reference=sample.reference,
+                       fractions=self.fractions, fill=self.fill, batch=self.batch, method=sample.method,
+                       masks=self.masks)
+
     def __call__(self, sample: Sample) -> C.Curve:
-        c = C.curve(sample.model, sample.x, sample.amap, sample.target, self.mode, reference=sample.reference,
-                    fractions=self.fractions, fill=self.fill, batch=self.batch, method=sample.method)
+        c = self.curve_only(sample)
+        c.extra["masks"] = self.masks
         if sample.threshold is not None and sample.reference is not None:  # S-RISE's decision-flip share
             c.extra["flip"] = C.flip_fraction(sample.model, sample.x, sample.reference, sample.amap,
-                                              sample.threshold, self.mode, fill=self.fill)
+                                              sample.threshold, self.mode, fill=self.fill, masks=self.masks)
         return c
 
 
@@ -122,6 +152,7 @@ class Deletion(_Removal):
     """The explained score as the most important pixels are removed (lower area is better)."""
 
     name, label, mode = "deletion", "deletion", "deletion"
+    lower_is_better = True
 
 
 @register_metric
@@ -141,7 +172,7 @@ class Hiding(Metric):
 
     def __call__(self, sample: Sample) -> C.Curve:
         return C.hiding_curve(sample.model, sample.x, sample.reference, sample.non_mate, sample.amap,
-                              fractions=self.fractions, batch=self.batch, method=sample.method)
+                              fractions=self.fractions, batch=self.batch, method=sample.method, masks=self.masks)
 
 
 class _Accuracy(Metric):
@@ -152,7 +183,7 @@ class _Accuracy(Metric):
 
     def __call__(self, sample: Sample) -> C.Curve:
         cos = C.pair_cosines(sample.model, sample.x, sample.reference, sample.amap, self.fractions, self.mode,
-                             fill=self.fill, batch=self.batch)
+                             fill=self.fill, batch=self.batch, masks=self.masks)
         correct = (cos >= sample.threshold) == bool(sample.same)
         return C.Curve(self.mode, list(self.fractions), [float(v) for v in correct], "accuracy", sample.method,
                        {"fill": self.fill, "threshold": float(sample.threshold)})
@@ -166,6 +197,7 @@ class _Accuracy(Metric):
 @register_metric
 class AccuracyDeletion(_Accuracy):
     name, label, mode = "accuracy-deletion", "verification accuracy (deletion)", "deletion"
+    lower_is_better = True
 
 
 @register_metric
@@ -180,6 +212,7 @@ class Sanity(Metric):
     name, label = "sanity", "randomisation sanity check"
     needs = ("method",)
     gives_curve = False
+    reversible = False
 
     def __init__(self, seed: int = 0, region: str = "face", **config):
         super().__init__(**config)
@@ -196,3 +229,6 @@ class Sanity(Metric):
 
     def aggregate(self, results):  # pragma: no cover - one result per item is the answer
         raise ValueError("sanity results are per item")
+
+
+from . import class_metrics as _class_metrics  # noqa: E402,F401  (registers ROAD and SDD-CAM's metrics)

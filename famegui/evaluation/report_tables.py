@@ -30,15 +30,22 @@ import numpy as np
 
 RANDOM = "random"  # the random-ranking baseline's method name
 NOT_BETTER = "not better than random"
-COLUMNS = ("item", "item_index", "label", "method", "target", "metric", "auc", "flip", "curve", "fractions",
-           "score", "seconds", "error")
-CSV_HEADER = ("target", "metric", "method", "better", "auc_mean", "ci_low", "ci_high", "ci_half", "flip_mean",
-              "flip_n", "items", "defined", "undefined", "errors", "best", "not_better_than_random")
+COLUMNS = ("item", "item_index", "label", "method", "target", "metric", "auc", "gain", "flip", "curve", "reverse",
+           "fractions", "score", "seconds", "error")
+CSV_HEADER = ("target", "metric", "method", "better", "auc_mean", "ci_low", "ci_high", "ci_half", "gain_mean",
+              "gain_ci_low", "gain_ci_high", "flip_mean", "flip_n", "items", "defined", "undefined", "errors", "best",
+              "not_better_than_random")
 
 
 def lower_is_better(metric: str) -> bool:
-    """Deletion (and the accuracy under deletion): the output should fall fast, so a lower area is better."""
-    return metric == "deletion" or metric.endswith("-deletion")
+    """Deletion-like metrics (the output should fall fast): a lower area is better. Asks the metric
+    registry; a metric it does not know (a plug-in absent here) is judged by its name."""
+    from .metrics import get_metric
+
+    try:
+        return bool(get_metric(metric).lower_is_better)
+    except ValueError:
+        return metric == "deletion" or metric.endswith("-deletion")
 
 
 # --------------------------------------------------------------------------- reading
@@ -109,6 +116,9 @@ class Row:
     mean: float = math.nan  # mean AUC over the items whose AUC is defined
     ci_low: float = math.nan  # 95 % confidence interval (Student's t); NaN with fewer than two values
     ci_high: float = math.nan
+    gain_mean: float = math.nan  # mean gain over the reversed ranking (higher is better; random: 0 expected)
+    gain_low: float = math.nan
+    gain_high: float = math.nan
     flip_mean: float | None = None  # mean decision-flip share (None: the metric gives none)
     flip_n: int = 0
     items: int = 0  # distinct items
@@ -177,6 +187,7 @@ def _row(target: str, metric: str, method: str, rows: list[dict]) -> Row:
     aucs = [r["auc"] for r in ok if _finite(r["auc"])]
     out.defined, out.undefined = len(aucs), len(ok) - len(aucs)
     out.mean, out.ci_low, out.ci_high = mean_ci(aucs)
+    out.gain_mean, out.gain_low, out.gain_high = mean_ci([r.get("gain") for r in ok if _finite(r.get("gain"))])
     flips = [r.get("flip") for r in ok if _finite(r.get("flip"))]
     if flips:
         out.flip_mean, out.flip_n = float(np.mean(flips)), len(flips)
@@ -188,16 +199,30 @@ def _better(a: float, b: float, metric: str) -> bool:
 
 
 def _mark(rows: list[Row], metric: str) -> None:
-    """Best method of one column (ties: all of them) and the not-better-than-random flags."""
+    """Best method of one column (ties: all of them) and the not-better-than-random flags.
+
+    Both are decided by the gain over the reversed ranking where the run measured it (a random ranking
+    cannot win that by construction: its expected gain is 0); by the AUC only for runs without gains."""
     base = next((r for r in rows if r.method == RANDOM), None)
-    cands = [r for r in rows if r.method != RANDOM and math.isfinite(r.mean)]
+    by_gain = any(math.isfinite(r.gain_mean) for r in rows)
+
+    def value(r: Row) -> float:
+        return r.gain_mean if by_gain else r.mean
+
+    def better(a: float, b: float) -> bool:
+        return a > b if by_gain else _better(a, b, metric)
+
+    cands = [r for r in rows if r.method != RANDOM and math.isfinite(value(r))]
     if cands:
-        top = min(r.mean for r in cands) if lower_is_better(metric) else max(r.mean for r in cands)
+        top = max(value(r) for r in cands) if by_gain or not lower_is_better(metric) else min(value(r) for r in cands)
         for r in cands:
-            r.best = r.mean == top
-    if base is not None and math.isfinite(base.mean):
+            r.best = value(r) == top
+    ref = value(base) if base is not None else math.nan
+    if by_gain:  # the random ranking's expected gain is 0; a sample of it may fall below
+        ref = max(ref, 0.0) if math.isfinite(ref) else 0.0
+    if math.isfinite(ref):
         for r in cands:
-            r.not_better = not _better(r.mean, base.mean, metric)
+            r.not_better = not better(value(r), ref)
 
 
 def summarise(run: Run) -> Report:
@@ -251,15 +276,21 @@ def to_markdown(rep: Report) -> str:
     """A markdown document: the title, the table (best in bold), and the errors section."""
     lines = [f"# {rep.title}", "",
              "Mean AUC over items with its 95 % confidence interval (Student's t); undefined (NaN) AUCs are "
-             "left out of the mean and counted; **bold**: the best method of its target and metric.", "",
-             "| target | metric | method | AUC | 95% CI | flip | items | undefined | errors | note |",
-             "|---|---|---|---:|---|---:|---:|---:|---:|---|"]
+             "left out of the mean and counted. Gain: the area between the curve and the same curve along the "
+             "reversed ranking, signed so that higher is better; a random ranking's expected gain is 0, so it is "
+             "a baseline and cannot win by construction. **bold**: the best method of its target and metric (by "
+             "gain).", "",
+             "| target | metric | method | AUC | 95% CI | gain | gain 95% CI | flip | items | undefined | errors "
+             "| note |",
+             "|---|---|---|---:|---|---:|---|---:|---:|---:|---:|---|"]
     for r in rep.rows:
-        auc = _num(r.mean) or "n/a"
-        auc = f"**{auc}**" if r.best else auc
+        auc, gain = _num(r.mean) or "n/a", _num(r.gain_mean) or "n/a"
+        if r.best:
+            auc, gain = (f"**{auc}**", f"**{gain}**") if math.isfinite(r.gain_mean) else (f"**{auc}**", gain)
         metric = f"{r.metric} ({_better_word(r.metric)} is better)"
-        lines.append(f"| {r.target} | {metric} | {r.method} | {auc} | {_ci(r)} | {_num(r.flip_mean)} | "
-                     f"{r.items} | {r.undefined} | {r.errors} | {r.note} |")
+        gci = f"[{_num(r.gain_low)}, {_num(r.gain_high)}]" if math.isfinite(r.gain_low) else "n/a"
+        lines.append(f"| {r.target} | {metric} | {r.method} | {auc} | {_ci(r)} | {gain} | {gci} | "
+                     f"{_num(r.flip_mean)} | {r.items} | {r.undefined} | {r.errors} | {r.note} |")
     lines += ["", *errors_markdown(rep)]
     return "\n".join(lines) + "\n"
 
@@ -282,7 +313,8 @@ def to_csv(rep: Report) -> str:
     w.writerow(CSV_HEADER)
     for r in rep.rows:
         w.writerow([r.target, r.metric, r.method, _better_word(r.metric), _raw(r.mean), _raw(r.ci_low),
-                    _raw(r.ci_high), _raw(r.ci_half), _raw(r.flip_mean), r.flip_n, r.items, r.defined, r.undefined,
+                    _raw(r.ci_high), _raw(r.ci_half), _raw(r.gain_mean), _raw(r.gain_low), _raw(r.gain_high),
+                    _raw(r.flip_mean), r.flip_n, r.items, r.defined, r.undefined,
                     r.errors, int(r.best), int(r.not_better)])
     return buf.getvalue()
 
@@ -311,8 +343,9 @@ def tex_escape(s: str) -> str:
 def to_latex(rep: Report) -> str:
     """A LaTeX ``tabular`` (booktabs rules): the best of each column in bold, the flags as a dagger;
     the errors follow as comment lines."""
-    lines = [f"% {tex_escape(rep.title)}", r"% needs \usepackage{booktabs}", r"\begin{tabular}{lllrcrrrr}", r"\toprule",
-             r"target & metric & method & AUC & 95\% CI & flip & items & undef. & errors \\", r"\midrule"]
+    lines = [f"% {tex_escape(rep.title)}", r"% needs \usepackage{booktabs}", r"\begin{tabular}{lllrcrrrrr}",
+             r"\toprule",
+             r"target & metric & method & AUC & 95\% CI & gain & flip & items & undef. & errors \\", r"\midrule"]
     prev = None
     for r in rep.rows:
         if prev is not None and (r.target, r.metric) != prev:
@@ -323,8 +356,10 @@ def to_latex(rep: Report) -> str:
         auc += r"$^\dagger$" if r.not_better else ""
         ci = f"[{_num(r.ci_low)}, {_num(r.ci_high)}]" if math.isfinite(r.ci_low) else "--"
         arrow = r"$\downarrow$" if lower_is_better(r.metric) else r"$\uparrow$"
+        gain = _num(r.gain_mean) or "--"
+        gain = rf"\textbf{{{gain}}}" if r.best and math.isfinite(r.gain_mean) else gain
         lines.append(f"{tex_escape(r.target)} & {tex_escape(r.metric)} ({arrow}) & "
-                     f"{tex_escape(r.method)} & {auc} & {ci} & {_num(r.flip_mean) or '--'} & {r.items} & "
+                     f"{tex_escape(r.method)} & {auc} & {ci} & {gain} & {_num(r.flip_mean) or '--'} & {r.items} & "
                      f"{r.undefined} & {r.errors} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}", f"% \\dagger: {NOT_BETTER}"]
     lines += [f"% error: {tex_escape(e.item)} / {tex_escape(e.method)} / {e.target} / {e.metric}: "

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: gain and reverse columns, masks and preset in run.json
 # configuration fields that may differ between runs into the same directory
 _FREE = ("engine", "created", "versions")
 
@@ -51,7 +51,8 @@ def schema():
         _SCHEMA = pa.schema([
             ("item", pa.string()), ("item_index", pa.int64()), ("label", pa.string()),
             ("method", pa.string()), ("target", pa.string()), ("metric", pa.string()),
-            ("auc", pa.float64()), ("flip", pa.float64()), ("curve", pa.list_(pa.float64())),
+            ("auc", pa.float64()), ("gain", pa.float64()), ("flip", pa.float64()),
+            ("curve", pa.list_(pa.float64())), ("reverse", pa.list_(pa.float64())),
             ("fractions", pa.list_(pa.float64())), ("score", pa.string()), ("seconds", pa.float64()),
             ("error", pa.string()), ("map", pa.string()),
         ])

@@ -32,9 +32,9 @@ from . import curves as C
 from . import rundir
 from .experiment import RANDOM, baseline, compute_map, evaluate
 from .metrics import Sample, metric_names
+from .presets import PAIR_TARGETS, default_pair_targets, get_preset, target_kind
 from .protocol import ImageItem, PairItem, Protocol
 
-PAIR_TARGETS = {"e+": "similar", "e-": "dissimilar"}
 DEFAULT_METRICS = ("deletion", "insertion")
 
 
@@ -95,14 +95,14 @@ def _base_samples(model, item, cfg: dict) -> list[tuple[str, Sample]]:
         x, ref, nm, same = load(item.a), load(item.b), None, item.same
     else:
         x, ref, nm, same = load(item.probe), load(item.mate), load(item.non_mate), True
-    return [(name, Sample(model, x, Target(PAIR_TARGETS[name]), reference=ref, non_mate=nm,
+    return [(name, Sample(model, x, Target(target_kind(name, same)), reference=ref, non_mate=nm,
                           threshold=cfg["threshold"], same=same, group=name)) for name in cfg["targets"]]
 
 
 def _row(key: str, index: int, label: str, method: str, target: str, metric: str, cfg: dict, **values) -> dict:
     row = {"item": key, "item_index": index, "label": label, "method": method, "target": target, "metric": metric,
-           "auc": math.nan, "flip": None, "curve": [], "fractions": list(cfg["fractions"]), "score": "",
-           "seconds": 0.0, "error": None, "map": None}
+           "auc": math.nan, "gain": math.nan, "flip": None, "curve": [], "reverse": [],
+           "fractions": list(cfg["fractions"]), "score": "", "seconds": 0.0, "error": None, "map": None}
     row.update(values)
     return row
 
@@ -112,16 +112,22 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}".strip().rstrip(":")
 
 
-def _method_rows(base: Sample, method: str, index: int, tname: str, head: tuple, cfg: dict):
-    """Rows of one method on one target, and its map (None for the random baseline or on error)."""
+def _method_rows(base: Sample, method: str, index: int, tname: str, head: tuple, cfg: dict, made: dict):
+    """Rows of one method on one target, and its map (None for the random baseline or on error).
+    ``made``: the maps of this item so far by (method, target kind): a map is computed once per kind."""
     started = time.perf_counter()
     try:
         if method == RANDOM:
             s = baseline(base, seed=index)
+        elif (method, base.target.kind) in made:
+            s = dataclasses.replace(base, method=method, params=dict(cfg["methods"][method]),
+                                    amap=made[method, base.target.kind])
         else:
             s = compute_map(dataclasses.replace(base, method=method, params=dict(cfg["methods"][method])))
+            made[method, base.target.kind] = s.amap
         map_seconds = time.perf_counter() - started
-        curves = evaluate([s], cfg["metrics"], fractions=cfg["fractions"], fill=cfg["fill"])
+        curves = evaluate([s], cfg["metrics"], fractions=cfg["fractions"], fill=cfg["fill"],
+                          masks=cfg.get("masks", "rank"))
     except Exception as e:  # one bad method must not stop the item
         err = _one_line(e)
         return [_row(*head, method, tname, m, cfg, error=err) for m in cfg["metrics"]], None
@@ -129,8 +135,9 @@ def _method_rows(base: Sample, method: str, index: int, tname: str, head: tuple,
     rows = []
     for c in curves:
         flip = c.extra.get("flip")
-        rows.append(_row(*head, method, tname, c.metric, cfg, auc=float(c.auc),
+        rows.append(_row(*head, method, tname, c.metric, cfg, auc=float(c.auc), gain=float(c.gain),
                          flip=None if flip is None else float(flip), curve=[float(v) for v in c.scores],
+                         reverse=[float(v) for v in c.extra.get("reverse", [])],
                          fractions=[float(f) for f in c.fractions], score=c.score_name,
                          seconds=round(map_seconds + float(c.extra.get("seconds", 0.0)), 4), map=rel))
     return rows, (rel, s.amap) if rel is not None else None
@@ -148,10 +155,10 @@ def explain_item(model, job: tuple, cfg: dict) -> tuple[int, list[dict], dict]:
         rows = [_row(*head, m, t, metric, cfg, error=err)
                 for m in names for t in cfg["targets"] for metric in cfg["metrics"]]
         return index, rows, {}
-    rows, maps = [], {}
+    rows, maps, made = [], {}, {}
     for tname, base in bases:
         for m in names:
-            got, amap = _method_rows(base, m, index, tname, head, cfg)
+            got, amap = _method_rows(base, m, index, tname, head, cfg, made)
             rows += got
             if amap is not None:
                 maps[amap[0]] = amap[1]
@@ -175,7 +182,7 @@ def resolve_methods(model, task: str, methods: Sequence[str], params: dict | Non
     return out
 
 
-def _check_targets(protocol: Protocol, model, targets: Sequence[str] | None) -> list[str]:
+def _check_targets(protocol: Protocol, model, targets: Sequence[str] | None, metrics: Sequence[str]) -> list[str]:
     if protocol.kind == "images":
         if model.task != "classification":
             raise ValueError(f"{model.name} is an embedding model; an image protocol needs a classifier")
@@ -184,10 +191,11 @@ def _check_targets(protocol: Protocol, model, targets: Sequence[str] | None) -> 
         return ["class"]
     if model.task != "embedding":
         raise ValueError(f"{model.name} is a classifier; a {protocol.kind} protocol needs a face (embedding) model")
-    targets = list(targets or PAIR_TARGETS)
+    targets = list(targets or default_pair_targets(metrics))
     bad = [t for t in targets if t not in PAIR_TARGETS]
     if bad or not targets:
-        raise ValueError(f"targets of a {protocol.kind} protocol are e+ and e-, got {', '.join(bad) or 'none'}")
+        raise ValueError(f"targets of a {protocol.kind} protocol are {', '.join(PAIR_TARGETS)}, "
+                         f"got {', '.join(bad) or 'none'}")
     return targets
 
 
@@ -201,12 +209,13 @@ def _check_metrics(metrics: Sequence[str]) -> list[str]:
 
 
 def run_config(protocol: Protocol, model, spec: dict, methods: dict, targets: list[str], metrics: list[str],
-               fractions: Sequence[float], fill: str, threshold: float | None, engine: dict) -> dict:
+               fractions: Sequence[float], fill: str, threshold: float | None, engine: dict,
+               masks: str = "rank", preset: str = "famegui") -> dict:
     from ..export import package_versions
 
     return {"famegui_run": rundir.RUN_FORMAT, "protocol": protocol.describe(),
             "model": {**model.describe(), "weights_sha256": weights_sha256(model, spec.get("weights"))},
-            "methods": methods, "targets": targets, "metrics": metrics,
+            "methods": methods, "targets": targets, "metrics": metrics, "preset": preset, "masks": masks,
             "fractions": [float(f) for f in fractions], "fill": fill, "threshold": threshold,
             "align": spec.get("align", True), "engine": engine, "versions": package_versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
@@ -217,12 +226,15 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
                  metrics: Sequence[str] = DEFAULT_METRICS, out_dir: str | Path, engine: str = "local",
                  workers: int = 1, iterations: int | None = None, method_params: dict | None = None,
                  device: str = "cpu", address: str | None = None, align: bool = True,
-                 fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean",
+                 fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str | None = None,
+                 masks: str | None = None, preset: str = "famegui",
                  progress: Callable[[int, int], None] | None = None) -> RunSummary:
     """Explain and score every item of ``protocol`` into the run directory ``out_dir`` (resumable).
 
-    ``model_spec``: a zoo name / file / entry point (with ``weights``), or a spec dict. ``progress(done,
-    to_do)`` is called after each item written. Returns counts for the summary line.
+    ``model_spec``: a zoo name / file / entry point (with ``weights``), or a spec dict. ``preset``
+    (:mod:`.presets`) gives ``fill``, ``masks``, the pair targets and method parameters that are not
+    given explicitly. ``progress(done, to_do)`` is called after each item written. Returns counts for the
+    summary line.
     """
     from ..models.thresholds import default_cosine_threshold
     from . import engines
@@ -235,17 +247,21 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     spec = dict(model_spec) if isinstance(model_spec, dict) else {"model": model_spec, "weights": weights}
     spec.setdefault("device", device)
     spec["align"] = align
-    model = load_spec(spec)
-    targets = _check_targets(protocol, model, targets)
+    chosen = get_preset(preset)
+    fill, masks = fill or chosen.fill, masks or chosen.masks
     metrics = _check_metrics(metrics)
+    model = load_spec(spec)
+    targets = _check_targets(protocol, model, targets or chosen.targets, metrics)
     task = "classification" if protocol.kind == "images" else "verification"
-    resolved = resolve_methods(model, task, [m for m in methods if m != RANDOM], method_params, iterations)
+    given = {m: {**chosen.method_params.get(m, {}), **(method_params or {}).get(m, {})} for m in methods}
+    resolved = resolve_methods(model, task, [m for m in methods if m != RANDOM], given, iterations)
     threshold = default_cosine_threshold(model) if task == "verification" else None
     engine_info = {"name": engine, "workers": workers, **({"address": address} if address else {})}
-    config = run_config(protocol, model, spec, resolved, targets, metrics, fractions, fill, threshold, engine_info)
+    config = run_config(protocol, model, spec, resolved, targets, metrics, fractions, fill, threshold, engine_info,
+                        masks, preset)
     rundir.check_or_write_config(out_dir, config)
     cfg = {"methods": resolved, "targets": targets, "metrics": metrics, "fractions": [float(f) for f in fractions],
-           "fill": fill, "threshold": threshold, "align": align}
+           "fill": fill, "masks": masks, "threshold": threshold, "align": align}
     finished = rundir.finished_keys(out_dir)
     jobs = [(i, protocol.key(i), item) for i, item in enumerate(protocol.items) if protocol.key(i) not in finished]
     skipped = len(protocol) - len(jobs)

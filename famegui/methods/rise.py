@@ -43,7 +43,6 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import rankdata
 
 from ..core.attribution import normalize_maps
 from .registry import MethodContext, MethodSpec, Param, register
@@ -238,6 +237,8 @@ def spearman_map(masks: torch.Tensor, scores: np.ndarray) -> np.ndarray:
     h, w = masks.shape[-2:]
     if n < 2:
         return np.zeros((h, w), dtype=np.float32)
+    from scipy.stats import rankdata  # scipy.stats costs a second at start-up: only when ranks are needed
+
     m = masks[:n].reshape(n, -1)
     r = rankdata(np.asarray(scores, dtype=np.float64), method="average") - 1.0  # ties: average ranks
     r -= r.mean()
