@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import torch
 
@@ -85,3 +86,158 @@ def bench_methods(model: ModelWrapper, names: list[str] | None = None) -> list[d
         rows.append({"method": spec.name, "task": task, "cost": spec.cost,
                      "seconds": round(time.perf_counter() - t0, 3)})
     return rows
+
+
+# --------------------------------------------------------------------------- against the reference loop
+def reference_loop(model: ModelWrapper, x: torch.Tensor, loss, iterations: int = 500,
+                   step: float = 1.0 / 255.0) -> torch.Tensor:
+    """The plain loop of the FAME paper (Eq. 3), one sample, fixed iterations, no early stop:
+    x_{t+1} = x_t - eta * g_t / max|g_t|. ``loss`` maps (1,3,H,W) to a scalar. Returns x_T."""
+    xt = x.detach().clone()
+    for _ in range(iterations):
+        xt.requires_grad_(True)
+        (g,) = torch.autograd.grad(loss(xt), xt)
+        xt = (xt - step * g / g.abs().max().clamp_min(1e-30)).detach()
+    return xt
+
+
+def reference_map(x0: torch.Tensor, xt: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
+    """Eq. 4 and its post-processing: |gray(x_T) - gray(x)|, / max, Gaussian blur, min-max. (H,W)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    w = torch.tensor([0.2989, 0.587, 0.114], device=x0.device).view(1, 3, 1, 1)
+    d = ((xt * w).sum(1) - (x0 * w).sum(1)).abs()
+    d = d / d.max().clamp_min(1e-30)
+    d = gaussian_blur(d.unsqueeze(1), [kernel, kernel], [sigma, sigma])[0, 0]
+    return (d - d.min()) / (d.max() - d.min()).clamp_min(1e-30)
+
+
+def reference_losses(model: ModelWrapper, reference: torch.Tensor | None = None):
+    """The reference's losses on the full network: a cell through a hook on its layer (the
+    network runs to its end, as the original does), L+ = cos and L- = 1 - cos."""
+    def cell(layer: str, rc: tuple[int, int]):
+        def loss(x):
+            seen = []
+            handle = model.get_layer(layer).register_forward_hook(lambda _m, _i, out: seen.append(out))
+            try:
+                model(x)
+            finally:
+                handle.remove()
+            return seen[0][0, :, rc[0], rc[1]].abs().sum()
+        return loss
+
+    def cos(x):
+        e = model(x)
+        return torch.nn.functional.cosine_similarity(e, reference.expand_as(e), dim=1)[0]
+
+    return cell, (lambda x: cos(x)), (lambda x: 1.0 - cos(x))
+
+
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def _corr(a, b) -> float:
+    from .core.fame import map_correlation
+
+    a = torch.as_tensor(a, dtype=torch.float32).reshape(1, -1)
+    b = torch.as_tensor(b, dtype=torch.float32).reshape(1, -1)
+    return round(float(map_correlation(a, b)[0]), 4)
+
+
+def _fame_params(model, task: str, params: dict):
+    from .methods import get_method
+    from .methods.fame import fame_params_for
+
+    return fame_params_for(model, get_method("fame").resolve(params, task))
+
+
+def bench_pairs_against_reference(model: ModelWrapper, iterations: int = 500, fast: dict | None = None) -> list[dict]:
+    """Per demo pair and sign: the reference loop's time and map against famegui's fast path
+    (``fast``: the GUI's settings by default), and e+/e- in one batch against both reference runs."""
+    from .data.pairs import demo_pairs
+    from .data.pipeline import prepare_for_model
+    from .methods.fame import FAST_PARAMS, explain_fame, explain_fame_pair
+
+    fast = dict(FAST_PARAMS if fast is None else fast, iterations=iterations)
+    rows = []
+    for pair in demo_pairs():
+        x = prepare_for_model(model, str(pair.a)).tensor.to(model.device)
+        y = prepare_for_model(model, str(pair.b)).tensor.to(model.device)
+        with torch.no_grad():
+            ref_emb = model(y).detach()
+        _, plus, minus = reference_losses(model, ref_emb)
+        fp = _fame_params(model, "verification", fast)
+        ref_maps, ref_total = [], 0.0
+        for sign, loss, kind in (("e+", plus, "similar"), ("e-", minus, "dissimilar")):
+            xt, t_ref = _timed(reference_loop, model, x, loss, iterations)
+            ref_maps.append(reference_map(x, xt, fp.blur_kernel, fp.blur_sigma))
+            ref_total += t_ref
+            res, t_fast = _timed(explain_fame, model, x, Target(kind), fp, reference=y, every=iterations)
+            rows.append({"bench": "pair", "pair": "genuine" if pair.same else "impostor", "map": sign,
+                         "reference_s": round(t_ref, 3), "fast_s": round(t_fast, 3),
+                         "time_ratio": round(t_fast / t_ref, 3), "iterations": int(res.iterations[0]),
+                         "corr_with_reference": _corr(res.maps[0], ref_maps[-1])})
+        both, t_both = _timed(explain_fame_pair, model, x, y, fp, every=iterations)
+        rows.append({"bench": "pair-batch", "pair": "genuine" if pair.same else "impostor", "map": "e+ and e-",
+                     "reference_s": round(ref_total, 3), "fast_s": round(t_both, 3),
+                     "time_ratio": round(t_both / ref_total, 3), "iterations": both.iterations.tolist(),
+                     "corr_with_reference": [_corr(both.maps[i], ref_maps[i]) for i in range(2)]})
+    return rows
+
+
+def _spread_cells(fh: int, fw: int, n: int) -> list[tuple[int, int]]:
+    """n cells spread over the map: the middle, then corners and edges."""
+    cand = [(fh // 2, fw // 2), (0, 0), (fh - 1, fw - 1), (0, fw - 1), (fh - 1, 0), (fh // 2, 0)]
+    out = list(dict.fromkeys(cand))
+    return out[:max(1, n)]
+
+
+def bench_cells_against_reference(model: ModelWrapper, layer: str, iterations: int = 500, ref_cells: int = 2,
+                                  precision: str = "fp32") -> dict:
+    """All-cells throughput: the reference loop on ``ref_cells`` cells (full network, batch 1) against one
+    batch of famegui's sheet (batched, cropped, fixed iterations), maps compared on the shared cells."""
+    from .data.pairs import demo_pairs
+    from .data.pipeline import prepare_for_model
+    from .methods.fame import cells_batch_size, explain_fame
+
+    x = prepare_for_model(model, str(demo_pairs()[0].a)).tensor.to(model.device)
+    _, fh, fw = model.layer_info(layer).shape
+    sample = _spread_cells(fh, fw, ref_cells)
+    cell_loss_of, _, _ = reference_losses(model)
+    fp = _fame_params(model, "cell", {"iterations": iterations, "crop": True, "precision": precision})
+    ref_maps, t_ref = [], 0.0
+    for rc in sample:
+        xt, t = _timed(reference_loop, model, x, cell_loss_of(layer, rc), iterations)
+        ref_maps.append(reference_map(x, xt, fp.blur_kernel, fp.blur_sigma))
+        t_ref += t
+    batch = max(len(sample), min(fh * fw, cells_batch_size(model, layer, crop=True)))
+    rest = [(r, c) for r in range(fh) for c in range(fw) if (r, c) not in sample]
+    cells = sample + rest[:batch - len(sample)]
+    targets = [Target("cell", layer=layer, cell=rc) for rc in cells]
+    explain_fame(model, x, targets[:1], _fame_params(model, "cell", {"iterations": 2, "crop": True}))  # warm-up
+    res, t_fast = _timed(explain_fame, model, x, targets, fp, every=iterations)
+    ref_per_cell, fast_per_cell = t_ref / len(sample), t_fast / len(cells)
+    return {"bench": "cells", "layer": layer, "cells_in_layer": fh * fw, "batch": len(cells),
+            "crop": list(res.window.size) if res.window is not None else None, "precision": precision,
+            "reference_s_per_cell": round(ref_per_cell, 3), "fast_s_per_cell": round(fast_per_cell, 3),
+            "throughput_ratio": round(ref_per_cell / fast_per_cell, 2),
+            "corr_with_reference": [_corr(res.maps[i], ref_maps[i]) for i in range(len(sample))],
+            "sheet_estimate_s": round(fast_per_cell * fh * fw, 1)}
+
+
+def bench_against_reference(model: ModelWrapper, iterations: int = 500, layers: list[str] | None = None,
+                            ref_cells: int = 2, precision: str = "fp32") -> Iterator[dict]:
+    """`famegui bench --against-reference`: pairs (faces) then the cells of an early and the default layer
+    (and again in ``precision`` when it is not fp32)."""
+    yield {"bench": "setup", "model": model.name, "device": str(model.device), "threads": torch.get_num_threads(),
+           "iterations": iterations}
+    if model.task == "embedding":
+        yield from bench_pairs_against_reference(model, iterations)
+    layers = layers or list(dict.fromkeys([early_layer(model), model.default_layer]))
+    for layer in layers:
+        yield bench_cells_against_reference(model, layer, iterations, ref_cells)
+        if precision != "fp32":
+            yield bench_cells_against_reference(model, layer, iterations, ref_cells, precision)

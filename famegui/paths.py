@@ -8,15 +8,23 @@ from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """The per-user cache (parsed networks, results). ``FAMEGUI_CACHE_DIR`` overrides it."""
+    """The per-user cache (parsed networks, results): platformdirs' user cache folder (``~/.cache/famegui``
+    on Linux); ``FAMEGUI_CACHE_DIR`` overrides it."""
+    from platformdirs import user_cache_dir
+
     env = os.environ.get("FAMEGUI_CACHE_DIR")
-    if env:
-        base = Path(env)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = Path(xdg) / "famegui" if xdg else Path.home() / ".cache" / "famegui"
+    base = Path(env) if env else Path(user_cache_dir("famegui", appauthor=False))
     base.mkdir(parents=True, exist_ok=True)
     return base
+
+
+def log_dir() -> Path:
+    """Where famegui writes its log (failed GUI jobs with their tracebacks): platformdirs' user log folder
+    (``~/.local/state/famegui/log`` on Linux); ``FAMEGUI_LOG_DIR`` overrides it. Not created here."""
+    from platformdirs import user_log_dir
+
+    env = os.environ.get("FAMEGUI_LOG_DIR")
+    return Path(env) if env else Path(user_log_dir("famegui", appauthor=False))
 
 
 def resource_path(*parts: str) -> Path:

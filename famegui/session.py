@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .core.cache import ByteLRU
 from .data.images import LoadedImage, load_image
 from .data.pipeline import ModelInput, prepare_for_model
 from .methods import get_method, run_method
@@ -21,6 +22,7 @@ from .models.wrapper import ModelWrapper
 from .targets import Target, task_of
 
 SLOTS = ("probe", "reference", "third")
+FMAP_CACHE_BYTES = 64 << 20  # feature maps for the layer view: small, a separate budget
 
 
 @dataclass
@@ -70,8 +72,13 @@ class Session:
         self.input_errors: dict[str, str] = {}  # why a loaded photo cannot be used with the current model
         self.align = True
         self._lock = threading.RLock()
-        self._fmap_cache: dict[tuple, np.ndarray] = {}
-        self.cache: dict[tuple, MapResult] = {}
+        # results and feature maps, bounded in bytes (least recently used evicted first; FAMEGUI_CACHE_MB)
+        self.cache: ByteLRU = ByteLRU()
+        self._fmap_cache: ByteLRU = ByteLRU(FMAP_CACHE_BYTES)
+
+    def set_cache_limit(self, megabytes: float) -> None:
+        """The result cache's budget in MB (the GUI's setting); entries beyond it are evicted now."""
+        self.cache.set_limit(int(float(megabytes) * (1 << 20)))
 
     # ----------------------------------------------------------------- model and images
     def load_model(self, spec: str, weights: str | None = None, device: str = "cpu") -> ModelWrapper:
@@ -146,14 +153,16 @@ class Session:
         """sum_c |a_c| of ``layer`` for an image: (fh, fw) float32."""
         inp = self.input(slot)
         key = (self.model_key(), inp.image.sha256, self.face_index.get(slot, 0), layer)
-        if key not in self._fmap_cache:
+        fmap = self._fmap_cache.get(key)
+        if fmap is None:
             m = self.io_model
             with torch.no_grad():
                 a = m.activation(inp.tensor.to(m.device), layer)
             if a.ndim != 4:
                 raise ValueError(f"layer {layer} has output shape {tuple(a.shape[1:])}, not a (C,H,W) feature map")
-            self._fmap_cache[key] = a[0].abs().sum(0).cpu().numpy().astype(np.float32)
-        return self._fmap_cache[key]
+            fmap = a[0].abs().sum(0).cpu().numpy().astype(np.float32)
+            self._fmap_cache[key] = fmap
+        return fmap
 
     def cell_geometry(self, layer: str, cell: tuple[int, int], io: bool = False) -> tuple[Box, Box]:
         """(footprint, receptive field); ``io=True`` from the io thread (uses the model copy)."""
@@ -232,10 +241,22 @@ class Session:
             threshold = default_cosine_threshold(self.model)
         amap = run_method(method, self.model, inp.tensor, target, resolved, reference=ref, threshold=threshold,
                           progress=progress, cancel=cancel, info=info, non_mate=nm)
+        self._check_map(amap, inp.tensor, target, info, resolved, ref)
         res = MapResult(amap, method, target, resolved, slot, other, time.perf_counter() - t0, info, key, non_mate)
         with self._lock:
             self.cache[key] = res
         return res
+
+    def _check_map(self, amap, x, target: Target, info: dict, params: dict, ref) -> None:
+        """An empty or non-finite map: EmptyMapError when it means nothing (NaN input or weights), else the
+        reason in ``info["problem"]`` (e.g. the loss was below epsilon at the start), for the GUI to show."""
+        from .report import EmptyMapError, check_map
+
+        problem = check_map(amap, self.model, x, target, info, params, ref)
+        if problem is not None and problem.fatal:
+            raise EmptyMapError(problem.text)
+        if problem is not None:
+            info["problem"] = problem.text
 
     def cached(self, method: str, target: Target, params: dict | None, slot: str = "probe",
                other: str | None = None, non_mate: str | None = None) -> MapResult | None:
@@ -244,14 +265,18 @@ class Session:
         except ValueError:
             return None
 
-    def explain_cells(self, layer: str, params: dict | None = None, slot: str = "probe", batch: int = 16,
+    def explain_cells(self, layer: str, params: dict | None = None, slot: str = "probe", batch: int | None = None,
                       progress=None, cancel=None) -> list[MapResult]:
-        """FAME for every cell of ``layer``, batched; progress(fraction, done_results)."""
-        from .methods.fame import explain_fame, fame_params_for
+        """FAME for every cell of ``layer``, batched (``batch`` None: sized to memory and the model, see
+        :func:`famegui.methods.fame.cells_batch_size`); progress(fraction, done_results)."""
+        from .core.attribution import check_blur
+        from .methods.fame import cells_batch_size, explain_fame, fame_params_for
 
         spec = get_method("fame")
         resolved = spec.resolve(params, "cell")
         fp = fame_params_for(self.model, resolved)
+        check_blur(fp.blur_kernel, fp.blur_sigma, tuple(self.model.input_size))  # before any cell is computed
+        batch = int(batch) if batch else cells_batch_size(self.model, layer, fp.crop)
         _, fh, fw = self.model.layer_info(layer).shape
         cells = [(r, c) for r in range(fh) for c in range(fw)]
         inp = self.input(slot)
@@ -281,6 +306,8 @@ class Session:
                 key = self.request_key("fame", targets[j], resolved, slot, None)
                 info = {"initial_loss": float(res.initial_loss[j]), "final_loss": float(res.final_loss[j]),
                         "iterations": int(res.iterations[j])}
+                if res.window is not None:
+                    info["crop"] = list(res.window.size)
                 r = MapResult(res.maps[j], "fame", targets[j], resolved, slot, None, secs, info, key)
                 self.cache[key] = r
                 results[i] = r
@@ -291,7 +318,7 @@ class Session:
 
     # ----------------------------------------------------------------- export
     def export(self, result: MapResult, out: str, save_map: str | None = None, *, on_photo: bool = False,
-               opacity: float = 0.5, cmap: str = "jet", boxes=None):
+               opacity: float = 0.5, cmap: str = "jet", boxes=None, long_side: int | None = None):
         from .report import explain_record, write_outputs
 
         inp = self.input(result.slot)
@@ -300,4 +327,4 @@ class Session:
         rec = explain_record(self.model, self.weights, inp, ref, result.target, result.method, result.params,
                              result.seconds, extra={"info": result.info}, non_mate=nm)
         return write_outputs(result.map, inp, rec, out, save_map, on_photo=on_photo, opacity=opacity, cmap=cmap,
-                             boxes=boxes)
+                             boxes=boxes, long_side=long_side)

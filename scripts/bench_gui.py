@@ -4,9 +4,12 @@ Starts the real window on the embedded face model, clicks a feature-map cell and
 measures, while FAME runs in the background:
 - the largest gap between ticks of a 10 ms GUI timer (target <= 100 ms),
 - the time until the first progressive map is drawn (target <= 0.5 s),
-- the time until the full 500-iteration map is shown (target <= 10 s).
+- the time until the final map is shown: with the GUI's default settings FAME stops once the
+  map has converged (targets, FAME speed issue: first map <= 0.3 s, converged stage4 map <= 3 s);
+  ``--no-converge`` runs all iterations (the explorer issue's target: <= 10 s for 500).
 
 Usage: QT_QPA_PLATFORM=offscreen python scripts/bench_gui.py [--iterations 500] [--layer stage4] [--cell 2,2]
+       [--no-converge]
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import tempfile
 import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the app sets it (famegui.core.threads), before torch
 
 
 def main() -> None:
@@ -25,6 +29,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=500)
     ap.add_argument("--layer", default="stage4")
     ap.add_argument("--cell", default="2,2")
+    ap.add_argument("--no-converge", action="store_true", help="run every iteration (no convergence stop)")
     args = ap.parse_args()
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
@@ -56,6 +61,8 @@ def main() -> None:
                and fm.fmap_canvas.image_shape() is not None)
     startup = time.perf_counter() - t_start
     w.param_form.set_value("iterations", args.iterations)
+    if args.no_converge:
+        w.param_form.set_value("converge_tol", None)
     if fm.layer != args.layer:
         fm.select_layer(args.layer)
         pump_until(lambda: fm.fmap_canvas.title.text.startswith(args.layer))
@@ -88,6 +95,8 @@ def main() -> None:
         "first_map_s": round(first_map[0] - t0, 3) if first_map else None,
         "full_map_s": round(done[0] - t0, 2) if done else None,
         "compute_s": round(shown[0].seconds, 2) if shown else None,
+        "iterations_taken": shown[0].info.get("iterations") if shown else None,
+        "converge_tol": w.param_form.values().get("converge_tol"),
         "max_tick_gap_ms": round(1000 * max(gaps), 1) if gaps else None,
         "median_tick_gap_ms": round(1000 * sorted(gaps)[len(gaps) // 2], 1) if gaps else None,
         "ticks": len(during),

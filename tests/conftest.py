@@ -6,6 +6,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 _tmp = tempfile.mkdtemp(prefix="famegui-test-cache-")
 os.environ.setdefault("FAMEGUI_CACHE_DIR", _tmp)
 os.environ["TORCH_HOME"] = os.path.join(_tmp, "torch")
+os.environ.setdefault("FAMEGUI_LOG_DIR", os.path.join(_tmp, "log"))  # failed GUI jobs log here, not in $HOME
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -91,3 +92,24 @@ def identity_classifier(dlib, tmp_path_factory):
         (gallery / who).mkdir()
         shutil.copy(face(who, "neutral.jpg"), gallery / who / "neutral.jpg")
     return build_identification_model(dlib, gallery)
+
+
+GUI_READY_MS = 180000  # ms: an upper bound for a busy machine; the wait is for a condition, not a time
+
+
+@pytest.fixture
+def win(qtbot, tmp_path, monkeypatch):
+    """The real main window on the embedded dlib model with the demo photos loaded (FAME at 40 iterations)."""
+    from PySide6.QtCore import QSettings
+
+    from famegui.gui.main_window import MainWindow
+
+    monkeypatch.setenv("FAMEGUI_LOG_DIR", str(tmp_path / "logs"))  # failed jobs' tracebacks
+    w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.session.model is not None and {"probe", "reference", "third"} <= set(w.session.inputs)
+                    and w.feature_map.fmap_canvas.image_shape() is not None, timeout=GUI_READY_MS)
+    w.param_form.set_value("iterations", 40)
+    yield w
+    w.close()

@@ -213,7 +213,8 @@ def test_a_registered_metric_runs_through_faithfulness(toy_metric, tmp_path, cap
                             "--json", out)
     assert code == 0, err
 
-    # the expected numbers, from the model and plain torch: top-k % pixels (ties in row-major order) set to
+    # the expected numbers, from the model and plain torch: top-k % pixels (ties in a fixed random order, numpy
+    # default_rng(0).permutation) set to
     # each channel's mean colour, the softmax probability of the top-1 class, then its running mean
     model = load_model("resnet18", r18_weights)
     x = prepare_for_model(model, img).tensor
@@ -226,7 +227,7 @@ def test_a_registered_metric_runs_through_faithfulness(toy_metric, tmp_path, cap
     fill = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
     expected = {}
     for method, amap in maps.items():
-        order = np.argsort(-amap.astype(np.float64).ravel(), kind="stable")
+        order = np.lexsort((np.random.default_rng(0).permutation(224 * 224), -amap.astype(np.float64).ravel()))
         probs = []
         for f in fractions:
             top = torch.zeros(224 * 224, dtype=torch.bool)
@@ -253,6 +254,7 @@ def test_a_registered_metric_runs_through_faithfulness(toy_metric, tmp_path, cap
     assert expected["gradcam"][0] != pytest.approx(expected["random"][0], abs=1e-4)  # the maps do differ
 
 
+@pytest.mark.slow  # several child processes
 def test_reproduce_never_runs_code_a_sidecar_names(tmp_path):
     """A sidecar naming a Python entry point is refused with one line (no import, no abort); a module in the
     current folder that would write a marker file never runs, even when trusted (the folder is not searched)."""
@@ -289,3 +291,35 @@ def test_faithfulness_modes_are_the_curve_metrics(capsys):
     rc = main(["faithfulness", "--image", face("london_001", "neutral.jpg"), "--mode", "deletion,sanity"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and len(err) == 1 and "sanity" not in err[0].split("of ")[1].split(" (")[0] and "hiding" in err[0]
+
+
+def test_cell_overlay_is_figure_sized_with_its_boxes_and_reproduces(tmp_path, capsys):
+    """A cell's overlay: --size sets the long side (the map stays as computed), the footprint (white) and the
+    receptive field (cyan) are drawn, and reproduce redraws it at the recorded size."""
+    import json
+
+    from PIL import Image
+
+    from famegui.core.render import RF_COLOR
+    from famegui.models.receptive import footprint
+    from famegui.models.zoo import load_model
+
+    img = face("london_001", "neutral.jpg")
+    small, big = tmp_path / "small.png", tmp_path / "big.png"
+    for out, size in ((small, "0"), (big, "600")):
+        code, _, err = run(capsys, "explain", "--model", "dlib-resnet", "--image", img, "--cell", "stage2:3,4",
+                           "--iterations", "2", "--size", size, "--out", out, "--save-map", out.with_suffix(".npy"),
+                           "--quiet")
+        assert code == 0, err
+    assert Image.open(small).size == (150, 150) and Image.open(big).size == (600, 600)
+    np.testing.assert_array_equal(np.load(small.with_suffix(".npy")), np.load(big.with_suffix(".npy")))
+    assert json.loads(big.with_suffix(".json").read_text())["outputs"]["overlay_size"] == [600, 600]
+    pic = np.asarray(Image.open(big).convert("RGB")).astype(int)
+    x0, y0, x1, y1 = footprint((150, 150), (17, 17), (3, 4)).as_tuple()
+    top = pic[int(round(y0 * 4)), int(x0 * 4) + 6:int(x1 * 4) - 6]
+    assert (top == 255).all()  # the footprint's top edge, white, at 4x
+    assert (np.abs(pic - np.array(RF_COLOR)).sum(-1) < 30).sum() > 600  # the cyan receptive field box
+    code, _, err = run(capsys, "reproduce", big.with_suffix(".json"), "--out", tmp_path / "again.png")
+    assert code == 0, err
+    assert Image.open(tmp_path / "again.png").size == (600, 600)
+    assert load_model("dlib-resnet").layer_info("stage2").shape[1:] == (17, 17)

@@ -96,11 +96,13 @@ def base_run(tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow  # the shared demo run (three pairs, every method)
 def test_demo_run_writes_the_run_directory(base_run):
     out, summary = base_run
     assert (summary.done, summary.skipped, summary.errors) == (LIMIT, 0, 0)
     cfg = json.loads((out / "run.json").read_text())
-    assert cfg["famegui_run"] == rundir.RUN_FORMAT and cfg["protocol"]["kind"] == "pairs" and cfg["protocol"]["items"] == LIMIT
+    assert cfg["famegui_run"] == rundir.RUN_FORMAT and cfg["protocol"]["kind"] == "pairs"
+    assert cfg["protocol"]["items"] == LIMIT
     assert cfg["protocol"]["path"] == "demo" and len(cfg["model"]["weights_sha256"]) == 64
     assert set(cfg["methods"]) == set(METHODS) and cfg["methods"]["fame"]["iterations"] == 3
     assert cfg["targets"] == ["e+", "e-"] and cfg["metrics"] == ["deletion", "insertion"] and cfg["fill"] == "mean"
@@ -128,6 +130,7 @@ def test_demo_run_writes_the_run_directory(base_run):
             assert m.dtype == np.float32 and m.shape == (150, 150)
 
 
+@pytest.mark.slow  # the shared demo run (three pairs, every method)
 def test_report_of_a_run_lists_every_method_target_and_metric(base_run, capsys):
     """`famegui run` then `famegui report`: the table has FAME, Grad-CAM, CorrRISE and the random baseline for
     e+ and e- with deletion, insertion and the flip share."""
@@ -146,6 +149,7 @@ def test_report_of_a_run_lists_every_method_target_and_metric(base_run, capsys):
                 assert row[7].strip() not in ("", "n/a") and int(row[8]) == LIMIT  # flip share over every item
 
 
+@pytest.mark.slow  # the shared demo run (three pairs, every method)
 def test_rerun_skips_finished_items_and_other_config_is_refused(base_run, capsys):
     from famegui.cli import main
 
@@ -185,6 +189,7 @@ def test_bad_items_become_error_rows(tmp_path):
     assert "## Errors (" in text and "corrupt.jpg" in text and "gray.png" in text
 
 
+@pytest.mark.slow  # the shared demo run (three pairs, every method)
 def test_two_workers_give_the_same_table(base_run, tmp_path):
     out = tmp_path / "two"
     s = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=2, **RUN)
@@ -249,3 +254,46 @@ def test_triplet_protocol_plays_the_hiding_game(tmp_path):
     # the hiding game explains the match: it has rows for e+ only
     assert got == {(m, t, "deletion") for m in ("random", "gradcam") for t in ("e+", "e-")} | \
         {(m, "e+", "hiding") for m in ("random", "gradcam")}
+
+
+def test_percentile_masks_remove_tied_values_together():
+    import torch
+
+    from famegui.evaluation.curves import perturbed
+
+    amap = np.zeros((10, 10), dtype=np.float32)
+    amap[:2] = 1.0  # 20 tied top pixels
+    x = torch.ones(1, 3, 10, 10)
+    rank = perturbed(x, amap, [0.0, 0.1], "deletion", "zero", masks="rank")
+    pct = perturbed(x, amap, [0.0, 0.1], "deletion", "zero", masks="percentile")
+    assert float((rank[1, 0] == 0).sum()) == 10  # exactly 10 % of the pixels
+    assert float((pct[1, 0] == 0).sum()) == 20  # every pixel at or above the 90th percentile: the whole tie
+    assert float((pct[0, 0] == 0).sum()) == 0
+
+
+def test_fame_authors_preset_records_its_choices(tmp_path):
+    out = tmp_path / "authors"
+    s = run_protocol(demo_protocol(limit=1), "dlib-resnet", methods=["fame", "gradcam"], iterations=2,
+                     metrics=["deletion", "accuracy-deletion"], preset="fame-authors", out_dir=out)
+    assert (s.done, s.errors) == (1, 0)
+    cfg = json.loads((out / "run.json").read_text())
+    assert cfg["preset"] == "fame-authors" and cfg["fill"] == "zero" and cfg["masks"] == "percentile"
+    assert cfg["targets"] == ["e+"] and cfg["methods"]["fame"]["epsilon"] == 0.01
+    # famegui's own preset adds the decision target for an accuracy metric, and refuses to mix into that folder
+    with pytest.raises(rundir.ConfigMismatch):
+        run_protocol(demo_protocol(limit=1), "dlib-resnet", methods=["fame", "gradcam"], iterations=2,
+                     metrics=["deletion", "accuracy-deletion"], out_dir=out)
+    rows = _rows(out)
+    assert {r["target"] for r in rows} == {"e+"} and {r["metric"] for r in rows} == {"deletion", "accuracy-deletion"}
+
+
+def test_decision_target_reuses_the_map_of_the_pairs_own_decision(tmp_path):
+    out = tmp_path / "decision"
+    run_protocol(demo_protocol(limit=2), "dlib-resnet", methods=["gradcam"], metrics=["accuracy-deletion"],
+                 out_dir=out)
+    assert json.loads((out / "run.json").read_text())["targets"] == ["e+", "e-", "decision"]
+    rows = [r for r in _rows(out) if r["method"] == "gradcam"]
+    for index, label in {(r["item_index"], r["label"]) for r in rows}:
+        own = "e+" if label == "genuine" else "e-"
+        a = np.load(out / f"maps/{index}/gradcam_decision.npy")
+        np.testing.assert_array_equal(a, np.load(out / f"maps/{index}/gradcam_{own}.npy"))

@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from . import evaluate, explain, info, launch, report, run
-from .common import EXIT_ERROR, CliError, one_line
+from .common import EXIT_ERROR, CliError, Parser, one_line
 
 __all__ = ["main", "build_parser", "CliError", "EXIT_ERROR"]
 
@@ -47,7 +48,7 @@ ORDER = ("gui", "explain", "reproduce", "layers", "models", "methods", "bench", 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="famegui", description="See what a convolutional network looks at.")
+    p = Parser(prog="famegui", description="See what a convolutional network looks at.")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command")
     for name in ORDER + tuple(n for n in PARSERS if n not in ORDER):
@@ -55,11 +56,43 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# library warnings that say nothing to a user of the command line (the deprecation of torch.jit, which
+# famegui uses only to read TorchScript files; Pillow's notes on damaged metadata, which images.py reports)
+QUIET_WARNINGS = ("is deprecated. Please switch to", "TypedStorage is deprecated", "EXIF", "Metadata Warning",
+                  "DecompressionBombWarning", "weights_only")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ..core.threads import set_wait_policy
+
+    set_wait_policy()  # OpenMP threads sleep when idle; must come before torch is imported (below, lazily)
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or a usage error already printed as one line (2)
+        return e.code if isinstance(e.code, int) else EXIT_ERROR
     if args.command in (None, "gui"):
         return launch.cmd_gui(args)
+    with warnings.catch_warnings(record=True) as caught:  # shown after the result, never before an error
+        code = _run(args)
+    _show_warnings(caught, code, args.debug)
+    return code
+
+
+def _show_warnings(caught, code: int, debug: bool) -> None:
+    """Library warnings of a command: none after an error (its one line is the message), the ones that mean
+    something to the user after a success, each as one ``famegui: note:`` line; all of them with --debug."""
+    seen = set()
+    for w in caught:
+        text = str(w.message).strip().splitlines()[0] if str(w.message).strip() else w.category.__name__
+        quiet = any(q in text or q == w.category.__name__ for q in QUIET_WARNINGS)
+        if text in seen or not (debug or (code == 0 and not quiet)):
+            continue
+        seen.add(text)
+        print(f"famegui: note: {w.category.__name__}: {text}", file=sys.stderr)
+
+
+def _run(args) -> int:
     from ..core.fame import Cancelled
     from ..data.images import ImageLoadError
     from ..export import ExportError
@@ -76,10 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (CliError, ModelLoadError, ImageLoadError, ExportError, Cancelled, ValueError, KeyError,
-            FileNotFoundError, PermissionError, MemoryError) as e:
+            OSError, MemoryError) as e:
         if args.debug:
             raise
-        print(f"famegui: error: {one_line(e)}", file=sys.stderr)
+        if isinstance(e, MemoryError):
+            print("famegui: error: not enough memory for this command", file=sys.stderr)
+        else:
+            print(f"famegui: error: {one_line(e)}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # last resort: still one line, never a traceback unless asked
         if args.debug:

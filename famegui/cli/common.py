@@ -18,11 +18,72 @@ class CliError(Exception):
 
 
 def one_line(e: BaseException) -> str:
-    """The first line of an exception's message (a KeyError's without its quotes)."""
+    """The first line of an exception's message (a KeyError's without its quotes); an OSError with its file."""
+    if isinstance(e, OSError) and e.strerror and e.filename and str(e.filename) not in str(e.args[-1]):
+        return f"{e.strerror}: {e.filename}"
     msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     if isinstance(e, KeyError) and msg.startswith(("'", '"')):
         msg = msg.strip("'\"")
     return msg
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``famegui CMD: error: ...`` and exit 2, no usage block before it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def number(lo: float | None = None, hi: float | None = None, integral: bool = False):
+    """An argparse ``type`` for a finite number in [lo, hi] (a whole number if ``integral``)."""
+    word = "a whole number" if integral else "a number"
+    bounds = (f" from {lo:g} to {hi:g}" if lo is not None and hi is not None else
+              f" >= {lo:g}" if lo is not None else f" <= {hi:g}" if hi is not None else "")
+
+    def parse(text: str):
+        try:
+            v = int(text.strip()) if integral and text.strip().lstrip("+-").isdigit() else float(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"must be {word}{bounds}, got {text!r}") from None
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise argparse.ArgumentTypeError(f"must be a finite number{bounds}, got {text!r}")
+            if integral:
+                if v != int(v):
+                    raise argparse.ArgumentTypeError(f"must be {word}{bounds}, got {text!r}")
+                v = int(v)
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {word}{bounds}, got {text!r}")
+        return v
+
+    parse.__name__ = "whole number" if integral else "number"
+    return parse
+
+
+def device(text: str) -> str:
+    """An argparse ``type`` for --device: cpu, cuda, cuda:N or mps, and only one this machine has."""
+    import re
+
+    t = text.strip().lower()
+    if t == "cpu":
+        return t
+    m = re.fullmatch(r"(cuda|mps)(?::(\d{1,3}))?", t)
+    if not m:
+        raise argparse.ArgumentTypeError(f"must be cpu, cuda, cuda:N or mps, got {text!r}")
+    import torch
+
+    if m.group(1) == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise argparse.ArgumentTypeError("mps (Apple GPU) is not available on this machine; use --device cpu")
+        return t
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text} asks for a CUDA GPU, but this machine has none that torch "
+                                         f"{torch.__version__} can use; use --device cpu")
+    n = torch.cuda.device_count()
+    if m.group(2) is not None and int(m.group(2)) >= n:
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1})")
+    return t
 
 
 # --------------------------------------------------------------------------- flags
@@ -34,7 +95,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None,
                    help="weights file (.safetensors, or a .pth state dict/checkpoint; pickles that need Python "
                         "objects are refused), or 'random' for an untrained network")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=number(8, 4096, integral=True), default=None,
                    help="input size for ONNX/TorchScript/entry-point/timm models")
     p.add_argument("--task", choices=("classification", "embedding"), default=None,
                    help="task of an ONNX/TorchScript/entry-point model (default: guessed from its output)")
@@ -42,14 +103,14 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--std", default=None, metavar="S[,S,S]", help="ONNX: input std in [0,1] units")
     p.add_argument("--channel-order", choices=("RGB", "BGR"), default=None,
                    help="ONNX: channel order (default RGB)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    p.add_argument("--device", type=device, default="cpu", help="cpu, cuda, cuda:N or mps")
 
 
 def add_input_args(p: argparse.ArgumentParser, target_required: bool, image_required: bool = True) -> None:
     """Model, image and target flags shared by explain, sanity and faithfulness."""
     add_model_args(p)
     p.add_argument("--image", required=image_required)
-    p.add_argument("--face", type=int, default=0, help="which face (0 = largest)")
+    p.add_argument("--face", type=number(0, 999, integral=True), default=0, help="which face (0 = largest)")
     p.add_argument("--no-align", action="store_true", help="face models: use a centre crop instead of alignment")
     tg = p.add_argument_group("target (exactly one)")
     tg.add_argument("--cell", default=None, metavar="LAYER:ROW,COL")
@@ -58,7 +119,7 @@ def add_input_args(p: argparse.ArgumentParser, target_required: bool, image_requ
     choices = ("similar", "dissimilar") if target_required else ("similar", "dissimilar", "both")
     tg.add_argument("--target", choices=choices, default=None if target_required else "both",
                     help=None if target_required else "with --reference: e+, e- or both (default)")
-    p.add_argument("--reference-face", type=int, default=0)
+    p.add_argument("--reference-face", type=number(0, 999, integral=True), default=0)
 
 
 def add_method_param_flags(parser: argparse.ArgumentParser) -> None:
@@ -108,19 +169,98 @@ def prepare_input(model, args, image, face_index: int = 0):
     """``image`` as the model's input (aligned unless --no-align): a ModelInput."""
     from ..data.pipeline import prepare_for_model
 
+    image = getattr(args, "loaded_images", {}).get(image, image)  # loaded by check_inputs
     return prepare_for_model(model, image, face_index=face_index, align=not args.no_align)
 
 
 def check_writable(*paths) -> None:
     """Fail before computing, not after, when an output cannot be written."""
+    check_outputs({str(p): p for p in paths if p is not None})
+
+
+NAME_BYTES = 230  # a file name famegui writes (it also needs room for its temporary names and journal)
+
+
+def check_outputs(outputs: dict, inputs=()) -> None:
+    """Refuse, before any work, outputs that cannot or must not be written: an empty name, a name too long,
+    a folder that is missing or read-only, an existing folder / device in the way, two outputs on one path, or
+    an output that would overwrite an input. ``outputs`` maps what each is ("--out", "the sidecar") to its
+    path (None: not written); ``inputs`` are the files the command reads."""
     import os
 
-    for p in filter(None, paths):
-        folder = Path(p).resolve().parent
+    seen: dict[Path, str] = {}
+    for what, p in outputs.items():
+        if p is None:
+            continue
+        if not str(p).strip():
+            raise CliError(f"{what} is empty: give a file name")
+        path = Path(p).expanduser()
+        if len(path.name.encode()) > NAME_BYTES:
+            raise CliError(f"{what}: the file name is too long ({len(path.name.encode())} bytes; at most "
+                           f"{NAME_BYTES})")
+        folder = path.resolve().parent
         if not folder.is_dir():
             raise CliError(f"cannot write {p}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK):
             raise CliError(f"cannot write {p}: folder {folder} is not writable")
+        if path.is_dir():
+            raise CliError(f"{what} {p} is a folder: give a file name")
+        if path.exists() and not path.is_file():
+            raise CliError(f"{what} {p} exists and is not a regular file (a device or FIFO): famegui will not "
+                           "replace it")
+        key = path.resolve()
+        if key in seen:
+            raise CliError(f"{what} and {seen[key]} are the same file ({p}): give different names")
+        seen[key] = what
+    for src in inputs:
+        if not src:
+            continue
+        try:
+            key = Path(src).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if key in seen:
+            raise CliError(f"{seen[key]} {key} is an input of this command: famegui will not overwrite it")
+
+
+def check_inputs(args, images=("image", "reference", "non_mate")) -> None:
+    """Checks of the files and values a command reads, before any model is loaded: every image loaded (a
+    regular file within the size and pixel limits, checked before decoding; kept in ``args.loaded_images``
+    for :func:`prepare_input`), the weights a regular file within its limit, the target flags well formed."""
+    import os
+
+    from ..data.files import regular_file
+    from ..data.images import load_image
+
+    loaded = {}
+    for name in images:
+        path = getattr(args, name, None)
+        if path is not None and path not in loaded:
+            loaded[path] = load_image(path)  # decoded now (and reused), so that a bad image fails at once
+    args.loaded_images = loaded
+    weights = getattr(args, "weights", None)
+    if weights not in (None, "random") and os.path.lexists(weights):  # a missing file: the loader says what it needs
+        regular_file(weights, "weights file", "weights", CliError)
+    cell = getattr(args, "cell", None)
+    if cell is not None:
+        from ..targets import Target
+
+        Target.parse_cell(cell)
+    text = getattr(args, "class_", None)
+    if text is not None:
+        top_rank(text)
+
+
+def top_rank(text: str) -> int | None:
+    """K of --class topK (None when ``text`` is not of that form); CliError for top0 or a non-number."""
+    if not text.lower().startswith("top"):
+        return None
+    rest = text[3:]
+    if not rest:
+        return 1
+    if not rest.isdigit() or int(rest) < 1:
+        raise CliError(f"--class {text}: topK needs K >= 1 (top1 is the highest-scoring class)")
+    return int(rest)
 
 
 # --------------------------------------------------------------------------- targets
@@ -160,10 +300,13 @@ def class_index(model, text: str, x) -> int:
     import torch
 
     names = model.class_names or []
-    if text.lower().startswith("top"):
-        k = int(text[3:] or 1)
+    k = top_rank(text)
+    if k is not None:
         with torch.no_grad():
             logits = model(x.to(model.device))
+        n = int(logits.shape[-1])
+        if k > n:
+            raise CliError(f"--class {text}: {model.name} has only {n} classes (top1 to top{n})")
         return int(logits[0].argsort(descending=True)[k - 1])
     if text.lstrip("-").isdigit():
         idx = int(text)
@@ -178,13 +321,19 @@ def class_index(model, text: str, x) -> int:
 
 # --------------------------------------------------------------------------- method parameters
 def parse_blur(text: str | None):
+    """--blur KERNEL,SIGMA: an odd whole kernel (0 = no blur) and a finite sigma >= 0."""
     if text is None:
         return None, None
+    from ..core.attribution import check_blur
+
     try:
         k, s = text.split(",")
-        return int(k), float(s)
+        kernel, sigma = int(k), float(s)
+        check_blur(kernel, sigma)
     except ValueError:
-        raise CliError(f"--blur must be KERNEL,SIGMA (e.g. 25,5), got {text!r}") from None
+        raise CliError(f"--blur must be KERNEL,SIGMA: an odd whole kernel (0 = none) and a finite sigma >= 0 "
+                       f"(e.g. 25,5), got {text!r}") from None
+    return kernel, sigma
 
 
 def method_params(args) -> dict:
@@ -202,13 +351,29 @@ def method_choice(args, task: str) -> list:
     """--method A,B (each must support ``task``), or FAME plus the task's cheap methods."""
     from ..methods import get_method, methods
 
-    if args.method:
-        specs = [get_method(n) for n in args.method.split(",") if n]
+    if args.method is not None:
+        specs = [get_method(n.strip()) for n in args.method.split(",") if n.strip()]
+        if not specs:
+            raise CliError("--method is empty: give one or more method names (`famegui methods` lists them)")
         for spec in specs:
             if task not in spec.tasks:
                 raise CliError(f"{spec.label} does not support {task} targets")
         return specs
     return [m for m in methods(task) if m.cost == "cheap" or m.name == "fame"]
+
+
+def check_params(args, specs) -> None:
+    """Every method-parameter flag given is valid for the methods that take it (type, finite, range), checked
+    before any model is loaded; a flag no chosen method takes is an error."""
+    given = method_params(args)
+    for name, value in given.items():
+        takers = [spec for spec in specs if name in {p.name for p in spec.params}]
+        if not takers:
+            labels = ", ".join(spec.label for spec in specs)
+            raise CliError(f"--{name.replace('_', '-')} is not a parameter of {labels} (`famegui methods` lists "
+                           "each method's parameters)")
+        for spec in takers:
+            spec.resolve({name: value})
 
 
 def resolved_params(args, specs, task: str) -> dict:

@@ -9,9 +9,12 @@ from .common import (
     CliError,
     add_input_args,
     add_method_param_flags,
-    check_writable,
+    check_inputs,
+    check_outputs,
+    check_params,
     load_model,
     method_choice,
+    number,
     one_line,
     prepare_input,
     resolve_targets,
@@ -26,13 +29,14 @@ def add_sanity(sub) -> None:
     sa.add_argument("--method", default=None, metavar="A,B",
                     help="methods to test (default: every gradient-based method for the target)")
     add_method_param_flags(sa)
-    sa.add_argument("--weights-seed", type=int, default=0,
+    sa.add_argument("--weights-seed", type=number(0, 2 ** 31 - 2, integral=True), default=0,
                     help="seed of the random weights (the prior's second network uses seed+1)")
-    sa.add_argument("--depth", type=int, default=None,
+    sa.add_argument("--depth", type=number(integral=True), default=None,
                     help="randomise only the top N weight layers (cascading test; default: all)")
     sa.add_argument("--region", choices=("face", "full"), default="face",
                     help="where to correlate: the aligned face square (face models; default) or the whole input")
-    sa.add_argument("--threshold", type=float, default=0.5, help="a method passes when every correlation is below")
+    sa.add_argument("--threshold", type=number(-1.0, 1.0), default=0.5,
+                    help="a method passes when every correlation is below")
     sa.add_argument("--no-prior", action="store_true",
                     help="skip the second random network (random-vs-random correlation)")
     sa.add_argument("--sheet", default=None, metavar="PNG", help="write trained vs random maps as one picture")
@@ -64,13 +68,35 @@ def add_faithfulness(sub) -> None:
     fa.add_argument("--non-mate", default=None, metavar="IMG3",
                     help="a photo of another person: adds the hiding game of Wang et al. (PRL 2025; probe pixels "
                          "replaced by the non-mate's, least important first) and gives gweEBP its triplet gain")
-    fa.add_argument("--non-mate-face", type=int, default=0)
+    fa.add_argument("--non-mate-face", type=number(0, 999, integral=True), default=0)
     fa.add_argument("--fill-with", dest="fill_with", choices=("mean", "zero", "blur"), default="mean",
                     help="what a removed pixel becomes (default: the image's mean colour)")
-    fa.add_argument("--steps", type=int, default=10, help="number of steps from 0 to 100 %% of the pixels")
+    fa.add_argument("--steps", type=number(1, 1000, integral=True), default=10,
+                    help="number of steps from 0 to 100 %% of the pixels")
     fa.add_argument("--plot", default=None, metavar="PNG", help="write the curves as a picture")
     fa.add_argument("--json", default=None, metavar="FILE", help="write the curves as JSON")
     fa.set_defaults(func=cmd_faithfulness)
+
+
+def _early_checks(args, outputs: dict) -> None:
+    """Outputs, input files, target flags and method parameters, checked before any model is loaded."""
+    from ..data.files import regular_file
+    from ..methods import get_method
+
+    inputs = [args.image, args.reference, getattr(args, "non_mate", None), getattr(args, "pairs", None),
+              args.weights, args.model]
+    check_outputs(outputs, inputs)
+    depth = getattr(args, "depth", None)
+    if depth is not None and not 1 <= depth <= 100_000:
+        raise CliError(f"--depth must be a whole number from 1 (the top layer) to 100000, got {depth}")
+    check_inputs(args)
+    if getattr(args, "pairs", None) is not None:
+        regular_file(args.pairs, "pair list", "text", CliError)
+    if args.method is not None:
+        names = [n.strip() for n in args.method.split(",") if n.strip()]
+        if not names:
+            raise CliError("--method is empty: give one or more method names (`famegui methods` lists them)")
+        check_params(args, [get_method(n) for n in names])
 
 
 # --------------------------------------------------------------------------- sanity
@@ -79,7 +105,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
     from ..methods import methods
     from ..targets import task_of
 
-    check_writable(args.sheet, args.json)
+    _early_checks(args, {"--sheet": args.sheet, "--json": args.json})
     model = load_model(args)
     probe = prepare_input(model, args, args.image, args.face)
     targets = resolve_targets(model, args, probe.tensor)
@@ -140,8 +166,8 @@ def _write_sanity(args, model, probe, params, rows) -> None:
 
 # --------------------------------------------------------------------------- faithfulness
 def cmd_faithfulness(args: argparse.Namespace) -> int:
-    check_writable(args.plot, args.json)
     modes = _checked_modes(args)
+    _early_checks(args, {"--plot": args.plot, "--json": args.json})
     fractions = [i / args.steps for i in range(args.steps + 1)]
     model = load_model(args)
     t0 = time.perf_counter()

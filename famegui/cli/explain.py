@@ -10,37 +10,45 @@ from .common import (
     CliError,
     add_input_args,
     add_method_param_flags,
-    check_writable,
+    check_inputs,
+    check_outputs,
+    check_params,
     cli_progress,
     load_model,
     method_params,
+    number,
     prepare_input,
     resolve_target,
 )
 
 
 def add_explain(sub) -> None:
+    from ..core.render import COLORMAPS
+
     e = sub.add_parser("explain", help="compute an explanation and write an overlay")
     add_input_args(e, target_required=True)
     e.add_argument("--method", default="fame", help="explanation method (`famegui methods` lists them)")
     e.add_argument("--non-mate", default=None, metavar="IMG3",
                    help="a photo of another person: gweEBP then uses the triplet gain of Wang et al. "
                         "(PRL 2025) for e+")
-    e.add_argument("--non-mate-face", type=int, default=0)
+    e.add_argument("--non-mate-face", type=number(0, 999, integral=True), default=0)
     add_method_param_flags(e)
     e.add_argument("--out", required=True, help="overlay PNG")
     e.add_argument("--save-map", default=None, help="raw map as float32 .npy")
     e.add_argument("--on-photo", action="store_true", help="draw on the full photo instead of the model input")
-    e.add_argument("--opacity", type=float, default=0.5)
-    e.add_argument("--colormap", default="jet")
+    e.add_argument("--opacity", type=number(0.0, 1.0), default=0.5, help="of the map over the image, 0 to 1")
+    e.add_argument("--colormap", default="jet", choices=tuple(COLORMAPS))
+    e.add_argument("--size", type=number(0, 8192, integral=True), default=800, metavar="PX",
+                   help="long side of the overlay PNG in pixels (a figure for a paper; default 800; 0: the model "
+                        "input's or the photo's own size); the .npy keeps the map as computed")
     e.add_argument("--no-sidecar", action="store_true", help="do not write OUT.json")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_explain)
 
 
 def add_reproduce(sub) -> None:
-    r = sub.add_parser("reproduce", help="recompute an export from its sidecar")
-    r.add_argument("sidecar")
+    r = sub.add_parser("reproduce", help="recompute an export from its sidecar (checks that its PNG belongs to it)")
+    r.add_argument("sidecar", help="the export's JSON sidecar, or its overlay PNG (the sidecar beside it is used)")
     r.add_argument("--out", default=None, help="overlay PNG (default: next to the sidecar, *.reproduced.png)")
     r.add_argument("--save-map", default=None)
     r.add_argument("--trust-entry-point", action="store_true",
@@ -49,14 +57,38 @@ def add_reproduce(sub) -> None:
     r.set_defaults(func=cmd_reproduce)
 
 
+def explain_outputs(args) -> dict:
+    """What explain writes, by what the user calls it: checked together before any work."""
+    from pathlib import Path
+
+    side = None
+    if not args.no_sidecar and args.out and args.out.strip():
+        side = str(Path(args.out).with_suffix(".json"))
+    return {"--out": args.out, "--save-map": args.save_map, "the sidecar (--out with .json)": side}
+
+
+def cell_boxes(model, target) -> list | None:
+    """A cell's footprint (white) and theoretical receptive field (cyan) for its overlay, as in the GUI."""
+    if target.kind != "cell":
+        return None
+    from ..core.render import FOOTPRINT_COLOR, RF_COLOR
+    from ..models.receptive import footprint, receptive_field
+
+    shape = model.layer_info(target.layer).shape
+    return [(footprint(model.input_size, shape[1:], target.cell).as_tuple(), FOOTPRINT_COLOR),
+            (receptive_field(model, target.layer, target.cell).as_tuple(), RF_COLOR)]
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..evaluation.verification import default_cosine_threshold
     from ..methods import get_method, run_method
-    from ..report import explain_record, write_outputs
+    from ..report import check_map, explain_record, write_outputs
     from ..targets import task_of
 
     spec = get_method(args.method)  # unknown method -> one-line error listing them
-    check_writable(args.out, args.save_map)
+    check_params(args, [spec])
+    check_outputs(explain_outputs(args), [args.image, args.reference, args.non_mate, args.weights, args.model])
+    check_inputs(args)
     model = load_model(args)
     probe = prepare_input(model, args, args.image, args.face)
     target = resolve_target(model, args, probe.tensor)
@@ -72,13 +104,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
                       threshold=threshold, progress=cli_progress(args.quiet), info=info,
                       non_mate=None if non_mate is None else non_mate.tensor)
     seconds = time.perf_counter() - t0
+    problem = check_map(amap, model, probe.tensor, target, info, params, None if ref is None else ref.tensor)
+    if problem is not None and problem.fatal:
+        raise CliError(f"{spec.label}: {problem.text}; nothing written")
     record = explain_record(model, args.weights, probe, ref, target, spec.name, params, seconds,
                             extra={"info": info}, non_mate=non_mate)
     written = write_outputs(amap, probe, record, args.out, args.save_map,
                             on_photo=args.on_photo, opacity=args.opacity, cmap=args.colormap,
-                            sidecar=not args.no_sidecar)
-    if info.get("empty"):
-        print("warning: the map is empty: the loss was already below --epsilon at the start", file=sys.stderr)
+                            sidecar=not args.no_sidecar, boxes=cell_boxes(model, target),
+                            long_side=args.size or None)
+    if problem is not None:
+        print(f"famegui: warning: {spec.label}: {problem.text}", file=sys.stderr)
     for note in filter(None, (probe.note, ref.note if ref else "")):
         print(f"note: {note}", file=sys.stderr)
     print(f"{spec.label} {target.label()}: {_run_summary(info)}{seconds:.1f} s; wrote {', '.join(map(str, written))}")
@@ -111,13 +147,22 @@ def _run_summary(info: dict) -> str:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from ..report import reproduce
+    from ..report import load_sidecar, reproduce, sidecar_of
 
-    out, diff = reproduce(args.sidecar, out=args.out, save_map=args.save_map,
-                          trust_entry_point=args.trust_entry_point)
-    msg = f"wrote {out}"
-    if diff is not None:
-        msg += f"; max |difference| to the exported map: {diff:.2e}"
+    side, _given = sidecar_of(args.sidecar)
+    rec = load_sidecar(str(side))
+    out = args.out if args.out is not None else str(side.with_name(side.stem + ".reproduced.png"))
+    recorded = [r.get("path") for r in (rec.get("image"), rec.get("reference"), rec.get("non_mate")) if r]
+    outputs = rec.get("outputs") or {}
+    check_outputs({"--out": out, "--save-map": args.save_map},
+                  [str(side), args.sidecar, *recorded, outputs.get("overlay"), outputs.get("map"),
+                   str(side.with_suffix(".png")), rec["model"].get("weights_path")])
+    done = reproduce(args.sidecar, out=out, save_map=args.save_map, trust_entry_point=args.trust_entry_point)
+    for note in done.notes:
+        print(f"note: {note}", file=sys.stderr)
+    msg = f"wrote {done.out}"
+    if done.diff is not None:
+        msg += f"; max |difference| to the exported map: {done.diff:.2e}"
     print(msg)
     return 0
 

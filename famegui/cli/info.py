@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import CliError, add_model_args, load_model
+from .common import CliError, add_model_args, load_model, number
 
 
 # --------------------------------------------------------------------------- parsers
@@ -23,14 +23,35 @@ def add_methods(sub) -> None:
     sub.add_parser("methods", help="list the explanation methods and their parameters").set_defaults(func=cmd_methods)
 
 
+def _method_names(text: str) -> list[str]:
+    from ..methods import methods
+
+    known = sorted(m.name for m in methods())
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown method {bad[0]!r} (known: {', '.join(known)})")
+    return names
+
+
 def add_bench(sub) -> None:
     b = sub.add_parser("bench", help="time FAME iterations; prints one JSON line")
     add_model_args(b)
-    b.add_argument("--layer", default=None, help="layer for the cell timings (default: an early layer)")
-    b.add_argument("--iterations", type=int, default=10)
-    b.add_argument("--batch", type=int, default=8)
-    b.add_argument("--methods", nargs="?", const="", default=None, metavar="A,B",
+    b.add_argument("--layer", default=None, help="layer for the cell timings (default: an early layer; "
+                   "--against-reference: an early and the default layer)")
+    b.add_argument("--iterations", type=number(1, 100_000, integral=True), default=None,
+                   help="FAME iterations (default 10; --against-reference: 500)")
+    b.add_argument("--batch", type=number(1, 4096, integral=True), default=8)
+    b.add_argument("--methods", nargs="?", type=_method_names, const=[], default=None, metavar="A,B",
                    help="instead: seconds per map for each method (default parameters) on the demo pair")
+    b.add_argument("--against-reference", action="store_true",
+                   help="instead: the plain reference loop (full network, fixed iterations, batch 1) against "
+                        "famegui's fast path on the demo pairs and the cells of two layers; one JSON line per "
+                        "measurement (time ratios and map correlations, measured side by side)")
+    b.add_argument("--cells", type=number(1, 4096, integral=True), default=2,
+                   help="--against-reference: cells per layer run by the (slow) reference loop")
+    b.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="--against-reference: also time the cells in this precision")
     b.set_defaults(func=cmd_bench)
 
 
@@ -84,16 +105,33 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from ..bench import bench_fame, bench_methods
+    from ..bench import bench_against_reference, bench_fame, bench_methods
 
     model = load_model(args)
+    if args.layer is not None:
+        _check_spatial_layer(model, args.layer)
     if args.methods is not None:
-        names = [n for n in args.methods.split(",") if n] or None
-        for row in bench_methods(model, names):
+        for row in bench_methods(model, args.methods or None):
             print(json.dumps(row), flush=True)
         return 0
-    print(json.dumps(bench_fame(model, layer=args.layer, iterations=args.iterations, batch=args.batch)))
+    if args.against_reference:
+        layers = [args.layer] if args.layer else None
+        for row in bench_against_reference(model, iterations=args.iterations or 500, layers=layers,
+                                           ref_cells=args.cells, precision=args.precision):
+            print(json.dumps(row), flush=True)
+        return 0
+    print(json.dumps(bench_fame(model, layer=args.layer, iterations=args.iterations or 10, batch=args.batch)))
     return 0
+
+
+def _check_spatial_layer(model, layer: str) -> None:
+    names = [info.name for info in model.layers()]
+    if layer not in names:
+        raise CliError(f"{model.name} has no layer {layer!r}; `famegui layers --spatial` lists its feature maps")
+    shape = model.layer_info(layer).shape
+    if len(shape) != 3:
+        raise CliError(f"layer {layer!r} of {model.name} has output shape {tuple(shape)}, not a (C,H,W) feature "
+                       "map; `famegui layers --spatial` lists the ones with cells")
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -9,8 +9,9 @@ One post-processing used everywhere (display, export and evaluation):
 """
 from __future__ import annotations
 
+import math
+
 import torch
-from torchvision.transforms.functional import gaussian_blur
 
 # ITU-R BT.601 luma weights, as used by the FAME reference
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
@@ -39,12 +40,30 @@ def normalize_maps(d: torch.Tensor, mode: str = "minmax") -> torch.Tensor:
     return torch.where(span > 0, (d - lo) / span.clamp_min(1e-30), torch.zeros_like(d))
 
 
+def check_blur(kernel: int | None, sigma: float | None, size: tuple[int, int] | None = None) -> None:
+    """Raise ValueError (one line) for a blur the code cannot apply: an even or negative kernel, a sigma that
+    is negative or not finite, or a kernel wider than the map allows (half of it must fit inside ``size``,
+    the (H, W) of the map: torchvision pads by reflection)."""
+    if sigma is not None and not (math.isfinite(float(sigma)) and sigma >= 0):
+        raise ValueError(f"blur sigma must be a finite number >= 0, got {sigma}")
+    if kernel is None or kernel in (0, 1):
+        return
+    if kernel < 0 or kernel != int(kernel) or kernel % 2 == 0:
+        raise ValueError(f"blur kernel must be 0 (none) or an odd whole number, got {kernel}")
+    if size is not None:
+        largest = 2 * min(size) - 1
+        if kernel > largest:
+            raise ValueError(f"blur kernel {kernel} is too large for a {size[0]}x{size[1]} map "
+                             f"(at most {largest})")
+
+
 def blur_maps(d: torch.Tensor, kernel: int, sigma: float) -> torch.Tensor:
     """Gaussian blur of a (B,H,W) batch; kernel 0 or 1 means no blur."""
     if kernel is None or kernel <= 1 or sigma <= 0:
         return d
-    if kernel % 2 == 0:
-        raise ValueError(f"blur kernel must be odd, got {kernel}")
+    check_blur(kernel, sigma, tuple(d.shape[-2:]))
+    from torchvision.transforms.functional import gaussian_blur  # torchvision: seconds of start-up, when needed
+
     return gaussian_blur(d.unsqueeze(1), [kernel, kernel], [float(sigma), float(sigma)]).squeeze(1)
 
 

@@ -7,9 +7,25 @@ elements never influence each other, so a batch gives the same result as
 running its elements one by one. :func:`fame_steps` is a generator that
 yields progress every ``every`` iterations (current loss and perturbed input)
 so a GUI can draw while it runs; it can be cancelled between iterations.
+
+Speed (all opt-in, the defaults are the paper's loop):
+
+- ``converge_tol``: a sample stops when the correlation between its maps
+  ``converge_every`` iterations apart reaches the tolerance (the iteration cap
+  stays); ``FameResult.iterations`` records the steps each sample took, so the
+  same parameters give the same map again;
+- ``precision="bf16"`` (or ``"fp16"`` on a GPU): the loss runs under autocast,
+  the image and the step stay float32;
+- a :class:`Window`: each sample runs on a crop of its image (the receptive
+  field of a cell, see :mod:`famegui.methods.fame`) and the loop pastes the
+  perturbation back, so steps and maps are those of the full image;
+- nothing is copied to the host inside the loop: loss, active mask and step
+  counts stay on the model's device and are read every ``every`` iterations
+  (and at the convergence checks) only.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -19,6 +35,8 @@ import torch
 from .attribution import NORMALIZATIONS, perturbation_map
 
 SPACES = ("pixel", "normalized")
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class Cancelled(Exception):
@@ -35,6 +53,10 @@ class FameParams:
     blur_kernel: int = 49
     blur_sigma: float = 7.7
     normalization: str = "minmax"
+    converge_tol: float | None = None  # stop a sample when corr(map_t, map_{t-k}) >= tol (None: off)
+    converge_every: int = 20  # k, iterations between two convergence checks
+    precision: str = "fp32"  # "bf16" / "fp16": autocast of the loss (forward and backward)
+    crop: bool = False  # cell targets: run on the receptive field's crop (methods.fame decides the window)
 
     def validate(self) -> FameParams:
         if int(self.iterations) < 1:
@@ -49,6 +71,12 @@ class FameParams:
             raise ValueError(f"blur kernel must be odd, got {self.blur_kernel}")
         if self.blur_sigma < 0:
             raise ValueError(f"blur sigma must be >= 0, got {self.blur_sigma}")
+        if self.converge_tol is not None and not 0.0 < float(self.converge_tol) <= 1.0:
+            raise ValueError(f"converge tol must be in (0, 1], got {self.converge_tol}")
+        if int(self.converge_every) < 1:
+            raise ValueError(f"converge every must be >= 1, got {self.converge_every}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         return self
 
     def to_dict(self) -> dict:
@@ -62,6 +90,27 @@ def default_params(task: str, **overrides) -> FameParams:
         if v is not None:
             setattr(base, k, v)
     return base.validate()
+
+
+@dataclass(frozen=True)
+class Window:
+    """Sample ``b`` runs on the crop ``[y, y+h) x [x, x+w)`` of its image, ``(y, x) = offsets[b]``."""
+
+    offsets: tuple[tuple[int, int], ...]
+    size: tuple[int, int]
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,h,w) crops of (B,3,H,W) images."""
+        h, w = self.size
+        return torch.stack([x[b, :, y:y + h, x_:x_ + w] for b, (y, x_) in enumerate(self.offsets)])
+
+    def paste(self, full: torch.Tensor, crops: torch.Tensor) -> torch.Tensor:
+        """A copy of ``full`` (B,3,H,W) with each crop written back at its offset."""
+        out = full.clone()
+        h, w = self.size
+        for b, (y, x_) in enumerate(self.offsets):
+            out[b, :, y:y + h, x_:x_ + w] = crops[b]
+        return out
 
 
 @dataclass
@@ -93,6 +142,7 @@ class FameResult:
     iterations: np.ndarray  # steps taken per sample (< T when stopped early)
     params: FameParams
     loss_history: list[np.ndarray] = field(default_factory=list)
+    window: Window | None = None  # the crops the loop ran on (None: whole images)
 
     @property
     def empty(self) -> np.ndarray:
@@ -108,6 +158,45 @@ def _space(params: FameParams, normalize, denormalize):
     return normalize, denormalize
 
 
+def map_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation per sample of two (B,H,W) map batches; NaN where a map is constant."""
+    a = a.flatten(1).double()
+    b = b.flatten(1).double()
+    a = a - a.mean(1, keepdim=True)
+    b = b - b.mean(1, keepdim=True)
+    den = (a.norm(dim=1) * b.norm(dim=1))
+    return torch.where(den > 0, (a * b).sum(1) / den.clamp_min(1e-300), torch.full_like(den, float("nan")))
+
+
+class _Convergence:
+    """The convergence rule: corr(map_t, map_{t-k}) >= tol ends a sample (on the device, no host copy)."""
+
+    def __init__(self, params: FameParams, x0_full: torch.Tensor):
+        self.params, self.x0 = params, x0_full
+        self.previous: torch.Tensor | None = None
+
+    def converged(self, x_full: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        with torch.no_grad():
+            m = perturbation_map(self.x0, x_full, p.blur_kernel, p.blur_sigma, p.normalization)
+            prev, self.previous = self.previous, m
+            if prev is None:
+                return torch.zeros(m.shape[0], dtype=torch.bool, device=m.device)
+            return map_correlation(m, prev) >= float(p.converge_tol)  # NaN (constant map) compares False
+
+
+def _loss_and_grad(loss_fn, x_of_z, z, params: FameParams, batch: int):
+    z.requires_grad_(True)
+    dtype = _AUTOCAST.get(params.precision)
+    with torch.autocast(z.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+        loss = loss_fn(x_of_z(z))
+    if loss.shape != (batch,):
+        raise ValueError(f"loss must have shape ({batch},), got {tuple(loss.shape)}")
+    (grad,) = torch.autograd.grad(loss.sum(), z)
+    return loss.detach().float(), grad.float()
+
+
+# long: the loop and its bookkeeping (cancel, early stop, convergence, progress) read best in one place
 def fame_steps(
     x0: torch.Tensor,
     loss_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -117,54 +206,70 @@ def fame_steps(
     cancel: Callable[[], bool] | None = None,
     normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     denormalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    window: Window | None = None,
+    loss_for: Callable[[list[int]], Callable[[torch.Tensor], torch.Tensor]] | None = None,
 ) -> Iterator[FameStep]:
     """Run the loop, yielding a :class:`FameStep` every ``every`` iterations and at the end.
 
     ``x0``: (B,3,H,W) float RGB in [0,1]. ``cancel()`` is polled between iterations;
-    when it returns True, :class:`Cancelled` is raised.
+    when it returns True, :class:`Cancelled` is raised. With a ``window``, ``loss_fn``
+    takes the crops and every yielded ``x`` is the full image with the crops pasted back.
+    ``loss_for(rows)``, if given, is the loss of those rows of the batch alone: once samples
+    have stopped (early stop, convergence), the loop computes only the others.
     """
     params = (params or FameParams()).validate()
     if x0.ndim != 4 or x0.shape[1] != 3:
         raise ValueError(f"expected (B,3,H,W) images, got {tuple(x0.shape)}")
     to_z, to_x = _space(params, normalize, denormalize)
     x0 = x0.detach().float()
-    z = to_z(x0).detach().clone()
+    full = (lambda xc: window.paste(x0, xc)) if window is not None else (lambda xc: xc)
+    z = to_z(window.take(x0) if window is not None else x0).detach().clone()
     batch = x0.shape[0]
     active = torch.ones(batch, dtype=torch.bool, device=x0.device)
-    taken = torch.zeros(batch, dtype=torch.long)
-    every = max(1, int(every))
-    total = int(params.iterations)
+    taken = torch.zeros(batch, dtype=torch.long, device=x0.device)
+    conv = _Convergence(params, x0) if params.converge_tol is not None else None
+    every, total = max(1, int(every)), int(params.iterations)
     initial = None
-    loss_val = None
+    rows, run_loss = None, loss_fn  # rows: the samples still computed once finished ones were dropped
     for t in range(total):
         if cancel is not None and cancel():
             raise Cancelled(f"cancelled after {t} of {total} iterations")
-        z.requires_grad_(True)
-        loss = loss_fn(to_x(z))
-        if loss.shape != (batch,):
-            raise ValueError(f"loss must have shape ({batch},), got {tuple(loss.shape)}")
-        (grad,) = torch.autograd.grad(loss.sum(), z)
-        loss_val = loss.detach()
+        if rows is None:
+            loss_val, grad = _loss_and_grad(loss_fn, to_x, z, params, batch)
+        else:
+            loss_run, grad = _loss_and_grad(run_loss, to_x, z[rows], params, len(rows))
+            loss_val = loss_val.index_copy(0, rows, loss_run)
         if initial is None:
-            initial = loss_val.cpu().numpy().copy()
+            initial = loss_val.clone()
         with torch.no_grad():
             if params.epsilon is not None:
                 active &= loss_val >= params.epsilon
+            run_active = active if rows is None else active[rows]
             peak = grad.abs().flatten(1).amax(1)
-            scale = torch.where(active & (peak > 0), params.step / peak.clamp_min(1e-30),
+            scale = torch.where(run_active & (peak > 0), params.step / peak.clamp_min(1e-30),
                                 torch.zeros_like(peak))
-            z = z.detach() - scale.view(-1, 1, 1, 1) * grad
-            taken += active.cpu().long()
+            if rows is None:
+                z = z.detach() - scale.view(-1, 1, 1, 1) * grad
+            else:
+                z = z.index_copy(0, rows, z[rows] - scale.view(-1, 1, 1, 1) * grad)
+            taken += active.long()
             if params.clamp:
                 z = to_z(to_x(z).clamp(0.0, 1.0))
-        done = t + 1 == total or not bool(active.any())
-        if (t + 1) % every == 0 or done:
-            step = FameStep(t + 1, total, loss_val.cpu().numpy(), x0, to_x(z).detach(),
-                            active.cpu().numpy(), done=done, initial_loss=initial,
-                            steps=taken.numpy().copy())
-            yield step
+            check = conv is not None and (t + 1) % int(params.converge_every) == 0
+            if check:
+                active &= ~conv.converged(full(to_x(z)))
+        report = (t + 1) % every == 0 or t + 1 == total
+        running = int(active.sum()) if report or check else batch  # the only host reads
+        done = t + 1 == total or running == 0
+        if report or done:
+            yield FameStep(t + 1, total, loss_val.cpu().numpy(), x0, full(to_x(z).detach()),
+                           active.cpu().numpy().copy(), done=done, initial_loss=initial.cpu().numpy(),
+                           steps=taken.cpu().numpy().copy())
         if done:
             return
+        if loss_for is not None and 0 < running < (batch if rows is None else len(rows)):
+            rows = active.nonzero().flatten()
+            run_loss = loss_for(rows.tolist())
 
 
 def run_fame(
@@ -177,20 +282,22 @@ def run_fame(
     cancel: Callable[[], bool] | None = None,
     normalize=None,
     denormalize=None,
+    window: Window | None = None,
+    loss_for=None,
 ) -> FameResult:
     """Run FAME to the end and return the maps; ``callback`` sees every progress step."""
     params = (params or FameParams()).validate()
     history: list[np.ndarray] = []
     last: FameStep | None = None
     for step in fame_steps(x0, loss_fn, params, every=every, cancel=cancel,
-                           normalize=normalize, denormalize=denormalize):
+                           normalize=normalize, denormalize=denormalize, window=window, loss_for=loss_for):
         history.append(step.loss)
         last = step
         if callback is not None:
             callback(step)
     assert last is not None
     with torch.no_grad():
-        final = loss_fn(last.x).detach().cpu().numpy()
+        final = loss_fn(window.take(last.x) if window is not None else last.x).detach().float().cpu().numpy()
     return FameResult(
         maps=last.maps(params).astype(np.float32),
         x_final=last.x,
@@ -199,4 +306,5 @@ def run_fame(
         iterations=last.steps,
         params=params,
         loss_history=history,
+        window=window,
     )

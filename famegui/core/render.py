@@ -81,3 +81,20 @@ def labelled(tile: np.ndarray, text: str, width_chars: int = 40) -> np.ndarray:
     cv2.putText(bar, text[:width_chars], (4, LABEL_H - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1,
                 cv2.LINE_AA)
     return np.concatenate([bar, to_uint8(tile)], axis=0)
+
+
+FOOTPRINT_COLOR = (255, 255, 255)  # a cell's footprint (the patch under it)
+RF_COLOR = (0, 230, 255)  # its theoretical receptive field
+
+
+def chip_at_scale(photo_rgb: np.ndarray, to_image: np.ndarray, s: float, size: tuple[int, int]) -> np.ndarray:
+    """The model input cut from the photo again at ``s`` times its size (``size`` = (w, h)): sharp, not blown up.
+
+    ``to_image`` (2x3) maps model-input pixel centres to photo pixel centres; an output pixel u is the input
+    point (u + 0.5) / s - 0.5.
+    """
+    m = np.asarray(to_image, np.float64)
+    a = m[:, :2] / s
+    b = m[:, :2] @ np.full(2, 0.5 / s - 0.5) + m[:, 2]
+    return cv2.warpAffine(to_uint8(photo_rgb), np.hstack([a, b[:, None]]), size,
+                          flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

@@ -9,7 +9,10 @@ can be drawn on the photo the user opened.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +20,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import files
+from .files import regular_file
+
 SUPPORTED_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-MAX_PIXELS = 400_000_000  # refuse decompression bombs beyond this
+MAX_PIXELS = 400_000_000  # Pillow's own backstop; famegui's limit (files.max_pixels) is checked first
 MAX_WORKING_SIDE = 4096  # larger photos are downscaled once at load time
 
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
@@ -83,13 +89,16 @@ def _read_16bit_color(path: Path) -> np.ndarray | None:
     return a[..., ::-1].astype(np.float32) / 65535.0
 
 
-def load_image(path: str | os.PathLike, max_side: int = MAX_WORKING_SIDE) -> LoadedImage:
-    """Read an image file; raise :class:`ImageLoadError` with a one-line message on failure."""
-    p = Path(path)
-    if not p.exists():
-        raise ImageLoadError(f"image not found: {p}")
-    if p.is_dir():
-        raise ImageLoadError(f"{p} is a folder, not an image")
+def load_image(path: str | os.PathLike, max_side: int = MAX_WORKING_SIDE, max_pixels: int | None = None
+               ) -> LoadedImage:
+    """Read an image file; raise :class:`ImageLoadError` with a one-line message on failure.
+
+    Only a regular file within the image size limit is opened (never a FIFO or a device), and its pixel
+    count is read from the header and checked against ``max_pixels`` (default: ``FAMEGUI_MAX_PIXELS``,
+    see :mod:`famegui.data.files`) before anything is decoded.
+    """
+    p = regular_file(path, "image", "image", ImageLoadError)
+    limit = max_pixels if max_pixels is not None else files.max_pixels()
     try:
         data = p.read_bytes()
     except OSError as e:
@@ -97,23 +106,14 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_WORKING_SIDE) -> Loa
     if not data:
         raise ImageLoadError(f"{p} is empty (0 bytes)")
     sha = hashlib.sha256(data).hexdigest()
-    try:
-        with Image.open(p) as im:
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            rgb = _read_16bit_color(p) if im.mode == "RGB" else None
-            if rgb is None:
-                rgb = _to_float_rgb(im)
-    except Image.DecompressionBombError:
-        raise ImageLoadError(f"{p} is too large to open safely (more than {MAX_PIXELS:,} pixels)") from None
-    except UnidentifiedImageError:
-        raise ImageLoadError(f"{p} is not a readable image (supported: {', '.join(SUPPORTED_SUFFIXES)})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageLoadError(f"{p} is damaged or truncated: {e}") from None
+    with warnings.catch_warnings(record=True) as caught:  # Pillow's EXIF and size warnings become notes
+        warnings.simplefilter("always")
+        rgb = _decode(p, data, limit)
     h, w = rgb.shape[:2]
     if h < 2 or w < 2:
         raise ImageLoadError(f"{p} is too small ({w}x{h} pixels)")
-    note, scale = "", 1.0
+    notes = _warning_notes(caught)
+    scale = 1.0
     if max(h, w) > max_side:
         scale = max_side / max(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
@@ -121,13 +121,62 @@ def load_image(path: str | os.PathLike, max_side: int = MAX_WORKING_SIDE) -> Loa
         from torchvision.transforms.functional import resize
 
         rgb = resize(t, [nh, nw], antialias=True).permute(1, 2, 0).clamp(0, 1).numpy()
-        note = f"downscaled from {w}x{h} to {nw}x{nh} for display and computation"
-    return LoadedImage(np.ascontiguousarray(rgb, dtype=np.float32), str(p), sha, (h, w), scale, note)
+        notes.append(f"downscaled from {w}x{h} to {nw}x{nh} for display and computation")
+    return LoadedImage(np.ascontiguousarray(rgb, dtype=np.float32), str(p), sha, (h, w), scale, "; ".join(notes))
+
+
+def _check_pixels(p: Path, w: int, h: int, limit: int) -> None:
+    if w * h > limit:
+        raise ImageLoadError(f"{p} is {w}x{h} pixels ({w * h / 1e6:,.0f} megapixels), over the limit of "
+                             f"{limit / 1e6:,.0f} megapixels (set FAMEGUI_MAX_PIXELS to raise it)")
+
+
+def _decode(p: Path, data: bytes, limit: int) -> np.ndarray:
+    """The pixels of ``data`` (the bytes of ``p``) as float RGB, refusing more than ``limit`` pixels unread."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(p, *im.size, limit)  # from the header, before anything is decoded
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            rgb = _read_16bit_color(p) if im.mode == "RGB" else None
+            if rgb is None:
+                rgb = _to_float_rgb(im)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageLoadError(f"{p} is too large to open safely (more than {2 * MAX_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{p} is not a readable image (supported: {', '.join(SUPPORTED_SUFFIXES)})") from None
+    except MemoryError:
+        raise ImageLoadError(f"not enough memory to decode {p}") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError) as e:
+        raise ImageLoadError(f"{p} is damaged or truncated: {_first_line(e)}") from None
+    if not np.isfinite(rgb).all():  # a float TIFF can hold NaN: every map of it would be NaN
+        raise ImageLoadError(f"{p} holds NaN or infinite pixel values")
+    return rgb
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _warning_notes(caught) -> list[str]:
+    """Pillow's warnings while decoding, as one short note each (printed after the result, never before)."""
+    notes = []
+    for w in caught:
+        text = str(w.message).strip().splitlines()[0] if str(w.message).strip() else w.category.__name__
+        note = "damaged EXIF data ignored" if "exif" in text.lower() else f"while decoding: {text}"
+        if note not in notes and not issubclass(w.category, Image.DecompressionBombWarning):
+            notes.append(note)
+    return notes
 
 
 def image_from_array(rgb: np.ndarray, name: str = "array") -> LoadedImage:
     """Wrap an in-memory (H,W,3) uint8 or float image."""
     a = np.asarray(rgb)
+    if a.dtype != np.uint8 and not np.isfinite(a).all():
+        raise ImageLoadError(f"{name} holds NaN or infinite pixel values")
     a = a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)
     if a.ndim == 2:
         a = np.repeat(a[..., None], 3, axis=2)

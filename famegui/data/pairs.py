@@ -27,6 +27,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import read_text_file
+
 __all__ = [
     "Pair",
     "PairList",
@@ -127,16 +129,8 @@ def _resolve(field: str, folder: Path) -> Path:
 def read_pairs(path: str | os.PathLike, *, check_files: bool = True) -> PairList:
     """Read a labelled pair list (see the module docstring). ``check_files``: every image must exist."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ValueError(f"pair list not found: {path}") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path} is a folder, not a pair list") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path} is not a text file (expected lines 'pathA,pathB,label')") from None
-    except OSError as e:
-        raise ValueError(f"cannot read pair list {path}: {e.strerror or e}") from None
+    # a regular file within the text limit (never a FIFO or a device), see famegui.data.files
+    text = read_text_file(path, "pair list", encoding="utf-8-sig")
     folder = path.resolve().parent
     pairs = PairList(source=str(path))
     first = True

@@ -42,10 +42,21 @@ MASKS = ("rank", "percentile")  # exactly round(P*N) pixels, or every pixel at o
 DEFAULT_FRACTIONS = tuple(i / 10 for i in range(11))
 
 
+TIE_SEED = 0  # the seed of the fixed permutation that orders tied pixels
+
+
+def tie_break(n: int) -> np.ndarray:
+    """A fixed random permutation of ``n`` pixels (numpy ``default_rng(TIE_SEED)``): the order of tied values."""
+    return np.random.default_rng(TIE_SEED).permutation(n)
+
+
 def pixel_order(amap: np.ndarray) -> np.ndarray:
-    """Flat pixel indices, most important first (ties keep row-major order)."""
+    """Flat pixel indices, most important first. Tied values carry no ranking, so they go in a fixed random
+    order (:func:`tie_break`), not row by row: a tie block (a CAM's zeros) removed row by row would be a
+    contiguous strip of the image, which the network reacts to more than to scattered pixels, and the curve
+    would measure the tie rule instead of the map."""
     a = np.asarray(amap, dtype=np.float64).ravel()
-    return np.argsort(-a, kind="stable")
+    return np.lexsort((tie_break(a.size), -a))
 
 
 def fill_image(x: torch.Tensor, fill: str = "mean") -> torch.Tensor:
@@ -141,7 +152,7 @@ class Curve:
     @property
     def auc(self) -> float:
         """The area under the curve; NaN when the curve is undefined (``extra["undefined"]`` says why, e.g. a
-        constant map ranks no pixel, so its "order" is only the row-major one)."""
+        constant map ranks no pixel, so its "order" is only the tie rule)."""
         if self.extra.get("undefined"):
             return float("nan")
         return area(self.fractions, self.scores)

@@ -23,9 +23,9 @@ _WORKER: dict = {}  # this worker process's model and work function (local engin
 
 
 def _init_worker(load: Callable, work: Callable, spec: dict) -> None:
-    import torch
+    from ..core.threads import configure
 
-    torch.set_num_threads(1)
+    configure("worker")  # one torch thread per worker, OpenMP waits passively
     _WORKER.update(model=load(spec), work=work)
 
 

@@ -229,6 +229,3 @@ class Sanity(Metric):
 
     def aggregate(self, results):  # pragma: no cover - one result per item is the answer
         raise ValueError("sanity results are per item")
-
-
-from . import class_metrics as _class_metrics  # noqa: E402,F401  (registers ROAD and SDD-CAM's metrics)

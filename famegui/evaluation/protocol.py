@@ -120,12 +120,10 @@ class Protocol:
 # --------------------------------------------------------------------------- reading
 def _data_lines(path: Path):
     """(line number, fields) of every data line."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ValueError(f"protocol file not found: {path}") from None
-    except (IsADirectoryError, UnicodeDecodeError, OSError) as e:
-        raise ValueError(f"cannot read protocol file {path}: {type(e).__name__}") from None
+    from ..data.files import read_text_file
+
+    # a regular file within the text limit (a FIFO or /dev/zero is refused before it is opened)
+    text = read_text_file(path, "protocol file", encoding="utf-8-sig")
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):

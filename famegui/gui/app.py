@@ -18,6 +18,9 @@ def run_app(model: str | None = None, weights: str | None = None, images: list[s
               "session or under `xvfb-run -a famegui`, or use the headless commands (`famegui --help`)",
               file=sys.stderr)
         return 1
+    from ..core.threads import configure
+
+    configure("gui")  # before torch starts OpenMP: passive waiting, all physical cores for the compute thread
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow

@@ -1,18 +1,26 @@
-"""An image view (pyqtgraph) with a cell grid, hover/click in image pixels, and boxes."""
+"""An image view (pyqtgraph) with a cell grid, hover/click in image pixels, boxes, a colour bar and a note.
+
+A map view (``colorbar=True``) carries a colour bar beside the image: the colormap the map is drawn in,
+its scale (0..1 of the map's own peak, or -1..+1 for a signed map) and what the ends mean. A note in the
+middle of the view says why a map shows nothing (an empty map) or that it is being computed.
+"""
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainterPath, QPen
+from PySide6.QtGui import QColor, QFont, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsRectItem, QVBoxLayout, QWidget
+
+from ..core.render import FOOTPRINT_COLOR, RF_COLOR  # noqa: F401  (the boxes' colours, shared with exports)
+from .signals import emit
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
-FOOTPRINT_COLOR = (255, 255, 255)
-RF_COLOR = (0, 230, 255)
 HOVER_COLOR = (255, 220, 0)
 SELECT_COLOR = (255, 60, 60)
+MIN_SIDE = 150  # the smallest a view gets (a 1366x768 screen shows two of them beside the docks)
+BAR_WIDTH = 14
 
 
 def _pen(color, width=2.0, style=Qt.SolidLine) -> QPen:
@@ -29,12 +37,13 @@ class ImageCanvas(QWidget):
     hovered = Signal(float, float)  # x, y in image pixels (NaN when outside)
     clicked = Signal(float, float)
 
-    def __init__(self, title: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, title: str = "", parent: QWidget | None = None, colorbar: bool = False,
+                 min_side: int = MIN_SIDE) -> None:
         super().__init__(parent)
         self.glw = pg.GraphicsLayoutWidget()
         self.glw.setBackground("#202020")
-        self.glw.setMinimumSize(220, 220)
-        self.title = self.glw.addLabel(title, row=0, col=0)
+        self.glw.setMinimumSize(min_side, min_side)
+        self.title = self.glw.addLabel(title, row=0, col=0, colspan=3 if colorbar else 1)
         self.view: pg.ViewBox = self.glw.addViewBox(row=1, col=0)
         self.view.setAspectLocked(True)
         self.view.invertY(True)
@@ -52,6 +61,11 @@ class ImageCanvas(QWidget):
         self._hover.hide()
         self.view.addItem(self._hover)
         self._boxes: dict[str, QGraphicsRectItem] = {}
+        self._note = pg.TextItem("", color=(255, 255, 255), fill=pg.mkBrush(0, 0, 0, 190), anchor=(0.5, 0.5))
+        self._note.setZValue(30)
+        self._note.hide()
+        self.view.addItem(self._note)
+        self.bar: ColorBar | None = ColorBar(self.glw) if colorbar else None
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.glw)
@@ -61,6 +75,40 @@ class ImageCanvas(QWidget):
     # ------------------------------------------------------------------ content
     def set_title(self, text: str) -> None:
         self.title.setText(text)
+        self._fit_title()
+
+    def _fit_title(self) -> None:
+        """A title wider than the view wraps instead of widening it (and pushing the colour bar out)."""
+        item = self.title.item
+        item.setTextWidth(-1)
+        room = max(60, self.glw.width() - 12)
+        if item.boundingRect().width() > room:
+            item.setTextWidth(room)
+        self.title.updateMin()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._fit_title()
+
+    def set_note(self, text: str | None) -> None:
+        """A line in the middle of the view (why it is empty, that it is computing); None hides it."""
+        if not text:
+            self._note.hide()
+            self._note.setText("")
+            return
+        self._note.setText(text)
+        h, w = self._shape or (1, 1)
+        self._note.setPos(w / 2, h / 2)
+        self._note.show()
+
+    def note(self) -> str:
+        """The note shown in the view ("" if none)."""
+        return self._note.toPlainText() if self._note.isVisible() else ""
+
+    def set_colorbar(self, colors: np.ndarray | None, lo: float = 0.0, hi: float = 1.0, label: str = "") -> None:
+        """The colour bar: ``colors`` (N, 3) uint8 from ``lo`` (first row) to ``hi``; None hides it."""
+        if self.bar is not None:
+            self.bar.show_scale(colors, lo, hi, label)
 
     def set_image(self, rgb: np.ndarray | None) -> None:
         if rgb is None:
@@ -137,26 +185,64 @@ class ImageCanvas(QWidget):
     def _on_move(self, args) -> None:
         pos = self._to_image(args[0])
         if pos is None:
-            self.hovered.emit(float("nan"), float("nan"))
+            emit(self.hovered, float("nan"), float("nan"))
         else:
-            self.hovered.emit(*pos)
+            emit(self.hovered, *pos)
 
     def _on_click(self, ev) -> None:
         if ev.button() != Qt.LeftButton or ev.double():
             return
         pos = self._to_image(ev.scenePos())
         if pos is not None:
-            self.clicked.emit(*pos)
+            emit(self.clicked, *pos)
 
     def hover_at_image(self, x: float, y: float) -> None:
         """Programmatic hover over image point (x, y) (scripts, tests)."""
-        self.hovered.emit(float(x), float(y))
+        emit(self.hovered, float(x), float(y))
 
     def click_at_image(self, x: float, y: float) -> None:
         """Programmatic click (tests, keyboard navigation)."""
-        self.clicked.emit(float(x), float(y))
+        emit(self.clicked, float(x), float(y))
 
     def view_to_widget(self, x: float, y: float):
         """Widget pixel position of image point (x, y), for real mouse events in tests."""
         scene = self.view.mapViewToScene(QPointF(x, y))
         return self.glw.mapFromScene(scene)
+
+
+class ColorBar:
+    """A vertical colour bar with its axis in columns 1-2 of row 1 of a :class:`pg.GraphicsLayoutWidget`."""
+
+    def __init__(self, glw: pg.GraphicsLayoutWidget) -> None:
+        self.view = glw.addViewBox(row=1, col=1)
+        self.view.setMouseEnabled(False, False)
+        self.view.setMenuEnabled(False)
+        self.view.setFixedWidth(BAR_WIDTH)
+        self.image = pg.ImageItem()
+        self.view.addItem(self.image)
+        self.axis = pg.AxisItem("right")
+        self.axis.linkToView(self.view)
+        self.axis.setTickFont(QFont("", 8))
+        self.axis.setStyle(tickLength=4)
+        glw.addItem(self.axis, row=1, col=2)
+        self.range: tuple[float, float] | None = None
+        self.colors: np.ndarray | None = None
+        self.label = ""
+        for item in (self.view, self.axis):
+            item.hide()
+
+    def show_scale(self, colors: np.ndarray | None, lo: float, hi: float, label: str) -> None:
+        if colors is None:
+            self.range, self.colors, self.label = None, None, ""
+            self.view.hide()
+            self.axis.hide()
+            return
+        self.range, self.colors, self.label = (float(lo), float(hi)), np.asarray(colors, np.uint8), label
+        self.image.setImage(np.ascontiguousarray(self.colors[:, None, :]), autoLevels=False, levels=(0, 255))
+        self.image.setRect(QRectF(0, lo, 1, hi - lo))
+        self.view.setRange(xRange=(0, 1), yRange=(lo, hi), padding=0)
+        ticks = [(lo, f"{lo:g}"), (hi, f"{hi:g}")] + ([(0.0, "0")] if lo < 0 < hi else [(0.5 * (lo + hi), "")])
+        self.axis.setTicks([ticks, []])
+        self.axis.setLabel(label, **{"font-size": "8pt"})
+        self.view.show()
+        self.axis.show()

@@ -1,12 +1,23 @@
-"""Export of the shown map: overlay PNG, raw .npy and a JSON sidecar (which `famegui reproduce` reads)."""
+"""Export of the shown map: overlay PNG, raw .npy and a JSON sidecar (which `famegui reproduce` reads).
+
+The PNG is drawn at the export size of the Settings dock (long side, default 800 px: a figure
+for a paper), not at the model's input size: the chip is cut again from the photo at that
+size, the map is upsampled onto it and the footprint / receptive-field boxes are scaled.
+The .npy keeps the map as computed. Dialogs suggest a file name from the image, the method
+and the target, and open in the folder of the last export.
+"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from ..session import MapResult
 from .context import AppContext
+
+LAST_EXPORT_KEY = "last_export_dir"
 
 
 def export_map(ctx: AppContext, res: MapResult | None, png: str, npy: str | None = None,
@@ -20,12 +31,36 @@ def export_map(ctx: AppContext, res: MapResult | None, png: str, npy: str | None
     d = ctx.display
     on_photo = d.on_photo if on_photo is None else on_photo
     return ctx.session.export(res, png, npy or str(Path(png).with_suffix(".npy")), on_photo=on_photo,
-                              opacity=d.opacity, cmap=d.colormap, boxes=boxes)
+                              opacity=d.opacity, cmap=d.colormap, boxes=boxes, long_side=d.export_px)
 
 
-def ask_png(parent: QWidget, title: str, start_dir: str) -> str | None:
-    """A PNG path from a save dialog (".png" added when missing), or None if cancelled."""
-    path, _ = QFileDialog.getSaveFileName(parent, title, start_dir, "PNG (*.png)")
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+
+
+def suggested_name(image_path: str | None, method: str | None, target_label: str | None) -> str:
+    """A file name from the image, the method and the target: "london_001-neutral_fame_cell-1-2-of-stage4.png"."""
+    parts = []
+    if image_path:
+        p = Path(image_path)
+        parts.append(f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem)
+    parts += [_slug(x) for x in (method, target_label) if x]
+    return "_".join(parts or ["famegui"]) + ".png"
+
+
+def last_export_dir(settings: QSettings, fallback: str) -> str:
+    """The folder of the last export (else ``fallback``, if it still exists)."""
+    d = settings.value(LAST_EXPORT_KEY)
+    return str(d) if d and Path(str(d)).is_dir() else fallback
+
+
+def remember_export(settings: QSettings, path: str | Path) -> None:
+    settings.setValue(LAST_EXPORT_KEY, str(Path(path).resolve().parent))
+
+
+def ask_png(parent: QWidget, title: str, start: str) -> str | None:
+    """A PNG path from a save dialog starting at ``start`` (a folder or a suggested file), or None if cancelled."""
+    path, _ = QFileDialog.getSaveFileName(parent, title, start, "PNG (*.png)")
     if not path:
         return None
     return path if path.endswith(".png") else path + ".png"

@@ -24,6 +24,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
+from .signals import emit
+
 
 class Job:
     _ids = itertools.count(1)
@@ -55,7 +57,7 @@ class Job:
         if payload is None and fraction < 1 and now - self._last_progress < 0.03:
             return
         self._last_progress = now
-        self.lane.progress.emit(self.id, float(fraction), payload)
+        emit(self.lane.progress, self.id, float(fraction), payload)
 
 
 class Scheduler(QThread):
@@ -114,7 +116,7 @@ class Scheduler(QThread):
         from ..core.fame import Cancelled
 
         lane = job.lane
-        lane.started.emit(job.id, job.label)
+        emit(lane.started, job.id, job.label)
         outcome: tuple = ("cancelled", job.id)
         try:
             if job.cancel_requested:
@@ -126,7 +128,7 @@ class Scheduler(QThread):
             outcome = ("failed", job.id, f"{job.label}: out of memory")
         except Exception as e:  # noqa: BLE001 - every error becomes a message in the window
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            lane.last_traceback = traceback.format_exc()
+            lane.last_traceback = lane.tracebacks[job.id] = traceback.format_exc()
             outcome = ("failed", job.id, f"{job.label}: {msg}")
         else:
             if not job.cancel_requested:
@@ -136,7 +138,7 @@ class Scheduler(QThread):
             with self.cond:
                 if job in lane.running:
                     lane.running.remove(job)
-        getattr(lane, outcome[0]).emit(*outcome[1:])
+        emit(getattr(lane, outcome[0]), *outcome[1:])
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         with self.cond:
@@ -168,6 +170,7 @@ class Lane(QObject):
         self.pending: list[Job] = []
         self.running: list[Job] = []
         self.last_traceback = ""
+        self.tracebacks: dict[int, str] = {}  # job id -> traceback of a failed job, until the window logs it
         scheduler.add(self)
 
     def submit(self, fn: Callable[[Job], Any], label: str = "job") -> Job:
@@ -184,7 +187,7 @@ class Lane(QObject):
             job.cancel()
         for old in self.pending:
             old.cancel()
-            self.cancelled.emit(old.id)
+            emit(self.cancelled, old.id)
         self.pending.clear()
 
     def cancel_all(self) -> None:

@@ -4,22 +4,27 @@ Each tab is its own controller (``famegui.gui.tabs``); tabs and docks share one
 :class:`~famegui.gui.context.AppContext` (session, background lanes, settings,
 messages) and never reach into the window. Every computation is a
 :class:`~famegui.session.Session` call run on a background lane.
+
+The window fits a 1366x768 screen: docks scroll and can be closed (View > Panels),
+tabs and views have small minimum sizes, and a remembered geometry or dock layout is
+used only if it fits the screen the window opens on.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import QRect, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
 
 from ..session import MapResult, Session
 from .context import AppContext
 from .display import DisplaySettings
-from .exports import ask_png, export_map
+from .exports import ask_png, export_map, last_export_dir, remember_export, suggested_name
 from .files import RecentFiles, demo_paths
 from .model_dock import DEFAULT_MODEL, SLOTS, ModelDock
 from .settings_dock import SettingsDock
+from .signals import emit
 from .status import StatusBarView
 from .tabs.all_cells import AllCellsTab
 from .tabs.classes import ClassesTab
@@ -28,6 +33,8 @@ from .tabs.feature_map import FeatureMapTab
 from .tabs.pair import PAIR_KINDS, PairTab
 
 BANNER_STYLE = "background:#7a1f1f;color:white;padding:4px;"
+DEFAULT_SIZE = QSize(1500, 900)
+SCREEN_MARGIN = 8  # room left around a window sized to the screen (frame borders)
 
 
 class MainWindow(QMainWindow):
@@ -54,6 +61,7 @@ class MainWindow(QMainWindow):
         self.model_dock = ModelDock(self.ctx, self.recent, self)
         self._build_tabs()
         self._build_central()
+        self.setDockOptions(QMainWindow.AnimatedDocks | QMainWindow.AllowTabbedDocks | QMainWindow.AllowNestedDocks)
         self.addDockWidget(Qt.LeftDockWidgetArea, self.model_dock)
         self.addDockWidget(Qt.RightDockWidgetArea, self.settings_dock)
         self.status = StatusBarView(self.statusBar(), self.ctx)
@@ -63,6 +71,8 @@ class MainWindow(QMainWindow):
         self._restore_state()
         if load_demo or model or images:
             QTimer.singleShot(0, lambda: self.start(model, weights, list(images)))
+        else:
+            self.status.show("choose a model and open an image (File menu)")
 
     # ================================================================== assembly
     def _build_tabs(self) -> None:
@@ -83,6 +93,7 @@ class MainWindow(QMainWindow):
         self.error_banner.setWordWrap(True)
         self.error_banner.hide()
         self.error_banner.mousePressEvent = lambda _e: self.error_banner.hide()
+        self.tabs.setMinimumWidth(300)
         central = QWidget()
         v = QVBoxLayout(central)
         v.setContentsMargins(2, 2, 2, 2)
@@ -104,6 +115,7 @@ class MainWindow(QMainWindow):
         ctx.result_shown.connect(self.result_shown)
         ctx.error_shown.connect(self._show_banner)
         ctx.error_shown.connect(self.error_shown)
+        ctx.error_cleared.connect(self.error_banner.hide)
         self.display.changed.connect(self.redraw)
         self.param_form.changed.connect(self._on_settings_changed)
         self.tabs.currentChanged.connect(self._on_tab_changed)
@@ -132,6 +144,7 @@ class MainWindow(QMainWindow):
         act(m, "Open reference image...", lambda: dock.choose_image("reference"), "Ctrl+Shift+O")
         act(m, "Open third image...", lambda: dock.choose_image("third"))
         self.recent_menu = m.addMenu("Recent images")
+        act(m, "Open run...", self.open_run)
         m.addSeparator()
         act(m, "Load weights or TorchScript...", dock.choose_weights, "Ctrl+W")
         m.addSeparator()
@@ -146,7 +159,19 @@ class MainWindow(QMainWindow):
         v = self.menuBar().addMenu("&View")
         for n, tab in enumerate(self.tab_list, 1):
             act(v, tab.title, lambda _c=False, tab=tab: self.tabs.setCurrentWidget(tab), f"Ctrl+{n}")
+        panels = v.addMenu("Panels")  # a closed dock comes back from here
+        for dock_widget in (self.model_dock, self.settings_dock):
+            panels.addAction(dock_widget.toggleViewAction())
         self._fill_recent()
+
+    def open_run(self) -> None:
+        """File > Open run...: a protocol run folder (the run browser, when it is installed)."""
+        try:
+            from .run_browser import open_run_dialog
+        except ImportError as e:
+            self.ctx.show_error(f"opening runs is not available in this installation ({e})")
+            return
+        open_run_dialog(self)
 
     def _fill_recent(self) -> None:
         self.recent.fill_menu(self.recent_menu, lambda p: self.load_image("probe", p))
@@ -157,9 +182,11 @@ class MainWindow(QMainWindow):
         return self.ctx.last_error
 
     def _show_banner(self, message: str) -> None:
-        self.error_banner.setText(f"{message}   (click to dismiss)")
+        log = self.ctx.error_log
+        details = f"; details in {log}" if log is not None else ""
+        self.error_banner.setText(f"{message}   (click to dismiss{details})")
         self.error_banner.show()
-        self.status_label.setText("error: " + message)
+        self.status.show("error: " + message)
 
     def _on_tab_changed(self, _index: int) -> None:
         tab = self.tabs.currentWidget()
@@ -190,7 +217,7 @@ class MainWindow(QMainWindow):
         for tab in self.tab_list:
             tab.on_model_loaded(model)
         self.layer_tree.fill(None, self.model_dock.show_all_layers.isChecked())
-        self.model_ready.emit()
+        emit(self.model_ready)
         for message in self.session.input_errors.values():
             self.ctx.show_error(message)
         self._refresh_inputs()
@@ -206,7 +233,7 @@ class MainWindow(QMainWindow):
     def _on_image_loaded(self, slot: str) -> None:
         for tab in self.tab_list:
             tab.on_image_loaded(slot)
-        self.images_ready.emit()
+        emit(self.images_ready)
 
     def show_in_main_view(self, res: MapResult) -> None:
         """A map from the comparison, shown large in its task's view (Pair or Classes), controls in step."""
@@ -245,37 +272,91 @@ class MainWindow(QMainWindow):
             or self.classes.result
 
     def export_current(self, png: str, npy: str | None = None, on_photo: bool | None = None) -> list[Path]:
-        """Export the shown map: overlay PNG (+ boxes for a cell), raw .npy, JSON sidecar next to the PNG."""
+        """Export the shown map: overlay PNG at the export size (+ boxes for a cell), raw .npy, JSON sidecar."""
         res = self.current_result()
         boxes = self.feature_map.cell_boxes(res) if res is not None else None
-        return export_map(self.ctx, res, png, npy, on_photo, boxes)
+        written = export_map(self.ctx, res, png, npy, on_photo, boxes)
+        remember_export(self.settings, png)
+        return written
 
     def export_sheet(self, png: str) -> list[Path]:
-        return self.all_cells.export(png)
+        written = self.all_cells.export(png)
+        remember_export(self.settings, png)
+        return written
+
+    def export_comparison(self, png: str) -> list[Path]:
+        written = self.compare_tab.export(png)
+        remember_export(self.settings, png)
+        return written
+
+    def suggested_export_path(self, what: str) -> str:
+        """Where an export dialog starts: the last export folder and a name from image, method and target."""
+        probe = self.session.images.get("probe")
+        image = probe.path if probe is not None else None
+        if what == "sheet":
+            name = suggested_name(image, "fame", f"all cells {self.all_cells.layer or ''}")
+        elif what == "comparison":
+            name = suggested_name(image, "compare", self.compare_tab.mode)
+        else:
+            res = self.current_result()
+            if res is not None and res.slot in self.session.images:
+                image = self.session.images[res.slot].path
+            name = suggested_name(image, res.method if res else None, res.target.label() if res else None)
+        return str(Path(last_export_dir(self.settings, self.recent.last_dir())) / name)
 
     def _export_dialog(self, what: str) -> None:
         titles = {"view": "Export view (PNG; .npy and .json are written beside it)", "sheet": "Export sheet",
                   "comparison": "Export comparison"}
-        writers = {"view": self.export_current, "sheet": self.export_sheet, "comparison": self.compare_tab.export}
-        path = ask_png(self, titles[what], self.recent.last_dir())
+        writers = {"view": self.export_current, "sheet": self.export_sheet, "comparison": self.export_comparison}
+        path = ask_png(self, titles[what], self.suggested_export_path(what))
         if path is None:
             return
         try:
             written = writers[what](path)
-            self.status_label.setText("exported " + ", ".join(p.name for p in written))
+            self.status.show("exported " + ", ".join(p.name for p in written))
         except (ValueError, OSError) as e:
             self.ctx.show_error(f"export failed: {e}")
 
+    # ------------------------------------------------------------------ window size and layout
+    def available_geometry(self) -> QRect:
+        """The part of the window's screen it may use (without task bars)."""
+        screen = self.screen() or QApplication.primaryScreen()
+        return screen.availableGeometry()
+
+    def fits(self, rect: QRect | None = None) -> bool:
+        """Whether the window (its frame, or ``rect``) and its minimum size fit the available screen."""
+        avail = self.available_geometry()
+        frame = rect or self.frameGeometry()
+        hint = self.minimumSizeHint()
+        return avail.contains(frame) and hint.width() <= avail.width() and hint.height() <= avail.height()
+
+    def _fit_to_screen(self) -> None:
+        """A default size that fits the screen, centred on it, with the docks at a share of its width."""
+        avail = self.available_geometry()
+        w = min(DEFAULT_SIZE.width(), avail.width() - 2 * SCREEN_MARGIN)
+        h = min(DEFAULT_SIZE.height(), avail.height() - 2 * SCREEN_MARGIN)
+        self.resize(w, h)
+        self.move(avail.x() + (avail.width() - w) // 2, avail.y() + (avail.height() - h) // 2)
+        side = max(self.settings_dock.minimumWidth(), min(320, w // 5))
+        self.resizeDocks([self.model_dock, self.settings_dock], [side, side], Qt.Horizontal)
+
     def _restore_state(self) -> None:
+        """The remembered geometry and dock layout, each only if it fits this screen (else the defaults)."""
+        default_state = self.saveState()
+        self._fit_to_screen()
         geo = self.settings.value("geometry")
         self.geometry_restored = False
         if geo is not None:
-            self.geometry_restored = bool(self.restoreGeometry(geo))
-        else:
-            self.resize(1500, 900)
+            before = self.saveGeometry()
+            if self.restoreGeometry(geo) and self.fits():
+                self.geometry_restored = True
+            else:
+                self.restoreGeometry(before)
         state = self.settings.value("windowState")
-        if state is not None:
-            self.restoreState(state)
+        if state is not None and self.restoreState(state):
+            hint, avail = self.minimumSizeHint(), self.available_geometry()
+            if hint.width() > avail.width() or hint.height() > avail.height():
+                self.restoreState(default_state)  # a layout from a bigger screen
         self.settings_dock.restore(self.settings)
 
     def closeEvent(self, event) -> None:  # noqa: N802

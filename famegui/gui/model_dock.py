@@ -3,6 +3,9 @@
 Loading runs on the io lane; the dock announces a usable model with
 ``model_loaded(model)`` and new images with ``image_loaded(slot)``, and asks
 for a redraw of everything that depends on the images with ``inputs_changed``.
+A load that fails keeps what the slot held before. Slots name the file (folder and
+name) and, for the bundled sample photos, the person on them. The panel scrolls when
+the screen is small.
 """
 from __future__ import annotations
 
@@ -20,7 +23,9 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -30,9 +35,13 @@ from .canvas import ImageCanvas
 from .context import AppContext
 from .files import IMAGE_FILTER, WEIGHTS_FILTER, RecentFiles
 from .layer_tree import LayerTree
+from .messages import photo_caption
+from .signals import emit
+from .widgets import scrolled
 
 SLOTS = ("probe", "reference", "third")
 DEFAULT_MODEL = "dlib-resnet"
+MIN_WIDTH = 220
 
 
 class ModelDock(QDockWidget):
@@ -51,15 +60,21 @@ class ModelDock(QDockWidget):
         lay = QVBoxLayout(w)
         lay.addWidget(self._build_model_box())
         self.layer_tree = LayerTree(ctx)
-        self.show_all_layers = QCheckBox("show every module (not only feature maps)")
-        lay.addWidget(QLabel("Layers (pick one to see its feature map)"))
+        self.layer_tree.setMinimumHeight(90)
+        self.show_all_layers = QCheckBox("every module")
+        self.show_all_layers.setToolTip("show every module of the network, not only feature maps")
+        # no word-wrapped labels in this panel: they would lay it out at its preferred height in the scroll
+        # area, and the layer list would not shrink to leave room for the images on a short screen
+        layers_label = QLabel("Layers (pick one)")
+        layers_label.setToolTip("pick a layer to see its feature map")
+        lay.addWidget(layers_label)
         lay.addWidget(self.layer_tree, 2)
         lay.addWidget(self.show_all_layers)
         lay.addWidget(self._build_images_box())
-        self.chip_canvas = ImageCanvas("probe photo and model input region")
-        self.chip_canvas.setMinimumHeight(160)
+        self.chip_canvas = ImageCanvas("probe photo and model input region", min_side=120)
         lay.addWidget(self.chip_canvas, 1)
-        self.setWidget(w)
+        self.setWidget(scrolled(w))
+        self.setMinimumWidth(MIN_WIDTH)
 
     @property
     def session(self):
@@ -71,13 +86,15 @@ class ModelDock(QDockWidget):
         box = QGroupBox("Model")
         form = QFormLayout(box)
         self.model_combo = QComboBox()
+        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(12)
         for row in model_catalogue():  # zoo names, plus insightface packs and cached timm weights found here
             if row.explainable:
                 self.model_combo.addItem(row.name)
                 self.model_combo.setItemData(self.model_combo.count() - 1, row.note, Qt.ToolTipRole)
         self.model_combo.activated.connect(lambda _i: self.load_model(self.model_combo.currentText(), None))
         self.weights_label = QLabel("embedded")
-        self.weights_label.setWordWrap(True)
+        self.weights_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # long paths: see tooltip
         wb = QPushButton("Weights / ONNX / TorchScript...")
         wb.clicked.connect(self.choose_weights)
         form.addRow("network", self.model_combo)
@@ -91,19 +108,23 @@ class ModelDock(QDockWidget):
         self.image_labels: dict[str, QLabel] = {}
         for slot in SLOTS:
             label = QLabel("-")
-            label.setWordWrap(True)
-            btn = QPushButton("Open...")
+            label.setMinimumWidth(60)
+            btn = QToolButton()
+            btn.setText("...")
+            btn.setToolTip(f"open the {slot} image")
             btn.clicked.connect(lambda _c=False, s=slot: self.choose_image(s))
-            row = QHBoxLayout()
-            row.addWidget(label, 1)
+            row = QHBoxLayout()  # the slot and its button, then the photo's two lines across the panel
+            row.addWidget(QLabel(f"<b>{slot}</b>"), 1)
             row.addWidget(btn)
-            form.addRow(slot, row)
+            form.addRow(row)
+            form.addRow(label)
             self.image_labels[slot] = label
         self.face_spin = QSpinBox()
         self.face_spin.setRange(0, 50)
         self.face_spin.setToolTip("which face of the probe photo (0 = largest)")
         self.face_spin.valueChanged.connect(self._on_face_index)
-        self.align_box = QCheckBox("align faces (off: centre crop)")
+        self.align_box = QCheckBox("align faces")
+        self.align_box.setToolTip("off: a centre crop of the image as it is")
         self.align_box.setChecked(True)
         self.align_box.toggled.connect(self._on_align_toggled)
         form.addRow("probe face", self.face_spin)
@@ -124,7 +145,7 @@ class ModelDock(QDockWidget):
             if current is not None and self.model_combo.findText(current) >= 0:
                 self.model_combo.setCurrentText(current)
 
-        self.ctx.submit(self.ctx.io, work, f"loading {spec}", done=self.adopt_model, failed=failed)
+        self.ctx.submit(self.ctx.io, work, f"loading {spec}", done=self.adopt_model, failed=failed, clears_error=True)
 
     def reload(self) -> None:
         """The current model again (e.g. on another device)."""
@@ -139,7 +160,8 @@ class ModelDock(QDockWidget):
             i = self.model_combo.count() - 1
         self.model_combo.setCurrentIndex(i)
         self.weights_label.setText(self.session.weights or ("embedded" if model.alignment else model.weights_id[:24]))
-        self.model_loaded.emit(model)
+        self.weights_label.setToolTip(self.weights_label.text())
+        emit(self.model_loaded, model)
 
     def choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights (.safetensors/.pth) or a model file (.onnx, TorchScript)",
@@ -165,30 +187,45 @@ class ModelDock(QDockWidget):
             self.load_image(slot, path)
 
     def load_image(self, slot: str, path: str, face_index: int | None = None) -> None:
-        """Load and prepare the image of ``slot`` on the io lane (the probe's face from the spin box)."""
+        """Load and prepare the image of ``slot`` on the io lane (the probe's face from the spin box);
+        if that fails the slot keeps the image it had."""
         idx = self.face_spin.value() if (slot == "probe" and face_index is None) else (face_index or 0)
 
         def work(_job):
-            self.session.set_image(slot, path, face_index=idx)
+            s = self.session
+            before = s.images.get(slot), s.face_index.get(slot, 0)
+            try:
+                s.set_image(slot, path, face_index=idx)
+            except Exception:
+                self._put_back(slot, *before)
+                raise
             return slot
 
-        def failed(_msg):
-            self.session.clear_image(slot)
-            self.image_labels[slot].setText("-")
-            self.inputs_changed.emit()
-
         self.ctx.submit(self.ctx.io, work, f"loading {Path(path).name}", done=lambda s: self._on_image_loaded(s, path),
-                        failed=failed)
+                        clears_error=True)
+
+    def _put_back(self, slot: str, image, face_index: int) -> None:
+        """The image ``slot`` held before a failed load (in the worker: preparing it may run the network)."""
+        if image is None:
+            self.session.clear_image(slot)
+            return
+        try:
+            self.session.set_image(slot, image, face_index=face_index)
+        except (ValueError, OSError):  # it had no usable input before either: keep the photo, as before
+            pass
 
     def _on_image_loaded(self, slot: str, path: str) -> None:
         inp = self.session.inputs.get(slot)
-        label = Path(path).name
+        label = photo_caption(path).replace(", ", "\n", 1)  # the person, then the file: two short lines
+        tip = str(Path(path).resolve())
         if inp is not None and inp.note:
-            label += f" ({inp.note})"
+            tip += f"\n{inp.note}"
+            label += "\n(see the tooltip)" if len(inp.note) > 30 else f"\n({inp.note})"
         self.image_labels[slot].setText(label)
+        self.image_labels[slot].setToolTip(tip)
         self.recent.add(path)
-        self.inputs_changed.emit()
-        self.image_loaded.emit(slot)
+        emit(self.inputs_changed)
+        emit(self.image_loaded, slot)
 
     def _on_face_index(self, value: int) -> None:
         if "probe" in self.session.images:
@@ -202,7 +239,7 @@ class ModelDock(QDockWidget):
                 self.session.prepare(slot)
             return None
 
-        self.ctx.submit(self.ctx.io, work, "re-aligning", done=lambda _r: self.inputs_changed.emit())
+        self.ctx.submit(self.ctx.io, work, "re-aligning", done=lambda _r: emit(self.inputs_changed))
 
     def draw_chip_preview(self) -> None:
         """The probe photo with the region the model sees (the aligned or cropped input)."""
@@ -216,4 +253,4 @@ class ModelDock(QDockWidget):
         thick = max(2, int(max(photo.shape[:2]) / 250))
         self.chip_canvas.set_image(draw_polygon(photo, pts, (255, 220, 0), thick))
         faces = f", {inp.n_faces} faces" if inp.n_faces and inp.n_faces > 1 else ""
-        self.chip_canvas.set_title(f"{Path(inp.image.path).name}: {inp.prepared.mode}{faces}")
+        self.chip_canvas.set_title(f"{photo_caption(inp.image.path)}: {inp.prepared.mode}{faces}")

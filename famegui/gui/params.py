@@ -1,10 +1,26 @@
-"""Controls generated from a method's parameter declarations (the registry is the one source)."""
+"""Controls generated from a method's parameter declarations (the registry is the one source).
+
+The GUI starts some parameters elsewhere than the registry's defaults (:data:`GUI_DEFAULTS`): the
+registry's defaults are the papers' settings, which the CLI, sidecars and goldens keep; a person
+clicking cells wants the fast settings that give the same picture (FAME stops once its map has
+converged, and cells run on their receptive field's crop). Sidecars record the values used, so an
+export made from the GUI reproduces with them.
+"""
 from __future__ import annotations
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLineEdit, QSpinBox, QWidget
 
 from ..methods import Param
+from ..methods.fame import FAST_PARAMS
+from .signals import emit
+
+GUI_DEFAULTS = dict(FAST_PARAMS)  # FAME: stop at convergence, cells on their receptive field's crop
+
+
+def gui_default(p: Param):
+    """The value the GUI's control starts at: :data:`GUI_DEFAULTS`, else the registry's default."""
+    return GUI_DEFAULTS.get(p.name, p.default)
 
 
 class ParamForm(QWidget):
@@ -26,31 +42,32 @@ class ParamForm(QWidget):
             form.addRow(p.name.replace("_", " "), w)
 
     def _make(self, p: Param) -> QWidget:
+        default = gui_default(p)
         if p.choices:
             w = QComboBox()
             w.addItems([str(c) for c in p.choices])
-            w.setCurrentText(str(p.default))
+            w.setCurrentText(str(default))
             w.currentTextChanged.connect(self.changed)
         elif p.type is bool:
             w = QCheckBox()
-            w.setChecked(bool(p.default))
+            w.setChecked(bool(default))
             w.toggled.connect(self.changed)
         elif p.default is None or p.type is str:
-            w = QLineEdit("" if p.default is None else str(p.default))
-            w.setPlaceholderText("auto" if p.default is None else "")
+            w = QLineEdit("" if default is None else str(default))
+            w.setPlaceholderText(("off" if p.name.startswith("converge") else "auto") if p.default is None else "")
             w.editingFinished.connect(self.changed)
         elif p.type is int:
             w = QSpinBox()
             w.setRange(int(p.min if p.min is not None else -10**9), int(p.max if p.max is not None else 10**9))
-            w.setValue(int(p.default))
+            w.setValue(int(default))
             w.setKeyboardTracking(False)
             w.valueChanged.connect(self.changed)
         else:
             w = QDoubleSpinBox()
             w.setDecimals(6)
             w.setRange(float(p.min if p.min is not None else -1e9), float(p.max if p.max is not None else 1e9))
-            w.setSingleStep(abs(p.default) / 4 if p.default else 0.1)
-            w.setValue(float(p.default))
+            w.setSingleStep(abs(default) / 4 if default else 0.1)
+            w.setValue(float(default))
             w.setKeyboardTracking(False)
             w.valueChanged.connect(self.changed)
         return w
@@ -79,6 +96,6 @@ class ParamForm(QWidget):
             w.setChecked(bool(value))
         elif isinstance(w, QLineEdit):
             w.setText("" if value is None else str(value))
-            self.changed.emit()
+            emit(self.changed)
         else:
             w.setValue(value)

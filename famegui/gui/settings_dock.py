@@ -1,4 +1,8 @@
-"""The "Settings" dock: FAME's parameters, the display (colormap, opacity, boxes, export), the device."""
+"""The "Settings" dock: FAME's parameters, the display (colormap, opacity, boxes, export), the device.
+
+Its sections fold away (click a title) and the whole panel scrolls, so it fits a small screen;
+the dock itself can be closed and brought back from View > Panels.
+"""
 from __future__ import annotations
 
 import torch
@@ -11,6 +15,7 @@ from PySide6.QtWidgets import (
     QGroupBox,
     QLabel,
     QSlider,
+    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
@@ -19,6 +24,10 @@ from ..core.render import COLORMAPS
 from ..methods.fame import FAME_PARAMS
 from .display import DisplaySettings
 from .params import ParamForm
+from .signals import emit
+from .widgets import Section, scrolled
+
+MIN_WIDTH = 210
 
 LEGEND = ("<span style='color:#fff'>&#9632;</span> white: the cell's footprint (the patch under it)"
           "<br><span style='color:#00e6ff'>&#9632;</span> cyan: its theoretical receptive field")
@@ -45,19 +54,23 @@ class SettingsDock(QDockWidget):
         self.display = display
         w = QWidget()
         lay = QVBoxLayout(w)
-        box = QGroupBox("FAME")
-        bl = QVBoxLayout(box)
+        lay.setContentsMargins(4, 4, 4, 4)
         self.param_form = ParamForm(FAME_PARAMS, hidden=("progress_every",))
-        bl.addWidget(self.param_form)
-        lay.addWidget(box)
-        lay.addWidget(self._build_display_box())
-        lay.addWidget(QLabel(LEGEND))
+        self.fame_section = Section("FAME", self.param_form)
+        self.display_section = Section("Display and export", self._build_display_box())
+        legend = QLabel(LEGEND)
+        legend.setWordWrap(True)
+        lay.addWidget(self.fame_section)
+        lay.addWidget(self.display_section)
+        lay.addWidget(legend)
         lay.addStretch(1)
-        self.setWidget(w)
+        self.setWidget(scrolled(w))
+        self.setMinimumWidth(MIN_WIDTH)
 
     def _build_display_box(self) -> QGroupBox:
-        box = QGroupBox("Display")
+        box = QGroupBox()
         form = QFormLayout(box)
+        form.setRowWrapPolicy(QFormLayout.WrapLongRows)
         d = self.display
         self.cmap_combo = QComboBox()
         self.cmap_combo.addItems(list(COLORMAPS))
@@ -74,13 +87,21 @@ class SettingsDock(QDockWidget):
         self.export_on_photo.setToolTip("exports draw the map on the opened photo instead of the model input")
         self.export_on_photo.setChecked(d.on_photo)
         self.export_on_photo.toggled.connect(lambda on: setattr(d, "on_photo", on))
+        self.export_size = QSpinBox()
+        self.export_size.setRange(150, 4000)
+        self.export_size.setSingleStep(100)
+        self.export_size.setSuffix(" px")
+        self.export_size.setValue(d.export_px)
+        self.export_size.setToolTip("long side of an exported picture (a figure for a paper: 600 px or more)")
+        self.export_size.valueChanged.connect(lambda v: setattr(d, "export_px", v))
         self.device_combo = QComboBox()
         self.device_combo.addItems(devices())
-        self.device_combo.activated.connect(lambda _i: self.device_changed.emit(self.device_combo.currentText()))
+        self.device_combo.activated.connect(lambda _i: emit(self.device_changed, self.device_combo.currentText()))
         form.addRow("colormap", self.cmap_combo)
         form.addRow("opacity", self.opacity)
         form.addRow("boxes", self.show_boxes)
         form.addRow("export", self.export_on_photo)
+        form.addRow("export size", self.export_size)
         form.addRow("device", self.device_combo)
         return box
 
@@ -99,7 +120,17 @@ class SettingsDock(QDockWidget):
         op = settings.value("opacity")
         if op is not None:
             self.opacity.setValue(int(op))
+        px = settings.value("export_px")
+        if px is not None:
+            self.export_size.setValue(int(px))
+        for section, key in ((self.fame_section, "fame_open"), (self.display_section, "display_open")):
+            value = settings.value(key)
+            if value is not None:
+                section.set_expanded(str(value).lower() in ("true", "1"))
 
     def save(self, settings: QSettings) -> None:
         settings.setValue("colormap", self.cmap_combo.currentText())
         settings.setValue("opacity", self.opacity.value())
+        settings.setValue("export_px", self.export_size.value())
+        settings.setValue("fame_open", self.fame_section.expanded)
+        settings.setValue("display_open", self.display_section.expanded)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QSizePolicy, QStatusBar
 
 from .context import AppContext
 
@@ -13,10 +13,13 @@ class StatusBarView:
     """Fills ``bar`` with its widgets and keeps them in step with the context's jobs and messages."""
 
     def __init__(self, bar: QStatusBar, ctx: AppContext) -> None:
-        self.label = QLabel("starting...")
+        self.label = QLabel("loading the model...")
+        # a long message must not widen the window: it is cut, the whole line is its tooltip
+        self.label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.label.setMinimumWidth(40)
         self.progress = QProgressBar()
         self.progress.setRange(0, STEPS)
-        self.progress.setMaximumWidth(220)
+        self.progress.setMaximumWidth(160)
         self.progress.setTextVisible(True)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -27,9 +30,13 @@ class StatusBarView:
         bar.addPermanentWidget(self.device_label)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
-        ctx.status_changed.connect(self.label.setText)
+        ctx.status_changed.connect(self.show)
         ctx.progress_changed.connect(lambda f: self.progress.setValue(int(STEPS * f)))
         ctx.busy_changed.connect(self.cancel_button.setEnabled)
+
+    def show(self, text: str) -> None:
+        self.label.setText(text)
+        self.label.setToolTip(text)
 
     def show_device(self, device) -> None:
         self.device_label.setText(f"device: {device}, {torch.get_num_threads()} threads")

@@ -21,6 +21,7 @@ maps, in [-1, 1] for signed ones. Whether a map is signed is declared here
 from __future__ import annotations
 
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,22 +50,70 @@ class Param:
     choices: tuple | None = None
 
     def coerce(self, value: Any) -> Any:
+        """``value`` as this parameter's type, checked: finite, integral for an int, in range, among the
+        choices. Raises ValueError (one line naming the parameter) otherwise."""
         if value is None:
             return None
-        try:
-            if self.type is bool and isinstance(value, str):
-                v = value.strip().lower() in ("1", "true", "yes", "on")
-            else:
-                v = self.type(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{self.name} must be {self.type.__name__}, got {value!r}") from None
+        v = self._convert(value)
         if self.choices is not None and v not in self.choices:
             raise ValueError(f"{self.name} must be one of {', '.join(map(str, self.choices))}, got {v!r}")
         if self.min is not None and v < self.min:
-            raise ValueError(f"{self.name} must be >= {self.min}, got {v}")
+            raise ValueError(f"{self.name} must be >= {_num(self.min)}, got {v}")
         if self.max is not None and v > self.max:
-            raise ValueError(f"{self.name} must be <= {self.max}, got {v}")
+            raise ValueError(f"{self.name} must be <= {_num(self.max)}, got {v}")
         return v
+
+    def _convert(self, value: Any) -> Any:
+        bad = ValueError(f"{self.name} must be {_TYPE_WORDS.get(self.type, self.type.__name__)}, got {value!r}")
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+                return _BOOL_WORDS[value.strip().lower()]
+            if isinstance(value, (int, float)) and value in (0, 1):
+                return bool(value)
+            raise bad
+        if self.type is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise bad
+            return str(value)
+        if isinstance(value, bool) or not isinstance(value, (str, int, float, np.integer, np.floating)):
+            raise bad  # a list, a dict, None inside JSON, True for a number
+        if self.type is int and isinstance(value, (int, np.integer)):
+            return _bounded(self.name, int(value))
+        try:
+            f = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise bad from None
+        if not math.isfinite(f):
+            raise ValueError(f"{self.name} must be a finite number, got {value!r}")
+        if self.type is int:
+            if isinstance(value, str):
+                text = value.strip()
+                try:
+                    return _bounded(self.name, int(text))
+                except ValueError as e:
+                    if "too large" in str(e):
+                        raise
+            if f != int(f):
+                raise ValueError(f"{self.name} must be a whole number, got {value!r}")
+            return _bounded(self.name, int(f))
+        return f
+
+
+def _bounded(name: str, v: int) -> int:
+    if abs(v) > 2 ** 62:
+        raise ValueError(f"{name} is too large: {v}")
+    return v
+
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+               "off": False}
+
+
+def _num(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
 
 
 @dataclass
@@ -210,6 +259,10 @@ def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, 
     if task not in spec.tasks:
         raise ValueError(f"{spec.label} does not support {task} (it supports: {', '.join(sorted(spec.tasks))})")
     resolved = spec.resolve(params, task)
+    if "blur_kernel" in resolved or "blur_sigma" in resolved:  # before the work, not after it
+        from ..core.attribution import check_blur
+
+        check_blur(resolved.get("blur_kernel"), resolved.get("blur_sigma"), tuple(x.shape[-2:]))
     ref_emb = None
     x = x.to(model.device)
     if target.needs_reference:
@@ -229,4 +282,7 @@ def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, 
     amap = np.asarray(spec.fn(ctx), dtype=np.float32)
     if amap.shape != tuple(x.shape[-2:]):
         raise RuntimeError(f"{spec.label} returned shape {amap.shape}, expected {tuple(x.shape[-2:])}")
+    finite = np.isfinite(amap)
+    if not finite.all():  # recorded for the diagnosis of an empty map (famegui.report.check_map)
+        ctx.info["non_finite_values"] = int(amap.size - finite.sum())
     return np.nan_to_num(amap, nan=0.0, posinf=0.0, neginf=0.0)

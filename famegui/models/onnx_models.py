@@ -91,8 +91,9 @@ def _modules():
 
 
 def _first_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return text[:160] if text else type(e).__name__
+    from .weights import short_reason
+
+    return short_reason(e, limit=160)
 
 
 def read_onnx(path: Path):

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.files import regular_file
 from .wrapper import ModelLoadError
 
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -44,9 +45,21 @@ class UnsafeWeightsError(ModelLoadError):
     """The file is a pickle that needs arbitrary Python objects (it could run code when loaded)."""
 
 
-def _first_line(e: BaseException) -> str:
+def short_reason(e: BaseException, limit: int = 200) -> str:
+    """A library's error as a short reason: its first line, cut at a sentence (or word) end, never mid-word."""
     text = str(e).strip()
-    return text.splitlines()[0][:120] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    text = text.splitlines()[0].strip()
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    end = head.rfind(". ")
+    if end >= limit // 3:
+        return head[:end + 1]
+    return head.rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
 
 
 def looks_like_safetensors(path: Path) -> bool:
@@ -79,7 +92,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     except MemoryError:
         raise ModelLoadError(f"not enough memory to load {path}") from None
     except Exception as e:  # safetensors raises its own error types on damaged files
-        raise NotWeightsError(f"{path} is not a valid .safetensors file ({_first_line(e)})") from None
+        raise NotWeightsError(f"{path} is not a valid .safetensors file ({short_reason(e)})") from None
 
 
 def unsafe_globals(path: Path) -> list[str]:
@@ -94,8 +107,35 @@ def unsafe_globals(path: Path) -> list[str]:
         return []
 
 
+def pickle_globals(path: Path, limit: int = 64 << 20) -> list[str]:
+    """The Python objects a plain pickle file names (``module.name``), read opcode by opcode with
+    :mod:`pickletools` (nothing is imported or run); [] for a file that is not a pickle or names none."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit)
+    except OSError:
+        return []
+    names, strings = [], []
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"):
+                strings = (strings + [str(arg)])[-2:]
+            elif op.name == "GLOBAL":
+                names.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                names.append(".".join(strings))
+            elif op.name == "STOP":
+                break
+    except Exception:  # noqa: BLE001 - not a pickle (or a damaged one): whatever it names so far
+        pass
+    allowed = ("collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch.FloatStorage")
+    return [n for n in dict.fromkeys(names) if n not in allowed]
+
+
 def _refusal(path: Path, error: BaseException) -> UnsafeWeightsError:
-    names = unsafe_globals(path)
+    names = unsafe_globals(path) or pickle_globals(path)
     if not names:
         names = re.findall(r"GLOBAL ([\w.]+)", str(error))[:1]
     needs = f" (it needs {', '.join(names[:3])}{' ...' if len(names) > 3 else ''})" if names else ""
@@ -113,11 +153,13 @@ def _read_torch(path: Path) -> object:
         # refused as unsafe only when it really asks for Python objects; garbage ("Unsupported operand") is
         # simply not a weights file
         text = str(e)
-        if unsafe_globals(path) or "GLOBAL" in text or "Unsupported global" in text:
+        if unsafe_globals(path) or "GLOBAL" in text or "Unsupported global" in text or pickle_globals(path):
             raise _refusal(path, e) from None
         raise NotWeightsError(f"{path} is not a PyTorch weights file (it is not a pickle of tensors)") from None
     except Exception as e:  # torch.load raises many types on foreign files
-        raise NotWeightsError(f"{path} is not a PyTorch weights file ({_first_line(e)})") from None
+        if pickle_globals(path):  # a plain pickle (not torch's format) that names Python objects
+            raise _refusal(path, e) from None
+        raise NotWeightsError(f"{path} is not a PyTorch weights file ({short_reason(e)})") from None
 
 
 def read_weights_file(path: str | Path) -> object:
@@ -125,9 +167,7 @@ def read_weights_file(path: str | Path) -> object:
 
     Raises a one-line :class:`ModelLoadError` (:class:`NotWeightsError`, :class:`UnsafeWeightsError`).
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise NotWeightsError(f"weights file not found: {path}")
+    path = regular_file(path, "weights file", "weights", NotWeightsError)
     if looks_like_safetensors(path):
         return _read_safetensors(path)
     return _read_torch(path)

@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.files import regular_file
 from ..paths import file_sha256
 from .discovery import TIMM_PREFIX
-from .weights import load_state_dict_strict, read_state_dict
+from .weights import load_state_dict_strict, read_state_dict, short_reason
 from .wrapper import ModelLoadError, ModelWrapper
 
 TORCHVISION_CLASSIFIERS = (
@@ -186,8 +187,7 @@ def _load_torchscript(path: Path, weights: str | None, options: dict) -> ModelWr
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as e:  # torch raises many types here
-        first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{path} is not a TorchScript model ({first})") from None
+        raise ModelLoadError(f"{path} is not a TorchScript model ({short_reason(e)})") from None
     if weights not in (None, "random"):
         state = read_state_dict(Path(weights))
         load_state_dict_strict(module, state, str(path), weights)
@@ -206,7 +206,15 @@ def runs_code(spec: str) -> bool:
             return False
     if ":" not in spec or spec.startswith(("/", ".", "~", TIMM_PREFIX, "insightface:")):
         return False
-    return not Path(spec).expanduser().exists()
+    return not _exists(spec)
+
+
+def _exists(spec: str) -> bool:
+    """Whether ``spec`` names something on disk (False for a name the system cannot even look up)."""
+    try:
+        return Path(spec).expanduser().exists()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte
+        return False
 
 
 def _load_entry_point(spec: str, weights: str | None, options: dict) -> ModelWrapper:
@@ -216,6 +224,8 @@ def _load_entry_point(spec: str, weights: str | None, options: dict) -> ModelWra
     except ModuleNotFoundError as e:
         raise ModelLoadError(f"cannot import {mod_name!r} for {spec}: {e}; famegui does not search the current "
                              "folder: install the package or set PYTHONPATH") from None
+    except SystemExit as e:  # the module exits while imported: an error, not a silent success
+        raise ModelLoadError(f"importing {mod_name!r} for {spec} exited (code {e.code!r})") from None
     except Exception as e:
         raise ModelLoadError(f"cannot import {mod_name!r} for {spec}: {type(e).__name__}: {e}") from None
     fn = mod
@@ -225,6 +235,8 @@ def _load_entry_point(spec: str, weights: str | None, options: dict) -> ModelWra
             raise ModelLoadError(f"{mod_name} has no attribute {attr!r}")
     try:
         obj = fn() if callable(fn) and not isinstance(fn, nn.Module) else fn
+    except SystemExit as e:
+        raise ModelLoadError(f"{spec} exited (code {e.code!r}) instead of returning a model") from None
     except Exception as e:
         raise ModelLoadError(f"{spec} failed: {type(e).__name__}: {e}") from None
     if isinstance(obj, ModelWrapper):
@@ -273,8 +285,7 @@ def _wrap_generic(module: nn.Module, name: str, source: str, weights_id: str, op
 
 def _load_file(path: Path, spec: str, weights: str | None, options: dict) -> ModelWrapper:
     """A model file: ONNX (converted with onnx2torch) or TorchScript."""
-    if path.is_dir():
-        raise ModelLoadError(f"{spec} is a folder, not a model file")
+    path = regular_file(path, "model file", "weights", ModelLoadError)  # never a FIFO, device or folder
     if path.suffix.lower() == ".onnx":
         from .onnx_models import load_onnx
 
@@ -303,6 +314,13 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
     """Load any supported network; raises :class:`ModelLoadError` with a one-line message."""
     if not spec:
         raise ModelLoadError("no model given")
+    if weights not in (None, "random") and _exists(weights):  # a regular file within the size limit, before any
+        regular_file(weights, "weights file", "weights", ModelLoadError)  # loader opens it (missing: said later)
+    size = options.get("input_size")
+    sides = (size,) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else (size,)
+    if size is not None and not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096
+                                    for v in sides):
+        raise ModelLoadError(f"input size must be a whole number of pixels from 8 to 4096, got {size!r}")
     if spec.startswith("identify:"):  # a classifier over a gallery folder, on a face embedder
         from .identification import build_identification_model, parse_identification_spec
 
@@ -333,7 +351,7 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
 
         return load_timm(spec, weights, **options)
     path = Path(spec).expanduser()
-    if path.exists():
+    if _exists(spec):
         return _load_file(path, spec, weights, options)
     found = _load_insightface(spec, weights, options)
     if found is not None:

@@ -77,8 +77,25 @@ class Target:
 
     @classmethod
     def from_dict(cls, d: dict) -> Target:
+        """The target a sidecar (or any JSON) describes; ValueError (one line naming the field) when a field
+        has the wrong type: ``kind`` and ``layer`` text, ``cell`` two whole numbers >= 0, ``class_index`` one."""
+        if not isinstance(d, dict):
+            raise ValueError(f"target must be an object with a 'kind', got {type(d).__name__}")
+        kind = d.get("kind")
+        if not isinstance(kind, str):
+            raise ValueError(f"target.kind must be text (one of {', '.join(target_kinds())}), got {kind!r}")
+        layer = d.get("layer")
+        if layer is not None and not isinstance(layer, str):
+            raise ValueError(f"target.layer must be text, got {layer!r}")
         cell = d.get("cell")
-        return cls(d["kind"], d.get("layer"), tuple(cell) if cell is not None else None, d.get("class_index"))
+        if cell is not None:
+            if not isinstance(cell, (list, tuple)) or len(cell) != 2:
+                raise ValueError(f"target.cell must be [row, col], got {cell!r}")
+            cell = tuple(whole_number(v, "target.cell") for v in cell)
+        index = d.get("class_index")
+        if index is not None:
+            index = whole_number(index, "target.class_index")
+        return cls(kind, layer, cell, index)
 
 
 class TargetKind:
@@ -143,6 +160,21 @@ def get_kind(name: str) -> TargetKind:
 
 def target_kinds() -> tuple[str, ...]:
     return tuple(_KINDS)
+
+
+INDEX_LIMIT = 2 ** 31  # no layer has more rows or columns, no classifier more classes
+
+
+def whole_number(value, what: str) -> int:
+    """``value`` as an int index in [0, 2**31): a whole number (an integral float is accepted), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__index__"):
+        raise ValueError(f"{what} must be a whole number >= 0, got {value!r}")
+    if isinstance(value, float) and not (value == value and abs(value) < INDEX_LIMIT and value == int(value)):
+        raise ValueError(f"{what} must be a whole number >= 0, got {value!r}")
+    v = int(value)
+    if not 0 <= v < INDEX_LIMIT:
+        raise ValueError(f"{what} must be a whole number >= 0 (below {INDEX_LIMIT:,}), got {value!r}")
+    return v
 
 
 def task_of(target: Target) -> str:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from . import Target, TargetKind, register_kind
+from . import Target, TargetKind, register_kind, whole_number
 from .losses import cell_loss, class_logit_loss, verification_loss
 
 
@@ -19,6 +19,12 @@ class CellKind(TargetKind):
     def validate(self, target: Target) -> None:
         if target.layer is None or target.cell is None:
             raise ValueError("a cell target needs a layer and a (row, col) cell")
+        if not isinstance(target.layer, str) or not target.layer:
+            raise ValueError(f"a cell target's layer must be a layer name, got {target.layer!r}")
+        if len(target.cell) != 2:
+            raise ValueError(f"a cell is (row, col), got {target.cell!r}")
+        for v in target.cell:
+            whole_number(v, "a cell's row and column")
 
     def label(self, target: Target) -> str:
         return f"{target.layer}[{target.cell[0]},{target.cell[1]}]"
@@ -47,6 +53,7 @@ class ClassKind(TargetKind):
     def validate(self, target: Target) -> None:
         if target.class_index is None:
             raise ValueError("a class target needs a class index")
+        whole_number(target.class_index, "a class index")
 
     def label(self, target: Target) -> str:
         return f"class {target.class_index}"

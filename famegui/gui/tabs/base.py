@@ -4,6 +4,7 @@ from __future__ import annotations
 from PySide6.QtWidgets import QWidget
 
 from ..context import AppContext
+from ..display import empty_reason
 
 
 class Tab(QWidget):
@@ -42,6 +43,18 @@ class Tab(QWidget):
         """The MapResult this tab shows (what "Export view" writes), or None."""
         return None
 
-    def draw_map(self, canvas, slot: str, amap, signed: bool) -> None:
-        """``amap`` over the image of ``slot`` in ``canvas``, as the display settings say."""
+    def draw_map(self, canvas, slot: str, amap, signed: bool, res=None) -> None:
+        """``amap`` over the image of ``slot`` in ``canvas``, as the display settings say, with its colour bar;
+        ``res`` (the MapResult drawn): a note in the view says why it is empty, if it is."""
         canvas.set_image(self.ctx.display.draw(self.session.input_rgb(slot), amap, signed))
+        canvas.set_colorbar(*self.ctx.display.colorbar(signed))
+        canvas.set_note(empty_reason(res) if res is not None else None)
+
+    def inputs_of(self, res) -> tuple:
+        """The prepared inputs ``res`` was computed on, as the session holds them now (to tell when they change)."""
+        return tuple(self.session.inputs.get(s) for s in (res.slot, res.other, res.non_mate) if s)
+
+    def still_valid(self, res, inputs: tuple) -> bool:
+        """Whether the images of ``res`` are still the ones it was computed on (``inputs`` from :meth:`inputs_of`)."""
+        now = self.inputs_of(res)
+        return len(now) == len(inputs) and all(a is b and a is not None for a, b in zip(now, inputs))

@@ -22,12 +22,15 @@ class ClassesTab(Tab):
         super().__init__(ctx)
         self.model_loaded = model_loaded  # model_loaded(model): how a gallery model becomes the app's model
         self.result: MapResult | None = None
+        self._job = None  # the newest class-map job
         self.rows: list = []  # the top-5 shown: (class index, name, score)
-        self.canvas = ImageCanvas("class explanation")
+        self.canvas = ImageCanvas("class explanation", colorbar=True)
         self.class_list = QListWidget()
         self.class_list.setMaximumWidth(320)
+        self.class_list.setMinimumWidth(140)
         self.class_list.itemClicked.connect(self._on_clicked)
-        self.gallery_button = QPushButton("Identification: choose gallery folder...")
+        self.gallery_button = QPushButton("Identification gallery...")
+        self.gallery_button.setToolTip("identification over a gallery folder (one sub-folder per identity)")
         self.gallery_button.clicked.connect(self._choose_gallery)
         self.info = QLabel("Top-5 classes of the probe image; click one to explain it.")
         self.info.setWordWrap(True)
@@ -54,7 +57,7 @@ class ClassesTab(Tab):
 
     def redraw(self) -> None:
         if self.result is not None:
-            self.draw_map(self.canvas, "probe", self.result.map, self.result.signed)
+            self.draw_map(self.canvas, "probe", self.result.map, self.result.signed, self.result)
 
     # ------------------------------------------------------------------ requests
     def request_classes(self) -> None:
@@ -86,23 +89,32 @@ class ClassesTab(Tab):
             self.show_result(hit)
             return
         signed = get_method("fame").signed(target.task, params)
+        self.result = None
+        self.canvas.set_title(f"FAME class {class_index}: computing...")
 
         def work(job):
             return self.session.explain("fame", target, params, progress=job.progress, cancel=job.cancelled)
 
-        def progress(_fraction, payload):
-            if payload is not None:
+        def progress(fraction, payload):
+            if payload is not None and self._job is job:
                 self.draw_map(self.canvas, "probe", payload, signed)
+                self.canvas.set_title(f"FAME class {class_index}: {100 * fraction:.0f}%")
 
-        self.ctx.submit(self.ctx.compute, work, f"FAME class {class_index}", done=self.show_result,
-                        progress=progress)
+        def ended(what):
+            if self._job is job and self.result is None:
+                self.canvas.set_image(None)
+                self.canvas.set_title(f"FAME class {class_index}: {what}")
+
+        job = self._job = self.ctx.submit(self.ctx.compute, work, f"FAME class {class_index}", done=self.show_result,
+                                          progress=progress, cancelled=lambda: ended("cancelled"),
+                                          failed=lambda _m: ended("failed"))
 
     def show_result(self, res: MapResult) -> None:
         self.result = res
         names = self.session.model.class_names or []
         k = res.target.class_index
         self.canvas.set_title(f"{get_method(res.method).label}: {names[k] if k < len(names) else k}")
-        self.draw_map(self.canvas, "probe", res.map, res.signed)
+        self.draw_map(self.canvas, "probe", res.map, res.signed, res)
         self.ctx.announce(res)
 
     def open_result(self, res: MapResult) -> None:

@@ -34,9 +34,21 @@ from ...session import MapResult
 from ...targets import Target
 from ..canvas import ImageCanvas
 from ..params import ParamForm
+from ..signals import emit
 from .base import Tab
 from .compare_eval import FaithfulnessPlan, sanity_work
-from .compare_view import GAP, SheetLayout, best_deletion, draw_curves, fit_groups, tile_images
+from .compare_view import (
+    BACKGROUND,
+    GAP,
+    OWN_LABEL,
+    SheetLayout,
+    best_deletion,
+    draw_curves,
+    empty_notes,
+    fit_groups,
+    grid_colorbar,
+    tile_images,
+)
 
 SANITY_TIP = ("Adebayo et al.'s randomisation test for the checked methods: each map is recomputed on a copy of "
               "the network with random weights; a method passes when the two maps do not correlate (< 0.5 inside "
@@ -74,22 +86,24 @@ class CompareTab(Tab):
     def _build(self) -> None:
         self.method_list = QListWidget()
         self.method_list.setMaximumWidth(280)
+        self.method_list.setMinimumWidth(150)
         self.method_list.currentRowChanged.connect(self._show_form)
         self.forms = QStackedWidget()
         self.forms.setMaximumWidth(280)
         self.run_button = QPushButton("Compute checked methods")
         self.run_button.clicked.connect(self.run)
-        self.sanity_button = QPushButton("Sanity check: trained vs random weights")
+        self.sanity_button = QPushButton("Sanity check")
         self.sanity_button.setToolTip(SANITY_TIP)
         self.sanity_button.clicked.connect(self.run_sanity)
-        self.faith_button = QPushButton("Faithfulness: deletion / insertion curves")
+        self.faith_button = QPushButton("Faithfulness curves")
         self.faith_button.setToolTip(FAITH_TIP)
         self.faith_button.clicked.connect(self.run_faithfulness)
-        self.shared_scale = QCheckBox("one colour scale for all tiles")
+        self.shared_scale = QCheckBox("one colour scale")
+        self.shared_scale.setToolTip("one colour scale for all tiles (else each tile is scaled to its own peak)")
         self.shared_scale.toggled.connect(lambda _v: self.redraw())
         self.info = QLabel("Check methods and compute; click a tile to open it large in the Pair or Classes view.")
         self.info.setWordWrap(True)
-        self.grid = ImageCanvas("methods")
+        self.grid = ImageCanvas("methods", colorbar=True)
         self.grid.clicked.connect(self._on_click)
         self.plots = pg.GraphicsLayoutWidget()  # dark, like the image views
         self.right = QStackedWidget()
@@ -125,8 +139,10 @@ class CompareTab(Tab):
             self.tile_shape = tiles[0].shape[:2]
             view = max(self.grid.width(), 1) / max(self.grid.height(), 1)
             self.groups = fit_groups(len(self.rows), len(self.cols), self.tile_shape, view)
-            self.grid.set_image(sheet(tiles, len(self.cols) * self.groups, gap=GAP))
+            self.grid.set_image(sheet(tiles, len(self.cols) * self.groups, gap=GAP, background=BACKGROUND))
             self.grid.set_title(f"{len(self.rows)} methods x {', '.join(self.cols)}")
+            self.grid.set_colorbar(*grid_colorbar(self.results, self.ctx.display, self.shared_scale.isChecked())
+                                   if self.results else (None,))
 
     # ------------------------------------------------------------------ runs
     def _new_run(self) -> int:
@@ -148,6 +164,7 @@ class CompareTab(Tab):
         self.right.setCurrentWidget(self.grid)
         self.plots.clear()
         self.grid.set_image(None)
+        self.grid.set_colorbar(None)
         self.grid.set_title("methods")
 
     # ------------------------------------------------------------------ methods and forms
@@ -247,7 +264,8 @@ class CompareTab(Tab):
             for res in results:
                 self.results[(res.method, self._col(res))] = res
             self.redraw()
-            self.info.setText(f"{len(results)} maps in {sum(r.seconds for r in results):.1f} s of compute")
+            self.info.setText(f"{len(results)} maps in {sum(r.seconds for r in results):.1f} s of compute. "
+                              + empty_notes(self.results))
             self.ctx.announce(results[-1] if results else None)
 
         self.ctx.submit(self.ctx.compute, work, f"comparing {len(names)} methods", done=finished, progress=progress)
@@ -366,6 +384,7 @@ class CompareTab(Tab):
             self.grid.set_title("sanity check: computing...")
             return
         self.grid.set_image(self._sanity_sheet())
+        self.grid.set_colorbar(*self.ctx.display.colorbar(False, OWN_LABEL))
         n_pass = sum(r.passed for r in self.sanity_results)
         n_undefined = sum(r.verdict == "undefined" for r in self.sanity_results)
         self.grid.set_title(f"trained vs random weights: {n_pass} of {len(self.sanity_results)} pass"
@@ -374,7 +393,7 @@ class CompareTab(Tab):
     def sheet_image(self) -> np.ndarray:
         if self.mode == "sanity":
             return self._sanity_sheet()
-        return sheet(self.tile_images(), len(self.cols) * self.groups, gap=GAP)
+        return sheet(self.tile_images(), len(self.cols) * self.groups, gap=GAP, background=BACKGROUND)
 
     def _on_click(self, x: float, y: float) -> None:
         if self.mode != "compare":
@@ -382,26 +401,28 @@ class CompareTab(Tab):
         key = self.tile_at(x, y)
         res = self.results.get(key) if key else None
         if res is not None:
-            self.tile_clicked.emit(res)  # the window shows it in its task's view
+            emit(self.tile_clicked, res)  # the window shows it in its task's view
 
     # ------------------------------------------------------------------ export
     def export(self, png: str) -> list:
         """The sheet as one PNG, plus each map as .npy with its sidecar (PNG overlay + JSON)."""
-        from ...export import write_json, write_png
+        from ...export import json_bytes, png_bytes, write_png, write_set
 
         model = self.session.model
         if self.mode == "faithfulness":
             from ...core.plots import curves_figure
 
-            return [write_png(png, curves_figure(self.faith_curves)),
-                    write_json(Path(png).with_suffix(".json"),
-                               {"model": model.describe(), "curves": [c.to_dict() for c in self.faith_curves]})]
+            return write_set([(png, png_bytes(curves_figure(self.faith_curves))),
+                              (Path(png).with_suffix(".json"), json_bytes(
+                                  {"model": model.describe(), "curves": [c.to_dict() for c in self.faith_curves]}))],
+                             anchor=png)
         if self.mode == "sanity":
             if not self.sanity_results:
                 raise ValueError("nothing to export: run the sanity check first")
-            return [write_png(png, self.sheet_image()),
-                    write_json(Path(png).with_suffix(".json"),
-                               {"model": model.describe(), "sanity": [r.to_dict() for r in self.sanity_results]})]
+            return write_set([(png, png_bytes(self.sheet_image())),
+                              (Path(png).with_suffix(".json"), json_bytes(
+                                  {"model": model.describe(), "sanity": [r.to_dict() for r in self.sanity_results]}))],
+                             anchor=png)
         if not self.results:
             raise ValueError("nothing to export: compute the comparison first")
         written = [write_png(png, self.sheet_image())]

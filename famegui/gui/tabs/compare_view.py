@@ -4,17 +4,46 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 
 from ...core.plots import AXIS_LABELS
-from ...core.render import labelled, overlay, to_uint8
+from ...core.render import overlay, to_uint8
 from ...methods import get_method
-from ..display import DisplaySettings, scaled
+from ..display import DisplaySettings, empty_reason, scaled
 
 GAP = 4
+BACKGROUND = 32  # the sheet's gaps and unused places: the views' dark grey, no white block
 PLOT_MODES = ("deletion", "insertion", "hiding")
+CAPTION_SCALE = 0.5  # caption font, readable when the sheet is shrunk into the view
+CAPTION_LINE = 17
+SHARED_LABEL = "1 = the largest peak of all tiles"
+OWN_LABEL = "1 = each tile's own peak"
+
+
+def captioned(tile: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """``tile`` under a dark caption bar of one line per entry (cut to the tile's width)."""
+    w = tile.shape[1]
+    bar = np.full((CAPTION_LINE * len(lines) + 5, w, 3), BACKGROUND, np.uint8)
+    for i, text in enumerate(lines):
+        while text and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, CAPTION_SCALE, 1)[0][0] > w - 6:
+            text = text[:-1]
+        cv2.putText(bar, text, (3, CAPTION_LINE * (i + 1) - 3), cv2.FONT_HERSHEY_SIMPLEX, CAPTION_SCALE,
+                    (240, 240, 240), 1, cv2.LINE_AA)
+    return np.concatenate([bar, to_uint8(tile)], axis=0)
+
+
+def centre_note(tile: np.ndarray, text: str) -> np.ndarray:
+    """``tile`` with ``text`` on a dark band across its middle (an empty map says so)."""
+    out = np.ascontiguousarray(tile.copy())
+    h, w = out.shape[:2]
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, CAPTION_SCALE, 1)
+    cv2.rectangle(out, (0, h // 2 - th), (w - 1, h // 2 + th), (0, 0, 0), -1)
+    cv2.putText(out, text, (max(2, (w - tw) // 2), h // 2 + th // 2), cv2.FONT_HERSHEY_SIMPLEX, CAPTION_SCALE,
+                (255, 255, 255), 1, cv2.LINE_AA)
+    return out
 
 
 def fit_groups(n: int, k: int, tile_shape: tuple[int, int], view_aspect: float) -> int:
@@ -71,16 +100,35 @@ def tile_images(base: np.ndarray, results: dict, rows: list[str], cols: list[str
                   shared)
     tiles = []
     for (name, col), res, m in zip(keys, shown, maps):
-        label = get_method(name).label + (f" {col.split(' ')[0]}" if len(cols) > 1 else "")
+        detail = col.split(" ")[0] if len(cols) > 1 else ""
         if res is None or m is None:
             tile = (to_uint8(base) * 0.35).astype(np.uint8)
-            label += " ..."
+            detail += " computing..."
         else:
             tile = overlay(base, m, display.opacity, display.colormap_for(res.signed))
-            label += f" {res.seconds:.2f}s" + (" triplet" if str(res.info.get("gain", "")).startswith("triplet")
-                                               else "")
-        tiles.append(labelled(tile, label))
+            detail += f" {res.seconds:.2f} s" + (" triplet" if str(res.info.get("gain", "")).startswith("triplet")
+                                                 else "")
+            if empty_reason(res):
+                tile = centre_note(tile, "empty map")
+        tiles.append(captioned(tile, [get_method(name).label, detail.strip()]))
     return tiles
+
+
+def empty_notes(results: dict) -> str:
+    """Why the empty tiles of ``results`` ((method, column) -> MapResult) are empty, one clause each."""
+    notes = [f"{get_method(m).label} {c.split(' ')[0]}: {empty_reason(r)}" for (m, c), r in results.items()
+             if empty_reason(r)]
+    return ("; ".join(notes) + ".") if notes else ""
+
+
+def grid_colorbar(results: dict, display: DisplaySettings, shared: bool) -> tuple:
+    """The colour bar of the sheet: the unsigned maps' colormap (signed maps alone: the diverging one)."""
+    signed = [r.signed for r in results.values()]
+    only_signed = bool(signed) and all(signed)
+    label = SHARED_LABEL if shared else OWN_LABEL
+    if any(signed) and not only_signed:
+        label += "; signed maps: blue - / red +"
+    return display.colorbar(only_signed, label)
 
 
 def _curve_pen(method: str, names: list[str]):

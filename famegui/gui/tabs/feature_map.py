@@ -14,6 +14,7 @@ from ...models.receptive import cached_receptive_field, mass_inside
 from ...session import MapResult
 from ...targets import Target, task_of
 from ..canvas import FOOTPRINT_COLOR, RF_COLOR, SELECT_COLOR, ImageCanvas
+from ..display import bar_colors
 from .base import Tab
 
 
@@ -35,9 +36,10 @@ class FeatureMapTab(Tab):
         self.result: MapResult | None = None
         self.fmap: np.ndarray | None = None  # sum_c |a| of the shown layer
         self.geometry = None  # (footprint, receptive field) boxes of the selected cell
+        self._job = None  # the newest cell job
         split = QSplitter(Qt.Horizontal)
-        self.fmap_canvas = ImageCanvas("feature map")
-        self.fame_canvas = ImageCanvas("FAME")
+        self.fmap_canvas = ImageCanvas("feature map", colorbar=True)
+        self.fame_canvas = ImageCanvas("FAME", colorbar=True)
         split.addWidget(self.fmap_canvas)
         split.addWidget(self.fame_canvas)
         self.cell_info = QLabel("Pick a layer, then click a cell of its feature map.")
@@ -79,7 +81,13 @@ class FeatureMapTab(Tab):
         self.layer = name
         self.cell = None
         self.result = None
+        self.geometry = None
         self.fame_canvas.set_image(None)
+        self.fame_canvas.set_note(None)
+        self.fame_canvas.set_colorbar(None)
+        self.fame_canvas.set_title("FAME")
+        self.cell_info.setText(f"Click a cell of the feature map of {name} to explain it.")
+        self.recompute_button.hide()
         for b in ("footprint", "rf"):
             self.fame_canvas.set_box(b, None)
         self.fmap_canvas.set_box("selected", None)
@@ -109,6 +117,7 @@ class FeatureMapTab(Tab):
         self.fmap_canvas.set_image(overlay(rgb, up, 0.45, "inferno"))
         self.fmap_canvas.set_grid(fh, fw, (h, w))
         self.fmap_canvas.set_title(f"{layer}: sum_c |a| ({fh}x{fw} cells) - click a cell")
+        self.fmap_canvas.set_colorbar(bar_colors("inferno"), 0.0, float(fmap.max()), "sum_c |a|")
         if self.cell is not None:
             self._mark_selected_cell()
         self.redraw()
@@ -165,6 +174,12 @@ class FeatureMapTab(Tab):
             self.show_result(hit)
             return
         self.fame_canvas.set_title(f"FAME {target.label()} - computing...")
+        self.fame_canvas.set_image(None)  # the previous cell's map is not this cell's
+        self.fame_canvas.set_note(None)
+        self.cell_info.setText(f"computing cell {target.cell} of {layer}...")
+        self.recompute_button.hide()
+        self.geometry = None
+        self._draw_boxes()
         signed = get_method("fame").signed(target.task, params)
 
         def work(job):
@@ -173,16 +188,27 @@ class FeatureMapTab(Tab):
             return self.session.explain("fame", target, params, progress=job.progress, cancel=job.cancelled)
 
         def progress(fraction, payload):
+            if self._job is not job:
+                return  # a superseded request
             if isinstance(payload, tuple) and payload and payload[0] == "geometry":
                 self.geometry = (payload[1], payload[2])
                 self._draw_boxes()
-            elif payload is not None and self.cell == target.cell and self.layer == layer:
+            elif payload is not None:
                 self.draw_map(self.fame_canvas, "probe", payload, signed)
                 self.fame_canvas.set_title(f"FAME {target.label()} - {100 * fraction:.0f}%")
                 self.cell_info.setText(f"computing... {100 * fraction:.0f}% "
                                        f"(mass inside footprint so far: {self._mass(payload):.1%})")
 
-        self.ctx.submit(self.ctx.compute, work, f"FAME {target.label()}", done=self.show_result, progress=progress)
+        def ended(what: str, message: str = "") -> None:
+            if self._job is job and self.result is None:  # not when a newer request replaced it
+                self.fame_canvas.set_image(None)
+                self.fame_canvas.set_title(f"FAME {target.label()} - {what}")
+                self.cell_info.setText(message or f"{what.capitalize()}. Click the cell again to compute it.")
+
+        self.result = None
+        job = self._job = self.ctx.submit(self.ctx.compute, work, f"FAME {target.label()}", done=self.show_result,
+                                          progress=progress, cancelled=lambda: ended("cancelled"),
+                                          failed=lambda m: ended("failed", m))
 
     def recompute(self) -> None:
         """The selected cell again, with the current settings."""
@@ -218,7 +244,7 @@ class FeatureMapTab(Tab):
         res = self.result
         if res is None or "probe" not in self.session.inputs:
             return
-        self.draw_map(self.fame_canvas, "probe", res.map, res.signed)
+        self.draw_map(self.fame_canvas, "probe", res.map, res.signed, res)
         self._draw_boxes()
         fp, rf = self.geometry
         stale = is_stale(res, self.ctx.current_params())

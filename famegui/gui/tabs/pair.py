@@ -1,8 +1,23 @@
-"""The Pair tab (face verification): FAME e+ / e- of one side of the pair, and the pair's scores."""
+"""The Pair tab (face verification): FAME e+ / e- of one side of the pair, and the pair's scores.
+
+A map is shown only while it belongs to what the controls and the images say: a change of
+pair, side or sign clears it (and its caption) until the new one arrives. The decision
+reads as a sentence: "same person (distance 0.27 < 0.6)".
+"""
 from __future__ import annotations
 
+import html
+
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QButtonGroup, QComboBox, QHBoxLayout, QLabel, QRadioButton, QSplitter, QVBoxLayout
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QGridLayout,
+    QLabel,
+    QRadioButton,
+    QSplitter,
+    QVBoxLayout,
+)
 
 from ...core.render import to_uint8
 from ...methods import get_method
@@ -10,9 +25,22 @@ from ...session import MapResult
 from ...targets import Target
 from ..canvas import ImageCanvas
 from ..files import demo_paths
+from ..messages import person_of
 from .base import Tab
 
 PAIR_KINDS = ("similar", "dissimilar")
+
+
+def decision_sentence(scores, rule) -> str:
+    """The decision as a sentence: "same person (distance 0.27 < 0.6)"; ``rule``: the model's DecisionRule
+    (None: the model has none)."""
+    if rule is None or scores.same is None:
+        return "no decision: this model has no decision threshold"
+    value = scores.distance if rule.metric == "distance" else scores.cosine
+    below = value < rule.threshold
+    op = "<" if below else "\u2265"
+    verdict = "same person" if scores.same else "different people"
+    return f"{verdict} ({rule.metric} {value:.2f} {op} {rule.threshold:.2f})"
 
 
 class PairTab(Tab):
@@ -24,19 +52,23 @@ class PairTab(Tab):
         super().__init__(ctx)
         self.load_image = load_image  # load_image(slot, path): how the demo pairs are opened
         self.result: MapResult | None = None
+        self._inputs: tuple = ()  # the prepared inputs the shown result was computed on
+        self._job = None  # the newest map job
         self._build()
 
     def _build(self) -> None:
-        self.probe_canvas = ImageCanvas("probe")
-        self.ref_canvas = ImageCanvas("reference")
-        self.third_canvas = ImageCanvas("third (optional)")
+        self.probe_canvas = ImageCanvas("probe", colorbar=True)
+        self.ref_canvas = ImageCanvas("reference", colorbar=True)
+        self.third_canvas = ImageCanvas("third (optional)", colorbar=True)
         self.canvases = {"probe": self.probe_canvas, "reference": self.ref_canvas, "third": self.third_canvas}
         split = QSplitter(Qt.Horizontal)
         for c in self.canvases.values():
             split.addWidget(c)
         self.third_canvas.hide()
-        self.sign_plus = QRadioButton("e+ (what makes them similar)")
-        self.sign_minus = QRadioButton("e- (what makes them different)")
+        self.sign_plus = QRadioButton("e+ (similar)")
+        self.sign_minus = QRadioButton("e- (different)")
+        self.sign_plus.setToolTip("e+: what makes the two photos similar")
+        self.sign_minus.setToolTip("e-: what makes the two photos different")
         self.sign_plus.setChecked(True)
         self.side_probe = QRadioButton("explain probe")
         self.side_ref = QRadioButton("explain other side")
@@ -54,16 +86,21 @@ class PairTab(Tab):
         self.demo_combo.activated.connect(self.load_demo_pair)
         self.scores = QLabel("")
         self.scores.setObjectName("pair_scores")
+        self.scores.setWordWrap(True)
         self.info = QLabel("")
         self.info.setWordWrap(True)
         lay = QVBoxLayout(self)
         lay.addWidget(split, 1)
-        row = QHBoxLayout()
-        for w in (self.sign_plus, self.sign_minus, self.side_probe, self.side_ref, QLabel("compare with"),
-                  self.compare_with, self.demo_combo):
-            row.addWidget(w)
-        row.addStretch(1)
-        lay.addLayout(row)
+        grid = QGridLayout()  # two short rows: the controls fit a narrow window
+        for col, (top, bottom) in enumerate(((self.sign_plus, self.sign_minus), (self.side_probe, self.side_ref))):
+            grid.addWidget(top, 0, col)
+            grid.addWidget(bottom, 1, col)
+        grid.addWidget(QLabel("compare with"), 0, 2)
+        grid.addWidget(self.compare_with, 0, 3)
+        grid.addWidget(QLabel("demo"), 1, 2)
+        grid.addWidget(self.demo_combo, 1, 3)
+        grid.setColumnStretch(4, 1)
+        lay.addLayout(grid)
         lay.addWidget(self.scores)
         lay.addWidget(self.info)
 
@@ -74,6 +111,9 @@ class PairTab(Tab):
 
     def on_inputs_changed(self) -> None:
         self.third_canvas.setVisible("third" in self.session.inputs)
+        if self.result is not None and not self.still_valid(self.result, self._inputs):
+            self.clear_result("")  # its photos changed: the map and its caption are history
+        self.scores.setText("")
         self._draw_images()
         if self.ctx.is_current(self):
             self.request()
@@ -115,42 +155,60 @@ class PairTab(Tab):
             self.show_result(hit)
             return
         signed = get_method("fame").signed(target.task, params)
+        self.clear_result(f"computing FAME {target.label()} for the {slot}...")
 
         def work(job):
             return self.session.explain("fame", target, params, slot=slot, other=other, progress=job.progress,
                                         cancel=job.cancelled)
 
         def progress(fraction, payload):
-            if payload is not None:
+            if payload is not None and self._job is job:
                 self._draw_images(partial=(slot, payload, signed))
-                self.info.setText(f"computing {target.label()} for the {slot}... {100 * fraction:.0f}%")
+                self.info.setText(f"computing FAME {target.label()} for the {slot}... {100 * fraction:.0f}%")
 
-        self.ctx.submit(self.ctx.compute, work, f"FAME {target.label()} ({slot})", done=self.show_result,
-                        progress=progress)
+        def done(res):
+            if self._job is job:
+                self.show_result(res)
+
+        def ended(what):
+            if self._job is job and self.result is None:
+                self.clear_result(f"FAME {target.label()} for the {slot}: {what}.")
+
+        job = self._job = self.ctx.submit(self.ctx.compute, work, f"FAME {target.label()} ({slot})", done=done,
+                                          progress=progress, cancelled=lambda: ended("cancelled"),
+                                          failed=lambda _m: ended("failed"))
+
+    def clear_result(self, info: str) -> None:
+        """No map shown (another one is on its way, or the photos changed); ``info`` says why."""
+        self.result, self._inputs = None, ()
+        self._draw_images()
+        self.info.setText(info)
 
     def request_scores(self) -> None:
         """Cosine, distance and decision of the probe against each other photo (in the background)."""
+        from ...models.thresholds import decision_rule
+
         def scores(_job):
             others = [o for o in ("reference", "third") if o in self.session.inputs]
-            return [(o, self.session.pair_scores("probe", o)) for o in others]
+            try:
+                rule = decision_rule(self.session.io_model)
+            except ValueError:  # an embedder without a threshold
+                rule = None
+            return [(o, self.session.pair_scores("probe", o), rule) for o in others]
 
         self.ctx.submit(self.ctx.io, scores, "similarity", done=self._show_scores)
 
     def _show_scores(self, rows) -> None:
         self.scores.setText("<br>".join(
-            f"probe vs {o}: cosine <b>{s.cosine:.4f}</b>   distance <b>{s.distance:.4f}</b>   "
-            f"rule: {s.rule}   decision: <b>{s.decision}</b>" for o, s in rows))
+            f"probe vs {o}: <b>{html.escape(decision_sentence(s, rule))}</b>; "
+            f"cosine {s.cosine:.4f}, distance {s.distance:.4f}" for o, s, rule in rows))
 
     # ------------------------------------------------------------------ showing maps
     def show_result(self, res: MapResult) -> None:
-        self.result = res
+        self.result, self._inputs = res, self.inputs_of(res)
         self._draw_images()
-        note = ""
-        if res.info.get("empty"):
-            note = (" The map is empty: the loss was already below the early-stop epsilon at the start "
-                    "(e.g. e+ of an impostor pair). Lower or clear epsilon.")
         self.info.setText(f"{get_method(res.method).label} {res.target.label()} for the {res.slot} (against the "
-                          f"{res.other}), {res.seconds:.2f} s." + note)
+                          f"{res.other}), {res.seconds:.2f} s.")
         self.ctx.announce(res)
 
     def open_result(self, res: MapResult) -> None:
@@ -169,6 +227,7 @@ class PairTab(Tab):
         self.compare_with.setCurrentText("third" if other == "third" else "reference")
         self.compare_with.blockSignals(False)
         self.ctx.show_tab(self, quietly=True)  # the Pair view would otherwise start its own FAME job
+        self._job = None  # a map of the Pair view's own still on its way is not what is shown now
         self.show_result(res)
 
     def redraw(self) -> None:
@@ -185,11 +244,15 @@ class PairTab(Tab):
             if partial is not None and partial[0] == slot:
                 self.draw_map(canvas, slot, partial[1], partial[2])
             elif partial is None and res is not None and res.slot == slot:
-                self.draw_map(canvas, slot, res.map, res.signed)
+                self.draw_map(canvas, slot, res.map, res.signed, res)
             else:
                 canvas.set_image(to_uint8(self.session.input_rgb(slot)))
+                canvas.set_colorbar(None)
+                canvas.set_note(None)
             shown = res is not None and res.slot == slot and partial is None
-            canvas.set_title(slot + (f": {get_method(res.method).label} {res.target.label()}" if shown else ""))
+            who = person_of(self.session.images[slot].path) if slot in self.session.images else None
+            canvas.set_title(slot + (f" ({who})" if who else "")
+                             + (f": {get_method(res.method).label} {res.target.label()}" if shown else ""))
 
     def load_demo_pair(self, index: int) -> None:
         """The demo's genuine (0) or impostor (1) pair as probe and reference."""

@@ -1,0 +1,344 @@
+"""File > Open run: a protocol run directory's items with their metrics, and each item's maps.
+
+The browser reads a run folder (``famegui run ... --out RUN_DIR``) and computes nothing: the table
+(:mod:`.run_model`) has one row per item x target with the AUC of every method x metric (sortable,
+undefined values last) and the errors; selecting a row shows the item's stored maps (``maps/*.npy``)
+of every method and target on the photo as the run's model saw it, the row's target first; "Open in
+Pair view" (or a double click) hands the item's photos to ``on_open`` (:class:`OpenRequest`), which
+:func:`open_in_window` turns into the window's Pair view (pairs, triplets) or Classes view (images).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDialog,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.render import overlay, to_uint8
+from .display import DisplaySettings, scaled
+from .run_model import RunSortProxy, RunTable, RunTableModel, TableRow, method_label, model_view, read_run_table
+from .signals import emit
+
+MISSING_GRAY = 0.5  # the background of a map whose photo cannot be shown
+ITEM_WIDTH = 220  # px of the item column (the full names are in its tooltip)
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """One item of a run to open in the window: its photos (probe first) and what the run did with them."""
+
+    paths: tuple[Path, ...]
+    kind: str  # the protocol kind: pairs, triplets or images
+    target: str  # e+, e-, decision or class
+    label: str  # genuine / impostor / triplet / the class
+    model: dict  # run.json's model (name, source, weights ...)
+
+    @property
+    def view(self) -> str:
+        return "Classes" if self.kind == "images" else "Pair"
+
+
+@dataclass
+class Tile:
+    """One picture of the map panel: a stored map on the photo, or a photo of the item."""
+
+    method: str | None  # None: a photo without a map
+    target: str | None
+    rgb: np.ndarray  # (H, W, 3) uint8, exactly what the tile shows
+    caption: str
+
+
+def _pixmap(rgb: np.ndarray) -> QPixmap:
+    a = np.ascontiguousarray(to_uint8(rgb))
+    h, w = a.shape[:2]
+    return QPixmap.fromImage(QImage(a.data, w, h, 3 * w, QImage.Format_RGB888).copy())
+
+
+class RunBrowser(QDialog):
+    """The table of a run directory's items and the maps of the selected one.
+
+    ``run_dir``: the folder; raises ``ValueError`` (one line) when it is not a readable run.
+    ``on_open(request)``: called with an :class:`OpenRequest` by the open button or a double click.
+    ``display``: the window's display settings (opacity, colormap); default ones when None.
+    """
+
+    row_shown = Signal(int)  # the table row (of the run, not of the sorted view) whose maps are shown
+
+    def __init__(self, run_dir: str | Path, on_open: Callable[[OpenRequest], None] | None = None,
+                 display: DisplaySettings | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.run: RunTable = read_run_table(run_dir)
+        self.on_open = on_open
+        self.display = display or DisplaySettings(parent=self)
+        self.tiles: list[Tile] = []
+        self.photo_labels: list[QLabel] = []  # the pictures on screen, in the order of ``tiles``
+        self.map_labels: list[QLabel] = []
+        self.current: TableRow | None = None
+        self._views: dict[Path, np.ndarray | str] = {}  # photo -> model view, or why it cannot be shown
+        self.setWindowTitle(f"Run: {self.run.title}")
+        self.resize(1200, 760)
+        self._build()
+        self.display.changed.connect(self.redraw)
+        if self.run.rows:
+            self.table.selectRow(0)
+
+    # ------------------------------------------------------------------ assembly
+    def _build(self) -> None:
+        self.model = RunTableModel(self.run, self)
+        self.proxy = RunSortProxy(self)
+        self.proxy.setSourceModel(self.model)
+        self.table = QTableView()
+        self.table.setModel(self.proxy)
+        self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.AscendingOrder)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.ElideMiddle)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.Interactive)  # the photos' names: long, in the tooltip
+        header.resizeSection(1, ITEM_WIDTH)
+        header.setStretchLastSection(True)
+        self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_selection())
+        self.table.doubleClicked.connect(lambda _i: self.open_current())
+        self.summary = QLabel(f"{self.run.title}: {len({r.index for r in self.run.rows})} items, "
+                              f"{len(self.run.rows)} rows (item x target). Click a column to sort; "
+                              "undefined values (n/a) stay last.")
+        self.summary.setWordWrap(True)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.open_button = QPushButton(f"Open in {'Classes' if self.run.kind == 'images' else 'Pair'} view")
+        self.open_button.clicked.connect(self.open_current)
+        self.open_button.setEnabled(False)
+        right = QWidget()
+        rv = QVBoxLayout(right)
+        rv.addWidget(self.info)
+        rv.addWidget(self.scroll, 1)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.open_button)
+        rv.addLayout(buttons)
+        split = QSplitter(Qt.Horizontal)
+        split.addWidget(self.table)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.summary)
+        lay.addWidget(split, 1)
+
+    # ------------------------------------------------------------------ the table
+    def column_of(self, header: str) -> int:
+        """The column titled ``header`` (e.g. "Grad-CAM deletion")."""
+        return self.model.headers.index(header) if header in self.model.headers else -1
+
+    def sort_by(self, header: str, descending: bool = False) -> None:
+        """Sort the table as a click on the column ``header`` does."""
+        col = self.column_of(header)
+        if col < 0:
+            raise ValueError(f"no column {header!r}; columns: {', '.join(self.model.headers)}")
+        self.table.sortByColumn(col, Qt.DescendingOrder if descending else Qt.AscendingOrder)
+
+    def shown_values(self, header: str) -> list:
+        """The values of column ``header`` top to bottom as the table shows them now."""
+        col = self.column_of(header)
+        return [self.model.value(self.proxy.mapToSource(self.proxy.index(i, col)).row(), col)
+                for i in range(self.proxy.rowCount())]
+
+    def select(self, row: int) -> None:
+        """Select the run's row ``row`` (an index into ``run.rows``, wherever sorting put it)."""
+        if self.current is self.run.rows[row]:
+            self.show_row(row)  # already selected: no selection change would show it again
+            return
+        view_row = self.proxy.mapFromSource(self.model.index(row, 0)).row()
+        self.table.selectionModel().select(self.proxy.index(view_row, 0),
+                                           QItemSelectionModel.ClearAndSelect | QItemSelectionModel.Rows)
+        self.table.scrollTo(self.proxy.index(view_row, 0))
+
+    def _on_selection(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            self.show_row(self.proxy.mapToSource(rows[0]).row())
+
+    # ------------------------------------------------------------------ the maps of one item
+    def _view(self, path: Path) -> np.ndarray | str:
+        """The photo as the model saw it, or a one-line reason why it cannot be shown (kept per photo)."""
+        if path not in self._views:
+            model = self.run.meta.get("model") or {}
+            try:
+                self._views[path] = model_view(path, model, bool(self.run.meta.get("align", True)))
+            except Exception as e:  # a moved photo, an unreadable one, no face: the map is shown alone
+                self._views[path] = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return self._views[path]
+
+    def _row_tiles(self, row: TableRow) -> tuple[list[Tile], list[str]]:
+        """The item's photos as the model saw them, then every method's stored map of every target on the
+        probe; and notes on what could not be shown."""
+        photos = self.run.photos(row)
+        notes: list[str] = []
+        views = [self._view(p) for p in photos]
+        for p, v in zip(photos, views):
+            if isinstance(v, str):
+                notes.append(f"{p.name}: {v}")
+        tiles = [Tile(None, None, to_uint8(v), f"{role}: {p.parent.name}/{p.name}")
+                 for p, v, role in zip(photos, views, ("probe", "reference", "non-mate")) if not isinstance(v, str)]
+        for method in self.run.methods:
+            signed = self.run.signed(method)
+            for target in self.run.targets:  # (the run's targets: every map has its column)
+                f = self.run.map_file(row, method, target)
+                if f is None:
+                    continue
+                amap = np.load(f)
+                base = views[0] if not isinstance(views[0], str) and views[0].shape[:2] == amap.shape else \
+                    np.full((*amap.shape, 3), MISSING_GRAY, np.float32)
+                m = scaled([amap], [signed], shared=False)[0]
+                rgb = overlay(base, m, self.display.opacity, self.display.colormap_for(signed))
+                tiles.append(Tile(method, target, rgb, self._caption(row, method, target)))
+        return tiles, notes
+
+    def _caption(self, row: TableRow, method: str, target: str) -> str:
+        """``Grad-CAM e+`` and the AUCs of that map on the item (the first metrics that fit)."""
+        other = next((r for r in self.run.rows if r.index == row.index and r.target == target), row)
+        aucs = [f"{metric[:3]} {c.auc:.3f}" for metric in self.run.metrics
+                if (c := other.cells.get((method, metric))) is not None and np.isfinite(c.auc)]
+        return f"{method_label(method)} {target}" + (f"\n{', '.join(aucs[:3])}" if aucs else "")
+
+    def show_row(self, row: int) -> None:
+        """The maps of the run's row ``row`` (an index into ``run.rows``)."""
+        r = self.run.rows[row]
+        self.current = r
+        self.tiles, notes = self._row_tiles(r)
+        self._place_tiles()
+        lines = [f"item {r.index} ({r.label}), target {r.target}: {r.item}"]
+        lines += [f"error: {e}" for e in r.errors] + notes
+        if not self.map_labels:
+            lines.append("no stored map for this item" + ("" if r.errors else " (the random ranking keeps none)"))
+        self.info.setText("\n".join(lines))
+        self.open_button.setEnabled(True)
+        emit(self.row_shown, row)
+
+    def redraw(self) -> None:
+        """Draw the shown item again (the window's opacity or colormap changed)."""
+        if self.current is not None:
+            self.show_row(self.run.rows.index(self.current))
+
+    def _place_tiles(self) -> None:
+        """The photos on the first line, then the maps: one line per method, one column per target."""
+        host = QWidget()
+        grid = QGridLayout(host)
+        photos = [t for t in self.tiles if t.method is None]
+        maps = [t for t in self.tiles if t.method is not None]
+        lines = list(dict.fromkeys(t.method for t in maps))  # the methods that have a map here
+        places = [(0, i) for i in range(len(photos))]
+        places += [(2 + 2 * lines.index(t.method), self.run.targets.index(t.target)) for t in maps]
+        self.photo_labels, self.map_labels = [], []
+        for t, (line, col) in zip(photos + maps, places):
+            picture = QLabel()
+            picture.setPixmap(_pixmap(t.rgb))
+            picture.setToolTip(t.caption)
+            caption = QLabel(t.caption)
+            caption.setAlignment(Qt.AlignCenter)
+            if t.target is not None and self.current is not None and t.target == self.current.target:
+                caption.setStyleSheet("font-weight: bold")  # the maps of the selected row's target
+            grid.addWidget(picture, line, col, Qt.AlignCenter)
+            grid.addWidget(caption, line + 1, col, Qt.AlignCenter)
+            (self.photo_labels if t.method is None else self.map_labels).append(picture)
+        grid.setRowStretch(2 + 2 * len(lines), 1)
+        self.scroll.setWidget(host)  # the old panel goes with it
+
+    # ------------------------------------------------------------------ opening
+    def request(self, row: TableRow | None = None) -> OpenRequest | None:
+        """What "Open in Pair view" hands on for ``row`` (default: the selected one)."""
+        r = row or self.current
+        if r is None:
+            return None
+        return OpenRequest(self.run.photos(r), self.run.kind, r.target, r.label, dict(self.run.meta.get("model") or {}))
+
+    def open_current(self) -> None:
+        req = self.request()
+        if req is None or self.on_open is None:
+            return
+        missing = [p for p in req.paths if not p.is_file()]
+        if missing:
+            self.info.setText(f"cannot open the item: {missing[0]} not found")
+            return
+        self.on_open(req)
+
+
+# --------------------------------------------------------------------------- the window
+def open_in_window(window, req: OpenRequest) -> None:
+    """Load the item's photos into the window and bring its Pair (or Classes) view to the front.
+
+    The run's model is loaded first when the window has another one (the embedded or ``random``
+    weights as the run recorded them; a model run with a separate weights file needs it loaded by hand).
+    """
+    model = req.model
+    session_model = window.session.model
+    if model.get("name") and (session_model is None or session_model.name != model["name"]):
+        window.load_model(model.get("source") or model["name"], "random" if model.get("weights") == "random" else None)
+    slots = ("probe",) if req.kind == "images" else ("probe", "reference", "third")
+    for slot, path in zip(slots, req.paths):
+        window.load_image(slot, str(path))
+    if req.kind == "images":
+        window.ctx.show_tab(window.classes, quietly=True)
+        return
+    sign = window.pair.sign_minus if req.target == "e-" or (req.target == "decision" and req.label == "impostor") \
+        else window.pair.sign_plus
+    sign.blockSignals(True)  # the Pair view explains when the photos are in, not for the old ones
+    sign.setChecked(True)
+    sign.blockSignals(False)
+    window.ctx.show_tab(window.pair, quietly=True)
+
+
+def _say(window, message: str) -> None:
+    ctx = getattr(window, "ctx", None)
+    if ctx is not None:
+        ctx.show_error(message)
+    else:
+        QMessageBox.warning(window, "Open run", message)
+
+
+def open_run(window, folder: str | Path) -> RunBrowser | None:
+    """The browser of the run in ``folder`` over ``window`` (shown, not modal); a folder that is not a run
+    gives one error line in the window and None."""
+    try:
+        browser = RunBrowser(folder, on_open=lambda req: open_in_window(window, req),
+                             display=getattr(window, "display", None), parent=window)
+    except ValueError as e:
+        _say(window, str(e).splitlines()[0] if str(e) else f"{folder} is not a run directory")
+        return None
+    browser.setAttribute(Qt.WA_DeleteOnClose)
+    browser.show()
+    return browser
+
+
+def open_run_dialog(window) -> RunBrowser | None:
+    """File > Open run...: ask for a run directory, then show its browser."""
+    folder = QFileDialog.getExistingDirectory(window, "Open run (a folder written by famegui run --out)")
+    if not folder:
+        return None
+    return open_run(window, folder)

@@ -1,0 +1,248 @@
+"""FAME's speed features give the maps of the plain loop: convergence stop (reproducible from a sidecar),
+no host copy per step, e+/e- in one batch, receptive-field crops, reduced precision, the batch size of the
+all-cells sheet, and the thread policy."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from famegui.core.fame import FameParams, fame_steps, map_correlation, run_fame
+from famegui.methods.fame import cell_grid, cell_window, cells_batch_size, explain_fame, explain_fame_pair
+from famegui.targets import Target, build_loss
+
+FACE = dict(blur_kernel=25, blur_sigma=5.0)
+
+
+def _corr(a, b) -> float:
+    return float(map_correlation(torch.as_tensor(np.asarray(a))[None], torch.as_tensor(np.asarray(b))[None])[0])
+
+
+# ----------------------------------------------------------------------------- no host copy per step
+class _HostReads:
+    """Counts every way a tensor reaches the host (copies and Python scalars) while active."""
+
+    NAMES = ("cpu", "item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+    def __init__(self, monkeypatch):
+        self.count = 0
+        for name in self.NAMES:
+            original = getattr(torch.Tensor, name)
+
+            def counted(t, *a, _original=original, **k):
+                self.count += 1
+                return _original(t, *a, **k)
+
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+@pytest.mark.parametrize("extra", [{}, {"epsilon": 1e-9}, {"converge_tol": 0.999, "converge_every": 10}])
+def test_the_loop_reads_the_host_only_every_few_steps(resnet18_random, small_images, monkeypatch, extra):
+    """Host reads grow with the number of progress reports / convergence checks, never with iterations."""
+    model = resnet18_random
+    loss = build_loss(model, [Target("cell", layer="layer1", cell=(3, 4))] * 2)
+    x = small_images[:2]
+    counts = []
+    for iterations in (20, 60):
+        reads = _HostReads(monkeypatch)
+        steps = list(fame_steps(x, loss, FameParams(iterations=iterations, blur_kernel=3, blur_sigma=1.0, **extra),
+                                every=iterations))
+        monkeypatch.undo()
+        counts.append(reads.count)
+        assert steps[-1].iteration <= iterations
+    checks = 60 // extra.get("converge_every", 60)
+    assert counts[1] <= counts[0] + checks + 1, counts  # 3x the iterations, (almost) the same reads
+    assert counts[0] < 20
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_loop_on_cuda_has_no_synchronising_call(resnet18_random, small_images):
+    model = resnet18_random.clone().to("cuda")
+    inner = build_loss(model, [Target("cell", layer="layer1", cell=(3, 4))])
+    calls = [0]
+
+    def loss(z):
+        calls[0] += 1
+        return inner(z)
+
+    x = small_images[:1].cuda()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        gen = fame_steps(x, loss, FameParams(iterations=30, blur_kernel=3, blur_sigma=1.0), every=1000)
+        with pytest.raises(RuntimeError):  # the first synchronising call is the final report's host read
+            next(gen)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert calls[0] == 30
+    res = run_fame(x, loss, FameParams(iterations=30, blur_kernel=3, blur_sigma=1.0))
+    assert res.maps.shape == (1, 64, 64) and res.maps.max() > 0
+
+
+# ----------------------------------------------------------------------------- convergence stop
+def test_convergence_stops_early_and_keeps_the_cap(dlib, pair):
+    x, _ = pair
+    cell = Target("cell", layer="stage1", cell=(17, 17))
+    fp = FameParams(iterations=120, converge_tol=0.9, converge_every=10, crop=True, **FACE)
+    res = explain_fame(dlib, x, cell, fp)
+    assert 10 <= int(res.iterations[0]) < 120
+    full = explain_fame(dlib, x, cell, FameParams(iterations=int(res.iterations[0]), crop=True, **FACE))
+    np.testing.assert_allclose(res.maps, full.maps, atol=1e-6)  # stopped = run for exactly that many steps
+    capped = explain_fame(dlib, x, cell, FameParams(iterations=12, converge_tol=1.0, converge_every=5, crop=True,
+                                                     **FACE))
+    assert int(capped.iterations[0]) == 12  # tol 1.0 is never reached: the cap ends the run
+
+
+def test_convergence_stop_reproduces_from_the_sidecar(dlib, tmp_path):
+    from conftest import face
+
+    from famegui.report import load_sidecar, reproduce
+    from famegui.session import Session
+
+    s = Session()
+    s.set_model(dlib, "dlib-resnet")
+    s.set_image("probe", face("london_001", "neutral.jpg"))
+    params = {"iterations": 150, "converge_tol": 0.9, "converge_every": 10, "crop": True}
+    res = s.explain("fame", Target("cell", layer="stage1", cell=(10, 20)), params)
+    assert res.info["iterations"] < 150 and res.info["crop"]
+    out = tmp_path / "cell.png"
+    s.export(res, str(out), save_map=str(tmp_path / "cell.npy"))
+    rec = load_sidecar(str(out.with_suffix(".json")))
+    assert rec["params"]["converge_tol"] == 0.9 and rec["info"]["iterations"] == res.info["iterations"]
+    again = reproduce(str(out.with_suffix(".json")), out=str(tmp_path / "again.png"))
+    assert again.diff is not None and again.diff <= 1e-6
+
+
+# ----------------------------------------------------------------------------- batching
+def test_pair_in_one_batch_equals_separate_runs(dlib, pair):
+    x, y = pair
+    fp = FameParams(iterations=6, **FACE)
+    both = explain_fame_pair(dlib, x, y, fp)
+    plus = explain_fame(dlib, x, Target("similar"), fp, reference=y)
+    minus = explain_fame(dlib, x, Target("dissimilar"), fp, reference=y)
+    assert _corr(both.maps[0], plus.maps[0]) >= 0.999 and _corr(both.maps[1], minus.maps[0]) >= 0.999
+    np.testing.assert_allclose(both.initial_loss, [plus.initial_loss[0], minus.initial_loss[0]], rtol=1e-5)
+    assert _corr(both.maps[0], both.maps[1]) < 0.999  # e+ and e- differ: the rows were not mixed up
+
+
+def test_cells_batch_size_follows_memory_and_crop(dlib):
+    b = cells_batch_size(dlib, "stage1")
+    assert 1 <= b <= 32
+    assert cells_batch_size(dlib, "stage1", budget_bytes=1.0) == 1
+    small = 40e6
+    assert cells_batch_size(dlib, "stage1", crop=True, budget_bytes=small) > cells_batch_size(
+        dlib, "stage1", budget_bytes=small)  # a crop needs less memory per cell
+
+
+# ----------------------------------------------------------------------------- receptive-field crops
+def test_crop_windows_hold_the_receptive_field(dlib):
+    from famegui.models.receptive import receptive_field
+
+    grid = cell_grid(dlib, "stage1")
+    assert grid is not None and grid.stride == (4, 4)
+    h, w = grid.size
+    assert h * w < 0.25 * 150 * 150
+    for cell in [(0, 0), (17, 17), (34, 34), (3, 30)]:
+        rf = receptive_field(dlib, "stage1", cell)
+        y, x = grid.rows[cell[0]], grid.cols[cell[1]]
+        assert y <= rf.y0 and x <= rf.x0 and y + h >= rf.y1 and x + w >= rf.x1
+    assert cell_grid(dlib, "stage4") is None  # its cells see (nearly) the whole face: nothing to crop
+
+
+def test_cropped_cell_maps_equal_uncropped(dlib, pair):
+    x, _ = pair
+    cells = [Target("cell", layer="stage1", cell=c) for c in [(0, 0), (17, 17), (34, 34), (5, 33)]]
+    window, moved = cell_window(dlib, x.expand(len(cells), -1, -1, -1), cells)
+    with torch.no_grad():  # the cell's activation on its crop is the one on the whole image
+        full = dlib.activation(x, "stage1")[0]
+        crops = dlib.activation(window.take(x.expand(len(cells), -1, -1, -1)), "stage1")
+    for i, (t, m) in enumerate(zip(cells, moved)):
+        torch.testing.assert_close(crops[i, :, m.cell[0], m.cell[1]], full[:, t.cell[0], t.cell[1]],
+                                   rtol=1e-5, atol=1e-5)
+    fp = dict(iterations=8, **FACE)
+    cropped = explain_fame(dlib, x, cells, FameParams(crop=True, **fp))
+    plain = explain_fame(dlib, x, cells, FameParams(**fp))
+    assert cropped.window is not None and plain.window is None
+    for a, b in zip(cropped.maps, plain.maps):
+        assert _corr(a, b) >= 0.999
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(cropped.final_loss, plain.final_loss, rtol=1e-4)
+
+
+def test_crop_on_a_layer_that_sees_everything_runs_uncropped(dlib, pair):
+    x, _ = pair
+    t = Target("cell", layer="stage4", cell=(2, 1))
+    res = explain_fame(dlib, x, t, FameParams(iterations=2, crop=True, **FACE))
+    assert res.window is None and res.maps.max() > 0
+
+
+# ----------------------------------------------------------------------------- reduced precision
+def test_bf16_is_close_to_fp32(dlib, pair):
+    x, _ = pair
+    t = Target("cell", layer="stage1", cell=(17, 17))
+    fp32 = explain_fame(dlib, x, t, FameParams(iterations=4, crop=True, **FACE))
+    bf16 = explain_fame(dlib, x, t, FameParams(iterations=4, crop=True, precision="bf16", **FACE))
+    assert bf16.maps.dtype == np.float32 and bf16.x_final.dtype == torch.float32
+    assert 0.9 <= _corr(bf16.maps[0], fp32.maps[0]) < 1.0  # close, and really computed in bf16
+
+
+def test_new_params_validate():
+    for bad in ({"converge_tol": 0.0}, {"converge_tol": 1.5}, {"converge_every": 0}, {"precision": "fp8"}):
+        with pytest.raises(ValueError):
+            FameParams(**bad).validate()
+
+
+# ----------------------------------------------------------------------------- thread policy
+def test_thread_policy():
+    from famegui.core import threads
+
+    assert threads.threads_for("worker") == 1
+    assert 1 <= threads.threads_for("gui") <= (os.cpu_count() or 1)
+    with pytest.raises(ValueError):
+        threads.threads_for("server")
+    code = ("import os, sys; os.environ.pop('OMP_WAIT_POLICY', None)\n"
+            "from famegui.core import threads\n"
+            "ok = threads.set_wait_policy()\n"
+            "import torch\n"
+            "n = threads.configure('worker')\n"
+            "print(ok, os.environ['OMP_WAIT_POLICY'], n, torch.get_num_threads())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split() == ["True", "PASSIVE", "1", "1"], out.stderr
+
+
+def test_gui_starts_fast_settings_the_registry_keeps_the_papers(qtbot):
+    from famegui.gui.params import ParamForm
+    from famegui.methods.fame import FAME_PARAMS
+
+    form = ParamForm(FAME_PARAMS)
+    qtbot.addWidget(form)
+    got = form.values()
+    assert got["converge_tol"] == pytest.approx(0.999) and got["converge_every"] == 20 and got["crop"] is True
+    defaults = {p.name: p.default for p in FAME_PARAMS}
+    assert defaults["converge_tol"] is None and defaults["crop"] is False and defaults["precision"] == "fp32"
+
+
+def test_stopped_samples_leave_the_batch_and_the_rest_is_unchanged(dlib, pair):
+    """With a convergence stop, samples that stopped are no longer computed; each map and step count
+    still equals its own run."""
+    x, _ = pair
+    cells = [Target("cell", layer="stage1", cell=c) for c in [(17, 17), (2, 30), (30, 4)]]
+    fp = FameParams(iterations=60, converge_tol=0.999, converge_every=5, **FACE)
+    batches = []
+
+    def loss_for(rows):
+        batches.append(len(rows))
+        return build_loss(dlib, [cells[i] for i in rows])
+
+    xs = x.expand(len(cells), -1, -1, -1)
+    res = run_fame(xs, build_loss(dlib, cells), fp, every=5, loss_for=loss_for)
+    assert len(set(res.iterations.tolist())) > 1, res.iterations  # they stopped at different steps
+    assert batches and batches == sorted(batches, reverse=True) and batches[-1] < len(cells)
+    for i, t in enumerate(cells):
+        alone = run_fame(x, build_loss(dlib, [t]), fp, every=5)
+        assert int(alone.iterations[0]) == int(res.iterations[i])
+        assert _corr(alone.maps[0], res.maps[i]) >= 0.999
