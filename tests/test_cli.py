@@ -30,7 +30,7 @@ def test_explain_cell_writes_png_map_and_sidecar(tmp_path, capsys, r18_weights):
     m = np.load(npy)
     assert m.shape == (224, 224) and m.dtype == np.float32 and m.min() >= 0 and m.max() == 1
     png = Image.open(out)
-    assert png.format == "PNG" and png.size == (224, 224)
+    assert png.format == "PNG" and png.size == (800, 800)  # the default --size: a figure, cut again from the photo
     side = json.loads((tmp_path / "o.json").read_text())
     assert side["target"] == {"kind": "cell", "layer": "layer4", "cell": [3, 3], "class_index": None}
     assert side["params"]["iterations"] == 12 and side["model"]["weights_path"] == r18_weights
@@ -43,7 +43,8 @@ def test_reproduce_gives_the_same_map(tmp_path, capsys, r18_weights):
                        face("london_001", "neutral.jpg"), "--class", "top1", "--iterations", "6",
                        "--blur", "9,2", "--out", out, "--save-map", npy, "--on-photo")
     assert code == 0, err
-    assert Image.open(out).size == Image.open(face("london_001", "neutral.jpg")).size  # drawn on the photo
+    photo = Image.open(face("london_001", "neutral.jpg")).size  # drawn on the photo, enlarged to --size 800
+    assert Image.open(out).size == tuple(round(v * 800 / max(photo)) for v in photo)
     code, stdout, err = run(capsys, "reproduce", tmp_path / "o.json", "--save-map", tmp_path / "again.npy")
     assert code == 0, err
     assert np.array_equal(np.load(npy), np.load(tmp_path / "again.npy"))

@@ -278,7 +278,7 @@ def test_cli_explain_pair_writes_a_chip_sized_map(tmp_path, capsys):
     assert code == 0, err
     m = np.load(npy)
     assert m.shape == (150, 150) and m.dtype == np.float32 and m.min() >= 0 and m.max() == pytest.approx(1)
-    assert Image.open(png).size == (150, 150)
+    assert Image.open(png).size == (800, 800)  # the chip, cut again from the photo at the default --size
     assert "e+ (similar)" in out
 
 
