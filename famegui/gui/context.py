@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QTabWidget, QWidget
 
 from ..session import Session
@@ -85,7 +85,9 @@ class AppContext(QObject):
             lane.progress.connect(self._on_progress)
             lane.finished.connect(lambda job_id, result, lane=lane: self._on_finished(lane, job_id, result))
             lane.failed.connect(lambda job_id, message, lane=lane: self._on_failed(lane, job_id, message))
-            lane.cancelled.connect(self._on_cancelled)
+            # queued, also from the GUI thread: a job cancelled by a newer request's submit() reports after
+            # that request is in place, so the tab does not take the old job's 'cancelled' for the new one
+            lane.cancelled.connect(self._on_cancelled, Qt.QueuedConnection)
 
     # ------------------------------------------------------------------ jobs
     @property
