@@ -21,7 +21,6 @@ import tempfile
 import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the app sets it (famegui.core.threads), before torch
 
 
 def main() -> None:

@@ -1,11 +1,15 @@
-"""FAME iteration time alone and next to one competing CPU-bound process, per OpenMP wait policy.
+"""FAME iteration time alone and next to one competing CPU-bound process, per thread policy.
 
-Each measurement runs in a fresh Python process (the wait policy is read when torch starts) with the
-thread count famegui's GUI would use (:mod:`famegui.core.threads`). The competitor is
+Each measurement runs in a fresh Python process (OpenMP reads its environment when torch starts).
+``famegui`` is what the app does (:mod:`famegui.core.threads`: the cores other processes leave
+free, decided before the job and during it); the others fix the OpenMP wait policy
+(PASSIVE, ACTIVE, ``default``: the runtime's own, ``spin:N``: libgomp's GOMP_SPINCOUNT) or the
+thread count (``threads:N``), and keep famegui's thread decision out of it. The competitor is
 ``python -c "while 1: pass"``, started and stopped by this script. Target (FAME speed issue): with
 the competitor, FAME's iteration time grows by at most 2.5x on a 2-core machine.
 
-Usage: python scripts/bench_threads.py [--iterations 30] [--policies PASSIVE,ACTIVE]
+Usage: python scripts/bench_threads.py [--iterations 30]
+       [--policies famegui,PASSIVE,ACTIVE,default,spin:10000,threads:1]
 Prints one JSON line per policy.
 """
 from __future__ import annotations
@@ -33,25 +37,51 @@ x = prepare_for_model(model, str(pair.a)).tensor
 y = prepare_for_model(model, str(pair.b)).tensor
 its = int(sys.argv[1])
 explain_fame(model, x, Target("similar"), FameParams(iterations=3), reference=y)
+time.sleep(0.3)  # as the GUI: a load reading from before the click
 t0 = time.perf_counter()
-explain_fame(model, x, Target("similar"), FameParams(iterations=its), reference=y, every=its)
-print(json.dumps({"threads": n, "ms_per_iteration": 1000 * (time.perf_counter() - t0) / its}))
+threads.adapt()  # as the GUI's scheduler before a job and at its cancel checks
+explain_fame(model, x, Target("similar"), FameParams(iterations=its), reference=y,
+             cancel=lambda: threads.adapt() and False)
+ms = 1000 * (time.perf_counter() - t0) / its
+print(json.dumps({"threads": torch.get_num_threads(), "others_busy": threads.state()["others"],
+                  "ms_per_iteration": ms}))
 """
 
 
-def measure(policy: str, iterations: int) -> float:
+def threads_for_gui() -> int:
+    from famegui.core.threads import threads_for
+
+    return threads_for("gui")
+
+
+def environment(policy: str) -> dict:
+    """The child's environment for a policy (see the module's text)."""
     env = dict(os.environ)
-    env.pop("OMP_NUM_THREADS", None)
-    env["OMP_WAIT_POLICY"] = policy  # set before torch starts; famegui keeps a policy the user set
+    for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        env.pop(k, None)
+    kind, _, value = policy.partition(":")
+    if kind != "famegui" and kind != "threads":
+        env["OMP_NUM_THREADS"] = str(threads_for_gui())  # fixed: famegui's adaptation stays out of it
+    if kind == "spin":
+        env["GOMP_SPINCOUNT"] = value
+    elif kind == "threads":
+        env["OMP_NUM_THREADS"] = value
+    elif kind in ("PASSIVE", "ACTIVE"):
+        env["OMP_WAIT_POLICY"] = kind
+    return env
+
+
+def measure(policy: str, iterations: int) -> dict:
+    env = environment(policy)
     out = subprocess.run([sys.executable, "-c", CHILD, str(iterations)], env=env, capture_output=True, text=True,
                          check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["ms_per_iteration"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=30)
-    ap.add_argument("--policies", default="PASSIVE,ACTIVE")
+    ap.add_argument("--policies", default="famegui,PASSIVE,default,threads:1")
     args = ap.parse_args()
     for policy in args.policies.split(","):
         alone = measure(policy, args.iterations)
@@ -61,8 +91,10 @@ def main() -> None:
         finally:
             hog.terminate()
             hog.wait()
-        print(json.dumps({"policy": policy, "ms_alone": round(alone, 1), "ms_with_competitor": round(loaded, 1),
-                          "ratio": round(loaded / alone, 2)}), flush=True)
+        a, b = alone["ms_per_iteration"], loaded["ms_per_iteration"]
+        print(json.dumps({"policy": policy, "ms_alone": round(a, 1), "ms_with_competitor": round(b, 1),
+                          "ratio": round(b / a, 2), "threads_alone": alone["threads"],
+                          "threads_with_competitor": loaded["threads"]}), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 weights), with few iterations / masks so the whole set runs in a minute.
 
 ``scripts/make_goldens.py`` writes them to ``tests/golden/``; ``tests/test_golden_maps.py`` recomputes
-each and compares (max abs difference <= 1e-6). The goldens were written before the redesign of the
+each and compares (max abs difference within :func:`tolerance`). The goldens were written before the redesign of the
 package layout, so they pin the behaviour the redesign had to keep. Regenerate only for an intended
 change of a method's numbers (and say so in the commit).
 """
@@ -14,10 +14,18 @@ import numpy as np
 import torch
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
-TOLERANCE = 1e-6
-# torch's float reductions depend on the thread count, and FAME's normalised steps amplify the last bits
-# (one thread vs two: 2e-3 on the e+ map after 8 steps): goldens are written and checked with two threads
+# Max abs difference of a [0, 1] map from its golden. torch's float kernels differ with the CPU (oneDNN picks
+# AVX2, AVX-512 or AMX code) and with the thread count: one-pass maps then differ in the 5th-6th digit
+# (measured: up to 1.1e-5 on an AMX CPU against goldens written on another), and FAME's normalised steps
+# amplify the last bits (one thread vs two, or another CPU: 1-2e-3 after 8 steps). A real change of a
+# method moves its map by far more (1e-2 and up). Goldens are written and checked with two threads.
+TOLERANCE = 5e-5
+TOLERANCE_ITERATIVE = 5e-3  # FAME
 THREADS = 2
+
+
+def tolerance(key: str) -> float:
+    return TOLERANCE_ITERATIVE if key.split("/")[1] == "fame" else TOLERANCE
 
 # cheap settings: the maps need not be good, only reproducible
 FAST = {
@@ -29,6 +37,14 @@ FAST = {
     "fggb": {"max_dims": 16},
 }
 FAST_CLASSIFIER = {"scorecam": {"layer": "layer3", "batch_size": 64}}
+
+
+def _load(load_model, *args):
+    """The model in PyTorch's default memory layout, the one the goldens were written in (famegui keeps
+    weights channels-last for speed; that changes float rounding only: test_fame_speed.py checks it)."""
+    model = load_model(*args)
+    model.set_layout(channels_last=False)
+    return model
 
 
 def _api():
@@ -50,7 +66,7 @@ def _face(*parts: str) -> str:
 def face_cases():
     """(key, run) for the dlib model: every verification method x (e+, e-), gweEBP's triplet, FAME cells."""
     methods, run_method, load_model, prepare_for_model, Target = _api()
-    model = load_model("dlib-resnet")
+    model = _load(load_model, "dlib-resnet")
     probe = prepare_for_model(model, _face("london_001", "neutral.jpg")).tensor
     mate = prepare_for_model(model, _face("london_001", "smiling.jpg")).tensor
     other = prepare_for_model(model, _face("london_005", "neutral.jpg")).tensor
@@ -71,7 +87,7 @@ def face_cases():
 def classifier_cases():
     """(key, run) for resnet18 with seeded random weights: every classification method, FAME cells."""
     methods, run_method, load_model, prepare_for_model, Target = _api()
-    model = load_model("resnet18", "random")
+    model = _load(load_model, "resnet18", "random")
     x = prepare_for_model(model, _face("london_001", "neutral.jpg")).tensor
     with torch.no_grad():
         top = int(model(x).argmax())

@@ -195,6 +195,31 @@ def test_new_params_validate():
             FameParams(**bad).validate()
 
 
+def test_channels_last_layout_changes_float_rounding_only(pair):
+    """famegui keeps convolution weights channels-last (faster on CPU); the maps of FAME (e+, e-) and a CAM
+    equal those of PyTorch's default layout up to rounding, which FAME's normalised steps amplify a little."""
+    from famegui.methods import run_method
+    from famegui.models.zoo import load_model
+
+    x, y = pair
+    model = load_model("dlib-resnet")  # a model of its own: the session's is shared
+    assert model.module.fc.weight.ndim == 2
+    conv = next(m for m in model.module.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    maps = {}
+    for layout in (True, False):
+        model.set_layout(channels_last=layout)
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last) == layout
+        maps[layout] = [np.asarray(run_method(name, model, x, Target(kind), params, reference=y))
+                        for name, kind, params in (("fame", "similar", {"iterations": 60}),
+                                                   ("fame", "dissimilar", {"iterations": 60}),
+                                                   ("gradcam", "similar", {}))]
+    fast, plain = maps[True], maps[False]
+    for a, b in zip(fast[:2], plain[:2]):
+        assert float(map_correlation(torch.as_tensor(a)[None], torch.as_tensor(b)[None])[0]) >= 0.999
+    assert np.abs(fast[2] - plain[2]).max() <= 1e-4
+
+
 # ----------------------------------------------------------------------------- thread policy
 def test_thread_policy():
     from famegui.core import threads
@@ -203,15 +228,47 @@ def test_thread_policy():
     assert 1 <= threads.threads_for("gui") <= (os.cpu_count() or 1)
     with pytest.raises(ValueError):
         threads.threads_for("server")
-    code = ("import os, sys; os.environ.pop('OMP_WAIT_POLICY', None)\n"
+    code = ("import os, sys\n"
             "from famegui.core import threads\n"
-            "ok = threads.set_wait_policy()\n"
             "import torch\n"
             "n = threads.configure('worker')\n"
-            "print(ok, os.environ['OMP_WAIT_POLICY'], n, torch.get_num_threads())")
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            "print(n, torch.get_num_threads(), threads.adapt(block=True))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.stdout.split() == ["True", "PASSIVE", "1", "1"], out.stderr
+    assert out.stdout.split() == ["1", "1", "None"], out.stderr  # a worker keeps one thread, whatever the load
+
+
+@pytest.mark.parametrize("physical,logical,others,expected", [
+    (2, 2, None, 2), (2, 2, 0.0, 2), (2, 2, 0.3, 2), (2, 2, 0.7, 1), (2, 2, 1.0, 1), (2, 2, 5.0, 1),
+    (8, 16, 0.0, 8), (8, 16, 4.0, 6), (8, 16, 16.0, 1), (1, 1, 0.0, 1)])
+def test_threads_for_the_cores_other_processes_leave(physical, logical, others, expected):
+    from famegui.core.threads import threads_under_load
+
+    assert threads_under_load(physical, logical, others) == expected
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the load reading needs Linux's /proc")
+def test_a_competing_process_takes_a_core_from_the_gui_and_cli():
+    """One `while 1: pass` next to famegui: the load meter sees about one busy CPU (more under a parallel
+    test run) and the GUI/CLI thread count leaves it a core; without OMP_NUM_THREADS of the user."""
+    code = ("from famegui.core import threads\n"
+            "import torch\n"
+            "threads.configure('cli')\n"
+            "n = threads.adapt(block=True)\n"
+            "print(n, torch.get_num_threads(), threads.state()['others'], threads.physical_cores())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        hog.kill()
+        hog.wait()
+    n, now, others, physical = out.stdout.split()
+    assert float(others) >= 0.6, out.stderr
+    assert int(n) == int(now) <= max(1, int(physical) - 1)
+    env["OMP_NUM_THREADS"] = "1"  # the user's choice wins: no adaptation
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split()[:3] == ["None", "1", "None"], out.stderr
 
 
 def test_gui_starts_fast_settings_the_registry_keeps_the_papers(qtbot):

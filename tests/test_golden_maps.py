@@ -19,7 +19,7 @@ def test_maps_equal_their_goldens(group):
         want = stored[key]
         assert got.shape == want.shape, key
         worst[key] = float(np.abs(got - want).max())
-    bad = {k: v for k, v in worst.items() if v > gc.TOLERANCE}
+    bad = {k: v for k, v in worst.items() if v > gc.tolerance(k)}
     assert not bad, f"maps differ from their goldens: {bad}"
     # the goldens are not trivial: most maps have structure
     assert sum(float(np.ptp(stored[k])) > 0 for k in stored.files) >= len(stored.files) - 2

@@ -67,6 +67,7 @@ def saved(tmp_path_factory):
             net = _seeded_network(arch)
             path = root / f"{arch}.ckpt"
             _save_real_layout(arch, net, path)
+            net.to(memory_format=torch.channels_last)  # the layout famegui keeps weights in: the same kernels
             cache[arch] = (net, path)
         return cache[arch]
 

@@ -129,7 +129,8 @@ def test_xmaps_is_local():
     ref = model(torch.rand(1, 3, 32, 32, generator=g)).detach()
     m = xmaps(model, x, ref, patch_sizes=(4, 8), stride=2).numpy()
     assert np.abs(m[:, :14]).max() == pytest.approx(1.0)
-    assert np.abs(m[:, 24:]).max() < 1e-6  # patches there never touch the left half (blur reaches 2 px)
+    # patches there never touch the left half (blur reaches 2 px): float rounding only (1.4e-6 seen on AMX)
+    assert np.abs(m[:, 24:]).max() < 1e-5
 
 
 # --------------------------------------------------------------------------- analytic cases

@@ -63,9 +63,6 @@ QUIET_WARNINGS = ("is deprecated. Please switch to", "TypedStorage is deprecated
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..core.threads import set_wait_policy
-
-    set_wait_policy()  # OpenMP threads sleep when idle; must come before torch is imported (below, lazily)
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = build_parser().parse_args(argv)

@@ -140,7 +140,11 @@ def add_method_param_flags(parser: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------- model and inputs
 def load_model(args):
+    from ..core import threads
     from ..models.zoo import load_model as load
+
+    threads.configure("cli")
+    threads.adapt(block=True)  # the cores other processes leave free (a fraction of a second)
 
     options = {}
     if getattr(args, "input_size", None):
@@ -389,10 +393,13 @@ def resolved_params(args, specs, task: str) -> dict:
 # --------------------------------------------------------------------------- output
 def cli_progress(quiet: bool):
     """A percentage on stderr (only on a terminal, and not with --quiet)."""
+    from ..core import threads
+
     if quiet or not sys.stderr.isatty():
         return None
 
     def show(fraction, _partial=None):
+        threads.adapt()  # the load of other processes may have changed
         sys.stderr.write(f"\r  {100 * fraction:5.1f}%   ")
         if fraction >= 1:
             sys.stderr.write("\n")

@@ -1,37 +1,41 @@
-"""The one place that decides torch's thread count and the OpenMP wait policy.
+"""The one place that decides torch's thread count.
 
-- the GUI runs every network pass on one compute thread: it gets all physical cores;
-- a worker process of a protocol run (``evaluation/engines.py``) gets one thread, the
-  workers share the cores;
-- the command line keeps torch's own choice (its physical cores).
+- a worker process of a protocol run (``evaluation/engines.py``) gets one thread; the workers
+  share the cores;
+- the GUI runs every network pass on one compute thread, the command line on its main thread:
+  they get the physical cores that other processes leave free, decided again before each job and
+  about twice a second while one runs (:func:`adapt`).
 
-OpenMP threads that finish their share of a parallel region spin, waiting for the next one
-(``OMP_WAIT_POLICY=ACTIVE``-like behaviour). With another CPU-bound process on the machine the
-spinning threads and the other process fight over the cores, and each parallel region waits for
-its slowest (descheduled) thread: FAME became 10-75x slower. ``PASSIVE`` makes waiting threads
-sleep, so a competing load slows FAME in proportion. The OpenMP runtime reads the variable when
-it starts (when torch is imported), so :func:`set_wait_policy` must run before the first
-``import torch`` of the process: the CLI and the GUI call it first thing; a user's own
-``OMP_WAIT_POLICY`` is left as it is. Spawned worker processes inherit the environment.
+Why not a fixed count: OpenMP threads that finish their share of a parallel region spin for a
+while, waiting for the next one, and each region waits for its slowest thread. With another
+CPU-bound process on the machine, a thread that was descheduled holds up all the others: on the
+2-core machine FAME became 7-10x slower with one ``python -c "while 1: pass"`` next to it.
+``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep at once) removed the slow-down but halved the
+speed on a quiet machine (every region pays a wake-up). Fewer threads than busy cores avoids the
+fight altogether, and a quiet machine keeps the full speed: measured in ``scripts/bench_threads.py``.
 
-This module imports torch only inside :func:`configure`.
+The load of other processes comes from the kernel's CPU counters (``/proc/stat``) minus this
+process's own CPU time (``/proc/self/stat``) over the last fraction of a second; where those files
+do not exist (not Linux) the count stays at the physical cores. A user's ``OMP_NUM_THREADS`` wins
+over all of it, and an ``OMP_WAIT_POLICY`` of the user is left to the OpenMP runtime.
+
+This module imports torch only inside :func:`configure` and :func:`adapt`.
 """
 from __future__ import annotations
 
 import os
-import sys
+import threading
+import time
+from collections import deque
+from functools import lru_cache
 
 ROLES = ("gui", "worker", "cli")
-WAIT_POLICY = "PASSIVE"
+MIN_WINDOW_S = 0.15  # the shortest window a load reading is taken over (the kernel counts in 10 ms ticks)
+MAX_AGE_S = 5.0  # an older reading says nothing about the load now
+ADAPT_EVERY_S = 0.5  # while a job runs, the thread count is decided again at most this often
 
 
-def set_wait_policy() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user chose one; True if it takes effect in this process
-    (torch not imported yet)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", WAIT_POLICY)
-    return "torch" not in sys.modules
-
-
+@lru_cache(maxsize=1)
 def physical_cores() -> int:
     """Physical cores of this machine (hyper-threads not counted); the logical count if unknown."""
     logical = os.cpu_count() or 1
@@ -55,24 +59,131 @@ def physical_cores() -> int:
             phys = core = None
     if core is not None:
         cores.add((phys, core))
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else logical
-    return max(1, min(len(cores) or logical, usable))
+    return max(1, min(len(cores) or logical, usable_cpus()))
+
+
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def threads_for(role: str) -> int:
+    """The thread count of ``role`` on a quiet machine."""
     if role not in ROLES:
         raise ValueError(f"thread role must be one of {ROLES}, not {role!r}")
     return 1 if role == "worker" else physical_cores()
 
 
+def threads_under_load(physical: int, logical: int, others_busy: float | None) -> int:
+    """Threads for the physical cores that other processes leave free: ``others_busy`` is the number
+    of logical CPUs they keep busy (None: unknown, all cores). At least one thread, at most ``physical``;
+    a CPU counts as taken from half a CPU of load on."""
+    if others_busy is None:
+        return physical
+    free = max(0.0, logical - others_busy) * physical / max(1, logical)
+    return max(1, min(physical, int(free + 0.5)))
+
+
+class LoadMeter:
+    """CPU time taken by other processes, from the kernel's counters (Linux)."""
+
+    def __init__(self) -> None:
+        self._readings: deque = deque(maxlen=16)
+        self._lock = threading.Lock()
+        self._hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @staticmethod
+    def read() -> tuple[float, int, int] | None:
+        """(monotonic time, busy ticks of all CPUs, this process's ticks), or None without /proc."""
+        try:
+            with open("/proc/stat") as f:
+                cpu = f.readline().split()
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()
+            ticks = [int(v) for v in cpu[1:9]]  # user nice system idle iowait irq softirq steal
+            busy = sum(ticks) - ticks[3] - ticks[4]
+            mine = int(own[11]) + int(own[12])  # utime and stime (fields 14 and 15 of proc(5))
+        except (OSError, IndexError, ValueError):
+            return None
+        return time.monotonic(), busy, mine
+
+    def sample(self) -> None:
+        """Keep a reading, so that a later :meth:`others_busy` need not wait for its window."""
+        now = self.read()
+        if now is not None:
+            with self._lock:
+                self._readings.append(now)
+
+    def others_busy(self, block: bool = True) -> float | None:
+        """Logical CPUs kept busy by other processes since a reading at least ``MIN_WINDOW_S`` old.
+        Without one: waits that long (``block``) or returns None. None also without /proc."""
+        now = self.read()
+        if now is None:
+            return None
+        with self._lock:
+            base = next((r for r in reversed(self._readings) if MIN_WINDOW_S <= now[0] - r[0] <= MAX_AGE_S), None)
+            self._readings.append(now)
+        if base is None:
+            if not block:
+                return None
+            time.sleep(MIN_WINDOW_S)
+            base, now = now, self.read()
+            if now is None:
+                return None
+            with self._lock:
+                self._readings.append(now)
+        seconds = now[0] - base[0]
+        others = (now[1] - base[1]) - (now[2] - base[2])
+        return max(0.0, others / self._hz / seconds)
+
+
+METER = LoadMeter()
+_state = {"role": None, "last": 0.0, "threads": None, "others": None}
+
+
+def _user_threads() -> int | None:
+    text = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(text)) if text.isdigit() else None
+
+
 def configure(role: str) -> int:
-    """Set the wait policy (if still possible) and torch's intra-op thread count for ``role``;
-    returns the thread count. An explicit ``OMP_NUM_THREADS`` of the user wins for the GUI and CLI."""
-    set_wait_policy()
+    """Torch's intra-op thread count for ``role`` (see the module's text); returns the count. The GUI and
+    the command line then call :func:`adapt` before and during their work."""
     import torch
 
     n = threads_for(role)
-    if role != "worker" and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        n = max(1, int(os.environ["OMP_NUM_THREADS"]))
+    if role != "worker" and _user_threads() is not None:
+        n = _user_threads()
+    _state.update(role=role, last=0.0, threads=n, others=None)
+    METER.sample()
     torch.set_num_threads(n)
     return n
+
+
+def adapt(block: bool = False) -> int | None:
+    """Decide the thread count again for the load of other processes now, in the thread that runs the
+    network (torch's OpenMP count is per thread). At most every ``ADAPT_EVERY_S``; nothing for a worker,
+    before :func:`configure`, or when the user set ``OMP_NUM_THREADS``. ``block``: wait for a load
+    reading if there is no recent one (the command line, once). Returns the count now in use, or None."""
+    role = _state["role"]
+    if role in (None, "worker") or _user_threads() is not None:
+        return None
+    now = time.monotonic()
+    if now - _state["last"] < ADAPT_EVERY_S:
+        return _state["threads"]
+    others = METER.others_busy(block=block)
+    _state["last"] = now
+    if others is None and not block:
+        return _state["threads"]  # no window yet: keep the count until the next reading
+    import torch
+
+    n = threads_under_load(physical_cores(), usable_cpus(), others)
+    _state.update(others=others, threads=n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def state() -> dict:
+    """The last decision (for the benchmark and the tests): role, threads, others' busy CPUs."""
+    return {k: _state[k] for k in ("role", "threads", "others")}

@@ -25,7 +25,7 @@ _WORKER: dict = {}  # this worker process's model and work function (local engin
 def _init_worker(load: Callable, work: Callable, spec: dict) -> None:
     from ..core.threads import configure
 
-    configure("worker")  # one torch thread per worker, OpenMP waits passively
+    configure("worker")  # one torch thread per worker
     _WORKER.update(model=load(spec), work=work)
 
 

@@ -20,7 +20,7 @@ def run_app(model: str | None = None, weights: str | None = None, images: list[s
         return 1
     from ..core.threads import configure
 
-    configure("gui")  # before torch starts OpenMP: passive waiting, all physical cores for the compute thread
+    configure("gui")  # the compute thread's cores; decided again for the load before each job
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow

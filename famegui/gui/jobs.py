@@ -24,6 +24,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
+from ..core import threads
 from .signals import emit
 
 
@@ -49,6 +50,7 @@ class Job:
     def cancelled(self) -> bool:
         """The cancel check; also a point where waiting higher-priority jobs get to run."""
         self.lane.scheduler.run_urgent(below=self.lane.priority)
+        threads.adapt()  # another process may have started or stopped (rate-limited, cheap)
         return self._cancel.is_set()
 
     def progress(self, fraction: float, payload: Any = None) -> None:
@@ -91,7 +93,8 @@ class Scheduler(QThread):
             with self.cond:
                 job = self._next()
                 while job is None and not self.closing:
-                    self.cond.wait()
+                    self.cond.wait(1.0)
+                    threads.METER.sample()  # a recent load reading, so a job's start need not wait for one
                     job = self._next()
                 if self.closing:
                     return
@@ -121,6 +124,7 @@ class Scheduler(QThread):
         try:
             if job.cancel_requested:
                 raise Cancelled("cancelled before start")
+            threads.adapt()  # the cores other processes leave free now
             result = job.fn(job)
         except Cancelled:
             pass

@@ -70,6 +70,24 @@ class ModelWrapper:
         for p in self.module.parameters():
             p.requires_grad_(False)
         self._layers: list[LayerInfo] | None = None
+        self._channels_last()
+
+    def _channels_last(self) -> None:
+        """Keep the convolution weights in channels-last layout: oneDNN's convolutions run faster that way
+        on CPU (forward and backward at batch 1: dlib network 1.2-1.3x, VGG16 1.2x, ResNet50 1.06x; measured
+        in the README). Values are the same up to float rounding; a TorchScript module keeps its layout."""
+        self.set_layout(channels_last=True)
+
+    def set_layout(self, channels_last: bool) -> None:
+        """The memory layout of the 4-D weights (channels-last or PyTorch's default). Maps agree up to float
+        rounding either way; the goldens of the test suite were written in the default layout."""
+        if self.is_scripted:
+            return
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        try:
+            self.module.to(memory_format=fmt)
+        except (RuntimeError, TypeError):  # a module whose parameters cannot take that layout keeps its own
+            self.module.to(memory_format=torch.contiguous_format)
 
     # ------------------------------------------------------------------ basics
     @property
