@@ -147,6 +147,14 @@ def _corr(a, b) -> float:
     return round(float(map_correlation(a, b)[0]), 4)
 
 
+def plain_model(model: ModelWrapper) -> ModelWrapper:
+    """The model as a plain PyTorch script runs it (the authors' code included): weights in PyTorch's
+    default memory layout, not the channels-last layout famegui keeps for speed."""
+    plain = model.clone()
+    plain.set_layout(channels_last=False)
+    return plain
+
+
 def _fame_params(model, task: str, params: dict):
     from .methods import get_method
     from .methods.fame import fame_params_for
@@ -154,32 +162,40 @@ def _fame_params(model, task: str, params: dict):
     return fame_params_for(model, get_method("fame").resolve(params, task))
 
 
-def bench_pairs_against_reference(model: ModelWrapper, iterations: int = 500, fast: dict | None = None) -> list[dict]:
-    """Per demo pair and sign: the reference loop's time and map against famegui's fast path
-    (``fast``: the GUI's settings by default), and e+/e- in one batch against both reference runs."""
+def bench_pairs_against_reference(model: ModelWrapper, iterations: int = 500, fast: dict | None = None,
+                                  plain: ModelWrapper | None = None, full: bool = True) -> list[dict]:
+    """Per demo pair and sign: the reference loop's time and map (on ``plain``, see :func:`plain_model`)
+    against famegui's fast path (``fast``: the GUI's settings by default) and, with ``full``, the same path
+    without the convergence stop; then e+/e- in one batch against both reference runs."""
     from .data.pairs import demo_pairs
     from .data.pipeline import prepare_for_model
     from .methods.fame import FAST_PARAMS, explain_fame, explain_fame_pair
 
     fast = dict(FAST_PARAMS if fast is None else fast, iterations=iterations)
+    plain = plain if plain is not None else plain_model(model)
     rows = []
     for pair in demo_pairs():
         x = prepare_for_model(model, str(pair.a)).tensor.to(model.device)
         y = prepare_for_model(model, str(pair.b)).tensor.to(model.device)
         with torch.no_grad():
             ref_emb = model(y).detach()
-        _, plus, minus = reference_losses(model, ref_emb)
+        _, plus, minus = reference_losses(plain, ref_emb)
         fp = _fame_params(model, "verification", fast)
         ref_maps, ref_total = [], 0.0
         for sign, loss, kind in (("e+", plus, "similar"), ("e-", minus, "dissimilar")):
-            xt, t_ref = _timed(reference_loop, model, x, loss, iterations)
+            xt, t_ref = _timed(reference_loop, plain, x, loss, iterations)
             ref_maps.append(reference_map(x, xt, fp.blur_kernel, fp.blur_sigma))
             ref_total += t_ref
-            res, t_fast = _timed(explain_fame, model, x, Target(kind), fp, reference=y, every=iterations)
-            rows.append({"bench": "pair", "pair": "genuine" if pair.same else "impostor", "map": sign,
-                         "reference_s": round(t_ref, 3), "fast_s": round(t_fast, 3),
-                         "time_ratio": round(t_fast / t_ref, 3), "iterations": int(res.iterations[0]),
-                         "corr_with_reference": _corr(res.maps[0], ref_maps[-1])})
+            runs = [("pair", fp)]
+            if full and fp.converge_tol is not None:  # also every iteration: the loop's own speed-up
+                runs.append(("pair-all-iterations", _fame_params(model, "verification",
+                                                                  dict(fast, converge_tol=None))))
+            for bench, params in runs:
+                res, t_fast = _timed(explain_fame, model, x, Target(kind), params, reference=y, every=iterations)
+                rows.append({"bench": bench, "pair": "genuine" if pair.same else "impostor", "map": sign,
+                             "reference_s": round(t_ref, 3), "fast_s": round(t_fast, 3),
+                             "time_ratio": round(t_fast / t_ref, 3), "iterations": int(res.iterations[0]),
+                             "corr_with_reference": _corr(res.maps[0], ref_maps[-1])})
         both, t_both = _timed(explain_fame_pair, model, x, y, fp, every=iterations)
         rows.append({"bench": "pair-batch", "pair": "genuine" if pair.same else "impostor", "map": "e+ and e-",
                      "reference_s": round(ref_total, 3), "fast_s": round(t_both, 3),
@@ -196,9 +212,10 @@ def _spread_cells(fh: int, fw: int, n: int) -> list[tuple[int, int]]:
 
 
 def bench_cells_against_reference(model: ModelWrapper, layer: str, iterations: int = 500, ref_cells: int = 2,
-                                  precision: str = "fp32") -> dict:
-    """All-cells throughput: the reference loop on ``ref_cells`` cells (full network, batch 1) against one
-    batch of famegui's sheet (batched, cropped, fixed iterations), maps compared on the shared cells."""
+                                  precision: str = "fp32", plain: ModelWrapper | None = None) -> dict:
+    """All-cells throughput: the reference loop on ``ref_cells`` cells (full network, batch 1, on ``plain``)
+    against one batch of famegui's sheet (batched, cropped, fixed iterations), maps compared on the shared
+    cells."""
     from .data.pairs import demo_pairs
     from .data.pipeline import prepare_for_model
     from .methods.fame import cells_batch_size, explain_fame
@@ -206,11 +223,12 @@ def bench_cells_against_reference(model: ModelWrapper, layer: str, iterations: i
     x = prepare_for_model(model, str(demo_pairs()[0].a)).tensor.to(model.device)
     _, fh, fw = model.layer_info(layer).shape
     sample = _spread_cells(fh, fw, ref_cells)
-    cell_loss_of, _, _ = reference_losses(model)
+    plain = plain if plain is not None else plain_model(model)
+    cell_loss_of, _, _ = reference_losses(plain)
     fp = _fame_params(model, "cell", {"iterations": iterations, "crop": True, "precision": precision})
     ref_maps, t_ref = [], 0.0
     for rc in sample:
-        xt, t = _timed(reference_loop, model, x, cell_loss_of(layer, rc), iterations)
+        xt, t = _timed(reference_loop, plain, x, cell_loss_of(layer, rc), iterations)
         ref_maps.append(reference_map(x, xt, fp.blur_kernel, fp.blur_sigma))
         t_ref += t
     batch = max(len(sample), min(fh * fw, cells_batch_size(model, layer, crop=True)))
@@ -231,13 +249,16 @@ def bench_cells_against_reference(model: ModelWrapper, layer: str, iterations: i
 def bench_against_reference(model: ModelWrapper, iterations: int = 500, layers: list[str] | None = None,
                             ref_cells: int = 2, precision: str = "fp32") -> Iterator[dict]:
     """`famegui bench --against-reference`: pairs (faces) then the cells of an early and the default layer
-    (and again in ``precision`` when it is not fp32)."""
+    (and again in ``precision`` when it is not fp32). The reference loop runs on the model as a plain script
+    holds it (:func:`plain_model`); famegui's path on the model as famegui holds it."""
+    plain = plain_model(model)
     yield {"bench": "setup", "model": model.name, "device": str(model.device), "threads": torch.get_num_threads(),
-           "iterations": iterations}
+           "iterations": iterations, "reference_layout": "PyTorch default (contiguous)",
+           "famegui_layout": "channels-last"}
     if model.task == "embedding":
-        yield from bench_pairs_against_reference(model, iterations)
+        yield from bench_pairs_against_reference(model, iterations, plain=plain)
     layers = layers or list(dict.fromkeys([early_layer(model), model.default_layer]))
     for layer in layers:
-        yield bench_cells_against_reference(model, layer, iterations, ref_cells)
+        yield bench_cells_against_reference(model, layer, iterations, ref_cells, plain=plain)
         if precision != "fp32":
-            yield bench_cells_against_reference(model, layer, iterations, ref_cells, precision)
+            yield bench_cells_against_reference(model, layer, iterations, ref_cells, precision, plain=plain)

@@ -8,6 +8,7 @@ and of the map, which :func:`reproduce` checks. :func:`check_map` says why a map
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -260,6 +261,24 @@ def validate_sidecar(rec: dict, where: str = "sidecar") -> None:
         raise SidecarError(f"{where}: outputs.overlay_size must be [width, height] in pixels, got {size!r}")
 
 
+@contextlib.contextmanager
+def recorded_threads(rec: dict, model):
+    """torch with the thread count the map was made with (FAME records it on the CPU), restored after: float
+    sums depend on it, and FAME's normalised steps carry a last-bit difference into the map."""
+    import torch
+
+    n = (rec.get("info") or {}).get("threads")
+    if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 4096) or model.device.type != "cpu":
+        yield
+        return
+    saved = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 def compute_from_record(rec: dict, trust_entry_point: bool = False):
     """Recompute (map, probe input, model) from a sidecar record, checking the inputs are unchanged.
 
@@ -298,9 +317,10 @@ def compute_from_record(rec: dict, trust_entry_point: bool = False):
         threshold = default_cosine_threshold(model)
     target = Target.from_dict(rec["target"])
     info: dict = {}
-    amap = run_method(rec.get("method", "fame"), model, probe.tensor, target,
-                      rec.get("params", {}), reference=None if ref is None else ref.tensor, threshold=threshold,
-                      non_mate=None if non_mate is None else non_mate.tensor, info=info)
+    with recorded_threads(rec, model):
+        amap = run_method(rec.get("method", "fame"), model, probe.tensor, target,
+                          rec.get("params", {}), reference=None if ref is None else ref.tensor, threshold=threshold,
+                          non_mate=None if non_mate is None else non_mate.tensor, info=info)
     problem = check_map(amap, model, probe.tensor, target, info, rec.get("params"),
                         reference=None if ref is None else ref.tensor)
     return amap, probe, model, problem

@@ -2,7 +2,7 @@
 
 Each measurement runs in a fresh Python process (OpenMP reads its environment when torch starts).
 ``famegui`` is what the app does (:mod:`famegui.core.threads`: the cores other processes leave
-free, decided before the job and during it); the others fix the OpenMP wait policy
+free, decided before the job); the others fix the OpenMP wait policy
 (PASSIVE, ACTIVE, ``default``: the runtime's own, ``spin:N``: libgomp's GOMP_SPINCOUNT) or the
 thread count (``threads:N``), and keep famegui's thread decision out of it. The competitor is
 ``python -c "while 1: pass"``, started and stopped by this script. Target (FAME speed issue): with
@@ -39,9 +39,8 @@ its = int(sys.argv[1])
 explain_fame(model, x, Target("similar"), FameParams(iterations=3), reference=y)
 time.sleep(0.3)  # as the GUI: a load reading from before the click
 t0 = time.perf_counter()
-threads.adapt()  # as the GUI's scheduler before a job and at its cancel checks
-explain_fame(model, x, Target("similar"), FameParams(iterations=its), reference=y,
-             cancel=lambda: threads.adapt() and False)
+threads.adapt()  # as the GUI's scheduler before a job
+explain_fame(model, x, Target("similar"), FameParams(iterations=its), reference=y)
 ms = 1000 * (time.perf_counter() - t0) / its
 print(json.dumps({"threads": torch.get_num_threads(), "others_busy": threads.state()["others"],
                   "ms_per_iteration": ms}))

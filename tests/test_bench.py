@@ -35,3 +35,18 @@ def test_reference_loop_agrees_with_famegui_on_pairs(dlib):
     for r in rows:
         corr = r["corr_with_reference"]
         assert min(corr if isinstance(corr, list) else [corr]) >= 0.999, r
+
+
+def test_the_reference_runs_on_the_plain_layout(dlib):
+    """The reference loop stands for a plain PyTorch script: PyTorch's default weight layout, not the
+    channels-last one famegui keeps (a copy; famegui's own model is left as it is)."""
+    import torch
+
+    from famegui.bench import plain_model
+
+    def conv(m):
+        return next(c for c in m.module.modules() if isinstance(c, torch.nn.Conv2d)).weight
+
+    plain = plain_model(dlib)
+    assert conv(plain).is_contiguous() and not conv(plain).is_contiguous(memory_format=torch.channels_last)
+    assert conv(dlib).is_contiguous(memory_format=torch.channels_last)

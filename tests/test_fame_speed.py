@@ -116,6 +116,42 @@ def test_convergence_stop_reproduces_from_the_sidecar(dlib, tmp_path):
     assert again.diff is not None and again.diff <= 1e-6
 
 
+def test_reproduce_uses_the_thread_count_the_map_was_made_with(dlib, tmp_path):
+    """Float sums depend on torch's thread count and FAME's normalised steps carry the last bits into the
+    map; famegui picks the count by the machine's load, so the sidecar records it and `reproduce` uses it
+    again: a map made with one thread reproduces exactly in a process that runs two."""
+    from conftest import face
+
+    from famegui.report import load_sidecar, reproduce
+    from famegui.session import Session
+
+    s = Session()
+    s.set_model(dlib, "dlib-resnet")
+    s.set_image("probe", face("london_001", "neutral.jpg"))
+    s.set_image("reference", face("london_001", "smiling.jpg"))
+    saved = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        res = s.explain("fame", Target("similar"), {"iterations": 40}, slot="probe", other="reference")
+        out = tmp_path / "e_plus.png"
+        s.export(res, str(out), save_map=str(tmp_path / "e_plus.npy"))
+        torch.set_num_threads(2)
+        side = str(out.with_suffix(".json"))
+        assert load_sidecar(side)["info"]["threads"] == 1
+        again = reproduce(side, out=str(tmp_path / "again.png"))
+        assert again.diff is not None and again.diff <= 1e-6
+        assert torch.get_num_threads() == 2  # restored
+        # made with two threads, the map differs in the last bits that FAME amplifies: what the pinning undoes
+        from famegui.methods import run_method
+
+        two = run_method("fame", dlib, s.inputs["probe"].tensor, Target("similar"), {"iterations": 40},
+                         reference=s.inputs["reference"].tensor)
+        if np.abs(two - np.load(tmp_path / "e_plus.npy")).max() <= 1e-6:
+            pytest.skip("this CPU's kernels give the same sums with one and two threads")
+    finally:
+        torch.set_num_threads(saved)
+
+
 # ----------------------------------------------------------------------------- batching
 def test_pair_in_one_batch_equals_separate_runs(dlib, pair):
     x, y = pair

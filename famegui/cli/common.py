@@ -393,13 +393,10 @@ def resolved_params(args, specs, task: str) -> dict:
 # --------------------------------------------------------------------------- output
 def cli_progress(quiet: bool):
     """A percentage on stderr (only on a terminal, and not with --quiet)."""
-    from ..core import threads
-
     if quiet or not sys.stderr.isatty():
         return None
 
     def show(fraction, _partial=None):
-        threads.adapt()  # the load of other processes may have changed
         sys.stderr.write(f"\r  {100 * fraction:5.1f}%   ")
         if fraction >= 1:
             sys.stderr.write("\n")

@@ -2,9 +2,11 @@
 
 - a worker process of a protocol run (``evaluation/engines.py``) gets one thread; the workers
   share the cores;
-- the GUI runs every network pass on one compute thread, the command line on its main thread:
-  they get the physical cores that other processes leave free, decided again before each job and
-  about twice a second while one runs (:func:`adapt`).
+- the GUI runs every network pass on one worker thread, the command line on its main thread:
+  they get the physical cores that other processes leave free, decided before each job (GUI) or
+  command (CLI) by :func:`adapt`, and kept for it: float sums depend on the thread count, so a map is
+  recomputed exactly only with the count it was made with (FAME records it; ``famegui reproduce``
+  uses it again).
 
 Why not a fixed count: OpenMP threads that finish their share of a parallel region spin for a
 while, waiting for the next one, and each region waits for its slowest thread. With another
@@ -32,7 +34,7 @@ from functools import lru_cache
 ROLES = ("gui", "worker", "cli")
 MIN_WINDOW_S = 0.15  # the shortest window a load reading is taken over (the kernel counts in 10 ms ticks)
 MAX_AGE_S = 5.0  # an older reading says nothing about the load now
-ADAPT_EVERY_S = 0.5  # while a job runs, the thread count is decided again at most this often
+ADAPT_EVERY_S = 0.5  # the thread count is decided at most this often
 
 
 @lru_cache(maxsize=1)
@@ -148,7 +150,7 @@ def _user_threads() -> int | None:
 
 def configure(role: str) -> int:
     """Torch's intra-op thread count for ``role`` (see the module's text); returns the count. The GUI and
-    the command line then call :func:`adapt` before and during their work."""
+    the command line then call :func:`adapt` before their work."""
     import torch
 
     n = threads_for(role)
@@ -162,8 +164,8 @@ def configure(role: str) -> int:
 
 def adapt(block: bool = False) -> int | None:
     """Decide the thread count again for the load of other processes now, in the thread that runs the
-    network (torch's OpenMP count is per thread). At most every ``ADAPT_EVERY_S``; nothing for a worker,
-    before :func:`configure`, or when the user set ``OMP_NUM_THREADS``. ``block``: wait for a load
+    network (torch's OpenMP count is per thread), before a job. At most every ``ADAPT_EVERY_S``; nothing
+    for a worker, before :func:`configure`, or when the user set ``OMP_NUM_THREADS``. ``block``: wait for a load
     reading if there is no recent one (the command line, once). Returns the count now in use, or None."""
     role = _state["role"]
     if role in (None, "worker") or _user_threads() is not None:

@@ -50,7 +50,6 @@ class Job:
     def cancelled(self) -> bool:
         """The cancel check; also a point where waiting higher-priority jobs get to run."""
         self.lane.scheduler.run_urgent(below=self.lane.priority)
-        threads.adapt()  # another process may have started or stopped (rate-limited, cheap)
         return self._cancel.is_set()
 
     def progress(self, fraction: float, payload: Any = None) -> None:
@@ -124,7 +123,7 @@ class Scheduler(QThread):
         try:
             if job.cancel_requested:
                 raise Cancelled("cancelled before start")
-            threads.adapt()  # the cores other processes leave free now
+            threads.adapt()  # the cores other processes leave free now (fixed for the job: maps reproduce)
             result = job.fn(job)
         except Cancelled:
             pass

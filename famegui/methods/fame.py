@@ -281,6 +281,8 @@ def _fame(ctx: MethodContext) -> np.ndarray:
 
     res = explain_fame(ctx.model, ctx.x, ctx.target, fp, reference=ctx.reference_embedding,
                        callback=progress, cancel=ctx.cancel, every=every)
+    if ctx.model.device.type == "cpu":  # float sums follow the thread count: `reproduce` uses it again
+        ctx.info["threads"] = torch.get_num_threads()
     ctx.info.update(initial_loss=float(res.initial_loss[0]), final_loss=float(res.final_loss[0]),
                     iterations=int(res.iterations[0]), empty=bool(res.empty[0]))
     if res.window is not None:
