@@ -267,10 +267,13 @@ def recorded_threads(rec: dict, model):
     sums depend on it, and FAME's normalised steps carry a last-bit difference into the map."""
     import torch
 
+    from .core.threads import usable_cpus
+
     n = (rec.get("info") or {}).get("threads")
-    if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 4096) or model.device.type != "cpu":
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1) or model.device.type != "cpu":
         yield
         return
+    n = min(n, usable_cpus())  # a count this machine cannot give (or a hostile one) stops at its CPUs
     saved = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

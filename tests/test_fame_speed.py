@@ -164,6 +164,31 @@ def test_pair_in_one_batch_equals_separate_runs(dlib, pair):
     assert _corr(both.maps[0], both.maps[1]) < 0.999  # e+ and e- differ: the rows were not mixed up
 
 
+def test_different_pairs_in_one_batch_equal_separate_runs(dlib, pair):
+    """Probes of different pairs, each against its own reference and with its own sign, in one batch (the
+    protocol runner's items); with a convergence stop the rows stop at different steps and leave the batch,
+    and each map still equals its own run."""
+    from conftest import face
+
+    from famegui.data.pipeline import prepare_for_model
+    from famegui.methods.fame import explain_fame_pairs
+
+    x, y = pair
+    other = prepare_for_model(dlib, face("london_005", "neutral.jpg")).tensor
+    probes, refs = torch.cat([x, other, x]), torch.cat([y, x, other])
+    kinds = ["similar", "dissimilar", "similar"]
+    fp = FameParams(iterations=40, converge_tol=0.99, converge_every=5, **FACE)
+    batch = explain_fame_pairs(dlib, probes, refs, kinds, fp)
+    steps = [int(v) for v in batch.iterations]
+    assert len(set(steps)) > 1, steps  # rows stopped at different steps
+    for i, kind in enumerate(kinds):
+        alone = explain_fame(dlib, probes[i:i + 1], Target(kind), fp, reference=refs[i:i + 1])
+        assert int(alone.iterations[0]) == steps[i]
+        assert _corr(batch.maps[i], alone.maps[0]) >= 0.999
+    with pytest.raises(ValueError, match="one kind per probe"):
+        explain_fame_pairs(dlib, probes, refs, kinds[:2], fp)
+
+
 def test_cells_batch_size_follows_memory_and_crop(dlib):
     b = cells_batch_size(dlib, "stage1")
     assert 1 <= b <= 32

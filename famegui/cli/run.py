@@ -35,6 +35,9 @@ def add_run(sub) -> None:
     r.add_argument("--limit", type=int, default=None, help="only the first N items of the protocol")
     r.add_argument("--engine", choices=("local", "ray"), default="local")
     r.add_argument("--workers", type=int, default=1, help="processes (local) or actors (ray)")
+    r.add_argument("--fame-batch", dest="fame_batch", type=int, default=None, metavar="N",
+                   help="FAME maps of pairs computed N at a time in one batch (default 4 with FAME on pairs, "
+                        "else 1; part of the run's configuration: the batch changes float sums)")
     r.add_argument("--address", default=None, help="ray: the address of a running cluster (default: a local Ray)")
     r.add_argument("--out", required=True, metavar="RUN_DIR")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -111,7 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                engine=args.engine, workers=args.workers, address=args.address,
                                method_params=_per_method_params(args, [n for n in names if n != "random"]),
                                align=not args.no_align, fill=args.fill_with, masks=args.mask_rule,
-                               preset=args.preset, progress=show)
+                               preset=args.preset, fame_batch=args.fame_batch, progress=show)
     finally:
         if bar is not None:
             bar.close()

@@ -1,7 +1,7 @@
 """Where the items of a protocol run are computed: ``local`` (a process pool) or ``ray`` (Ray actors).
 
 Both load the model once per worker (one torch thread each), call the work
-function (:func:`famegui.evaluation.runner.explain_item`) per item and hand the results
+function (:func:`famegui.evaluation.runner.explain_block`) per block of items and hand the results
 back to the parent, which alone writes files; the order in which items finish
 does not matter (each is written under its own index). There is no scheduler
 here beyond handing items to the pool / the actors.

@@ -123,7 +123,8 @@ class Scheduler(QThread):
         try:
             if job.cancel_requested:
                 raise Cancelled("cancelled before start")
-            threads.adapt()  # the cores other processes leave free now (fixed for the job: maps reproduce)
+            if not self._inline:  # an urgent job run inside another keeps that job's count
+                threads.adapt()  # the cores other processes leave free now (fixed for the job: maps reproduce)
             result = job.fn(job)
         except Cancelled:
             pass

@@ -110,11 +110,44 @@ def explain_fame_pair(
     x = x.to(model.device)
     if x.shape[0] != 1:
         raise ValueError(f"one probe image expected, got {x.shape[0]}")
-    ref = reference_embedding(model, reference.to(model.device))
-    similarity = build_loss(model, [Target("similar")], ref)  # L+ = cos, row by row
+    return explain_fame_pairs(model, x.expand(2, -1, -1, -1), reference, ["similar", "dissimilar"], params,
+                              callback=callback, cancel=cancel, every=every)
+
+
+def explain_fame_pairs(
+    model: ModelWrapper,
+    x: torch.Tensor,
+    reference: torch.Tensor,
+    kinds: Sequence[str],
+    params: FameParams | None = None,
+    *,
+    callback: Callable[[FameStep], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    every: int = 10,
+) -> FameResult:
+    """FAME maps of B probes against their references in one batch: row i suppresses L+ = cos
+    (``kinds[i] == "similar"``, e+) or L- = 1 - cos (``"dissimilar"``, e-) of probe i and reference i.
+
+    ``x``: (B,3,H,W) probes; ``reference``: (B,3,H,W) images, (B,D) embeddings, or one of either for all
+    rows. Rows never influence each other; rows that stopped (early stop, convergence) leave the batch.
+    """
+    x = x.to(model.device)
+    n = x.shape[0]
+    if len(kinds) != n or any(k not in ("similar", "dissimilar") for k in kinds):
+        raise ValueError(f"one kind per probe, each 'similar' or 'dissimilar': got {list(kinds)} for {n} probes")
+    ref = reference.to(model.device)
+    with torch.no_grad():
+        ref = model(ref).detach() if ref.ndim == 4 else ref.detach().reshape(-1, ref.shape[-1])
+    if ref.shape[0] == 1:
+        ref = ref.expand(n, -1)
+    if ref.shape[0] != n:
+        raise ValueError(f"{ref.shape[0]} references for {n} probes")
+    minus_all = torch.tensor([k == "dissimilar" for k in kinds], device=model.device)
 
     def loss_for(rows: list[int]):
-        minus = torch.tensor([r == 1 for r in rows], device=model.device)
+        idx = torch.as_tensor(rows, dtype=torch.long, device=model.device)
+        similarity = build_loss(model, [Target("similar")], ref.index_select(0, idx))  # L+ = cos, row by row
+        minus = minus_all.index_select(0, idx)
 
         def loss(z: torch.Tensor) -> torch.Tensor:
             s = similarity(z)
@@ -122,8 +155,8 @@ def explain_fame_pair(
 
         return loss
 
-    return run_fame(x.expand(2, -1, -1, -1), loss_for([0, 1]), params, callback=callback, every=every,
-                    cancel=cancel, normalize=model.normalize, denormalize=model.denormalize, loss_for=loss_for)
+    return run_fame(x, loss_for(list(range(n))), params, callback=callback, every=every, cancel=cancel,
+                    normalize=model.normalize, denormalize=model.denormalize, loss_for=loss_for)
 
 
 # ----------------------------------------------------------------------------- receptive-field crops
