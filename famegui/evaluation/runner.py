@@ -340,24 +340,34 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     rundir.check_or_write_config(out_dir, config)
     cfg = {"methods": resolved, "targets": targets, "metrics": metrics, "fractions": [float(f) for f in fractions],
            "fill": fill, "masks": masks, "threshold": threshold, "align": align, "fame_batch": fame_batch}
+    del model  # the workers load their own
+    done, skipped, errors = _run_blocks(protocol, out_dir, fame_batch, spec, cfg, engine, workers, address, progress)
+    return RunSummary(done, skipped, errors, time.perf_counter() - started, len(protocol))
+
+
+def _run_blocks(protocol: Protocol, out_dir, size: int, spec: dict, cfg: dict, engine: str, workers: int,
+                address: str | None, progress: Callable[[int, int], None] | None) -> tuple[int, int, int]:
+    """Compute the blocks of ``size`` items (fixed by index) that hold an unfinished item and write each
+    unfinished item as it comes back; (items written, items already finished, items with errors)."""
+    from . import engines
+
     finished = rundir.finished_keys(out_dir)
     todo = [i for i in range(len(protocol)) if protocol.key(i) not in finished]
-    skipped = len(protocol) - len(todo)
-    starts = sorted({i - i % fame_batch for i in todo})  # blocks with unfinished items, recomputed whole
-    blocks = [[(i, protocol.key(i), protocol.items[i]) for i in range(b, min(b + fame_batch, len(protocol)))]
+    starts = sorted({i - i % size for i in todo})  # blocks with unfinished items, recomputed whole
+    blocks = [[(i, protocol.key(i), protocol.items[i]) for i in range(b, min(b + size, len(protocol)))]
               for b in starts]
-    del model  # the workers load their own
     done = errors = 0
-    if blocks:
-        results = engines.run_items(engine, blocks, spec, cfg, load=load_spec, work=explain_block,
-                                    workers=min(workers, len(blocks)), address=address)
-        for block in results:
-            for index, rows, maps in block:
-                if protocol.key(index) in finished:
-                    continue  # computed again only for its block's batch: the table keeps the first
-                rundir.write_item(out_dir, index, rows, maps)
-                done += 1
-                errors += any(r["error"] for r in rows)
-                if progress is not None:
-                    progress(done, len(todo))
-    return RunSummary(done, skipped, errors, time.perf_counter() - started, len(protocol))
+    if not blocks:
+        return done, len(protocol) - len(todo), errors
+    results = engines.run_items(engine, blocks, spec, cfg, load=load_spec, work=explain_block,
+                                workers=min(workers, len(blocks)), address=address)
+    for block in results:
+        for index, rows, maps in block:
+            if protocol.key(index) in finished:
+                continue  # computed again only for its block's batch: the table keeps the first
+            rundir.write_item(out_dir, index, rows, maps)
+            done += 1
+            errors += any(r["error"] for r in rows)
+            if progress is not None:
+                progress(done, len(todo))
+    return done, len(protocol) - len(todo), errors
