@@ -159,6 +159,26 @@ def test_cancel_leaves_no_percentage_behind(qtbot, win):
     assert win.progress.value() == 0 and win.status_label.text() == "cancelled"
 
 
+def test_status_bar_shows_the_threads_a_job_runs_with(qtbot, win, monkeypatch):
+    """famegui decides a job's torch threads when it starts (core/threads.py; the app configures the "gui"
+    role, here with the user's OMP_NUM_THREADS=1, which wins); the status bar shows that count."""
+    import torch
+
+    from famegui.core import threads
+
+    saved = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        assert threads.configure("gui") == 1
+        with qtbot.waitSignal(win.result_shown, timeout=LONG):
+            click_cell(win, (1, 1))
+        assert threads.state()["threads"] == 1
+        assert win.status.device_label.text() == "device: cpu, 1 thread"
+    finally:
+        threads.configure("worker")  # the test process's role again: one thread, no adaptation
+        torch.set_num_threads(saved)
+
+
 def test_status_bar_says_when_the_window_is_ready(qtbot, win):
     qtbot.waitUntil(lambda: idle(win), timeout=LONG)
     qtbot.waitUntil(lambda: not win.status_label.text().endswith("..."), timeout=LONG)

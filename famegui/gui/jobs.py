@@ -118,13 +118,13 @@ class Scheduler(QThread):
         from ..core.fame import Cancelled
 
         lane = job.lane
+        if not self._inline:  # an urgent job run inside another keeps that job's count
+            threads.adapt()  # the cores other processes leave free now (fixed for the job: maps reproduce)
         emit(lane.started, job.id, job.label)
         outcome: tuple = ("cancelled", job.id)
         try:
             if job.cancel_requested:
                 raise Cancelled("cancelled before start")
-            if not self._inline:  # an urgent job run inside another keeps that job's count
-                threads.adapt()  # the cores other processes leave free now (fixed for the job: maps reproduce)
             result = job.fn(job)
         except Cancelled:
             pass

@@ -33,10 +33,17 @@ class StatusBarView:
         ctx.status_changed.connect(self.show)
         ctx.progress_changed.connect(lambda f: self.progress.setValue(int(STEPS * f)))
         ctx.busy_changed.connect(self.cancel_button.setEnabled)
+        ctx.busy_changed.connect(lambda busy: busy and self.show_device(self._device))
 
     def show(self, text: str) -> None:
         self.label.setText(text)
         self.label.setToolTip(text)
 
     def show_device(self, device) -> None:
-        self.device_label.setText(f"device: {device}, {torch.get_num_threads()} threads")
+        """The model's device and the torch threads of the running (or last) job: famegui gives a job the
+        cores other processes leave free (famegui.core.threads)."""
+        from ..core import threads
+
+        self._device = device
+        n = threads.state()["threads"] or torch.get_num_threads()
+        self.device_label.setText(f"device: {device}, {n} thread{'s' if n != 1 else ''}")
