@@ -34,6 +34,7 @@ from functools import lru_cache
 ROLES = ("gui", "worker", "cli")
 MIN_WINDOW_S = 0.15  # the shortest window a load reading is taken over (the kernel counts in 10 ms ticks)
 MAX_AGE_S = 5.0  # an older reading says nothing about the load now
+KEEP_EVERY_S = 0.05  # readings closer together than this are not all kept
 ADAPT_EVERY_S = 0.5  # the thread count is decided at most this often
 
 
@@ -113,8 +114,14 @@ class LoadMeter:
         """Keep a reading, so that a later :meth:`others_busy` need not wait for its window."""
         now = self.read()
         if now is not None:
-            with self._lock:
-                self._readings.append(now)
+            self._keep(now)
+
+    def _keep(self, reading: tuple[float, int, int]) -> None:
+        """Store a reading unless one was stored a moment ago: frequent calls must not push out the older
+        readings a window needs."""
+        with self._lock:
+            if not self._readings or reading[0] - self._readings[-1][0] >= KEEP_EVERY_S:
+                self._readings.append(reading)
 
     def others_busy(self, block: bool = True) -> float | None:
         """Logical CPUs kept busy by other processes since a reading at least ``MIN_WINDOW_S`` old.
@@ -124,7 +131,7 @@ class LoadMeter:
             return None
         with self._lock:
             base = next((r for r in reversed(self._readings) if MIN_WINDOW_S <= now[0] - r[0] <= MAX_AGE_S), None)
-            self._readings.append(now)
+        self._keep(now)
         if base is None:
             if not block:
                 return None
@@ -132,8 +139,7 @@ class LoadMeter:
             base, now = now, self.read()
             if now is None:
                 return None
-            with self._lock:
-                self._readings.append(now)
+            self._keep(now)
         seconds = now[0] - base[0]
         others = (now[1] - base[1]) - (now[2] - base[2])
         return max(0.0, others / self._hz / seconds)
@@ -174,9 +180,9 @@ def adapt(block: bool = False) -> int | None:
     if now - _state["last"] < ADAPT_EVERY_S:
         return _state["threads"]
     others = METER.others_busy(block=block)
-    _state["last"] = now
     if others is None and not block:
-        return _state["threads"]  # no window yet: keep the count until the next reading
+        return _state["threads"]  # no window yet: keep the count, and decide at the next call
+    _state["last"] = now
     import torch
 
     n = threads_under_load(physical_cores(), usable_cpus(), others)
