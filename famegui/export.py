@@ -222,9 +222,9 @@ def package_versions() -> dict:
     import torch
     import torchvision
 
-    import famegui
+    from .version import VERSION
 
-    versions = {"famegui": famegui.__version__, "torch": torch.__version__,
+    versions = {"famegui": VERSION, "torch": torch.__version__,
                 "torchvision": torchvision.__version__, "numpy": np.__version__,
                 "python": platform.python_version()}
     from importlib.metadata import PackageNotFoundError, version

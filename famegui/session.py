@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -16,10 +16,13 @@ import torch
 from .core.cache import ByteLRU
 from .data.images import LoadedImage, load_image
 from .data.pipeline import ModelInput, prepare_for_model
-from .methods import get_method, run_method
+from .methods import get_method
 from .models.receptive import Box, footprint, receptive_field
 from .models.wrapper import ModelWrapper
 from .targets import Target, task_of
+
+if TYPE_CHECKING:
+    from .explanation import Explanation
 
 SLOTS = ("probe", "reference", "third")
 FMAP_CACHE_BYTES = 64 << 20  # feature maps for the layer view: small, a separate budget
@@ -39,6 +42,15 @@ class MapResult:
     info: dict = field(default_factory=dict)
     key: tuple = ()
     non_mate: str | None = None  # a third image of another identity, for triplet methods
+    # what the one explain path gave: its map is ``map``, its images the session's (not counted by the cache)
+    explanation: Explanation | None = field(default=None, repr=False, metadata={"shared": True})
+
+    @classmethod
+    def of(cls, e: Explanation, slot: str, other: str | None, key: tuple = (), non_mate: str | None = None
+           ) -> MapResult:
+        """The Session's record of an :class:`~famegui.explanation.Explanation` (``info`` as a dict)."""
+        return cls(e.map, e.method, e.target, e.params, slot, other, e.info.seconds, e.info.to_dict(), key,
+                   non_mate if e.non_mate is not None else None, e)
 
     @property
     def signed(self) -> bool:
@@ -224,39 +236,24 @@ class Session:
     def explain(self, method: str, target: Target, params: dict | None = None, slot: str = "probe",
                 other: str | None = None, progress=None, cancel=None, non_mate: str | None = None) -> MapResult:
         """Compute (or fetch from the cache) one map; ``other`` is the reference slot for pair targets,
-        ``non_mate`` an optional third slot for methods that use a non-mate (gweEBP's triplet gain)."""
+        ``non_mate`` an optional third slot for methods that use a non-mate (gweEBP's triplet gain).
+
+        An empty or non-finite map: :class:`famegui.records.EmptyMapError` when it means nothing (NaN input or
+        weights), else the reason in ``info["problem"]`` (e.g. the loss was below epsilon at the start)."""
+        from .explanation import Row, explain_rows
+
         resolved, other, non_mate, key = self._resolve(method, target, params, slot, other, non_mate)
         hit = self.cache.get(key)
         if hit is not None:
             return hit
-        inp = self.input(slot)
-        ref = self.input(other).tensor if other else None
-        nm = self.input(non_mate).tensor if non_mate else None
-        info: dict = {}
-        t0 = time.perf_counter()
-        threshold = None
-        if target.needs_reference:
-            from .models.thresholds import default_cosine_threshold
-
-            threshold = default_cosine_threshold(self.model)
-        amap = run_method(method, self.model, inp.tensor, target, resolved, reference=ref, threshold=threshold,
-                          progress=progress, cancel=cancel, info=info, non_mate=nm)
-        self._check_map(amap, inp.tensor, target, info, resolved, ref)
-        res = MapResult(amap, method, target, resolved, slot, other, time.perf_counter() - t0, info, key, non_mate)
+        row = Row(self.input(slot), target, self.input(other) if other else None,
+                  self.input(non_mate) if non_mate else None)
+        [e] = explain_rows(self.model, [row], method, resolved, weights=self.weights, progress=progress,
+                           cancel=cancel)
+        res = MapResult.of(e, slot, other, key, non_mate)
         with self._lock:
             self.cache[key] = res
         return res
-
-    def _check_map(self, amap, x, target: Target, info: dict, params: dict, ref) -> None:
-        """An empty or non-finite map: EmptyMapError when it means nothing (NaN input or weights), else the
-        reason in ``info["problem"]`` (e.g. the loss was below epsilon at the start), for the GUI to show."""
-        from .report import EmptyMapError, check_map
-
-        problem = check_map(amap, self.model, x, target, info, params, ref)
-        if problem is not None and problem.fatal:
-            raise EmptyMapError(problem.text)
-        if problem is not None:
-            info["problem"] = problem.text
 
     def cached(self, method: str, target: Target, params: dict | None, slot: str = "probe",
                other: str | None = None, non_mate: str | None = None) -> MapResult | None:
@@ -269,62 +266,37 @@ class Session:
                       progress=None, cancel=None) -> list[MapResult]:
         """FAME for every cell of ``layer``, batched (``batch`` None: sized to memory and the model, see
         :func:`famegui.methods.fame.cells_batch_size`); progress(fraction, done_results)."""
-        from .core.attribution import check_blur
-        from .methods.fame import cells_batch_size, explain_fame, fame_params_for
+        from .explanation import Row, explain_rows
 
-        spec = get_method("fame")
-        resolved = spec.resolve(params, "cell")
-        fp = fame_params_for(self.model, resolved)
-        check_blur(fp.blur_kernel, fp.blur_sigma, tuple(self.model.input_size))  # before any cell is computed
-        batch = int(batch) if batch else cells_batch_size(self.model, layer, fp.crop)
+        resolved = get_method("fame").resolve(params, "cell")
         _, fh, fw = self.model.layer_info(layer).shape
-        cells = [(r, c) for r in range(fh) for c in range(fw)]
+        targets = [Target("cell", layer=layer, cell=(r, c)) for r in range(fh) for c in range(fw)]
+        keys = [self.request_key("fame", t, resolved, slot, None) for t in targets]
+        results: list[MapResult | None] = [self.cache.get(k) for k in keys]
+        todo = [i for i, r in enumerate(results) if r is None]
         inp = self.input(slot)
-        results: list[MapResult] = []
-        todo = []
-        for cell in cells:
-            t = Target("cell", layer=layer, cell=cell)
-            hit = self.cache.get(self.request_key("fame", t, resolved, slot, None))
-            results.append(hit)
-            if hit is None:
-                todo.append(len(results) - 1)
-        done = len(cells) - len(todo)
-        for start in range(0, len(todo), batch):
-            chunk = todo[start:start + batch]
-            targets = [Target("cell", layer=layer, cell=cells[i]) for i in chunk]
-            t0 = time.perf_counter()
-            total_chunk = len(chunk)
 
-            def inner(step, _done=done, _n=total_chunk):
-                if progress is not None:
-                    progress((_done + _n * step.iteration / step.total) / len(cells), None)
-
-            res = explain_fame(self.model, inp.tensor, targets, fp, callback=inner, cancel=cancel,
-                               every=max(1, fp.iterations // 10))
-            secs = (time.perf_counter() - t0) / len(chunk)
-            for j, i in enumerate(chunk):
-                key = self.request_key("fame", targets[j], resolved, slot, None)
-                info = {"initial_loss": float(res.initial_loss[j]), "final_loss": float(res.final_loss[j]),
-                        "iterations": int(res.iterations[j])}
-                if res.window is not None:
-                    info["crop"] = list(res.window.size)
-                r = MapResult(res.maps[j], "fame", targets[j], resolved, slot, None, secs, info, key)
-                self.cache[key] = r
-                results[i] = r
-            done += len(chunk)
+        def finished(made: list) -> None:  # one batch of the cells still to do
+            for e in made:
+                i = targets.index(e.target)
+                results[i] = MapResult.of(e, slot, None, keys[i])
+                self.cache[keys[i]] = results[i]
             if progress is not None:
-                progress(done / len(cells), [r for r in results])
+                progress(sum(r is not None for r in results) / len(targets), list(results))
+
+        skipped = len(targets) - len(todo)
+
+        def fraction(f, _partial=None):
+            if progress is not None:
+                progress((skipped + f * len(todo)) / len(targets), None)
+
+        explain_rows(self.model, [Row(inp, targets[i]) for i in todo], "fame", resolved, weights=self.weights,
+                     batch=batch, progress=fraction, cancel=cancel, on_batch=finished, fatal="keep")
         return results
 
     # ----------------------------------------------------------------- export
     def export(self, result: MapResult, out: str, save_map: str | None = None, *, on_photo: bool = False,
                opacity: float = 0.5, cmap: str = "jet", boxes=None, long_side: int | None = None):
-        from .report import explain_record, write_outputs
-
-        inp = self.input(result.slot)
-        ref = self.input(result.other) if result.other else None
-        nm = self.input(result.non_mate) if result.non_mate else None
-        rec = explain_record(self.model, self.weights, inp, ref, result.target, result.method, result.params,
-                             result.seconds, extra={"info": result.info}, non_mate=nm)
-        return write_outputs(result.map, inp, rec, out, save_map, on_photo=on_photo, opacity=opacity, cmap=cmap,
-                             boxes=boxes, long_side=long_side)
+        """Write ``result``'s export set (PNG, optional .npy, sidecar): see :meth:`famegui.Explanation.save`."""
+        return result.explanation.save(out, save_map=save_map, on_photo=on_photo, opacity=opacity, cmap=cmap,
+                                       size=long_side, boxes=boxes or False)

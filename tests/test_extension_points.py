@@ -1,16 +1,34 @@
 """A new target kind is a one-place change: registered through famegui.targets.register_kind only, it runs
-end to end through the Session (FAME, a black-box method, a CAM method) and the evaluation experiment."""
+end to end through the Session (FAME, a black-box method, a CAM method) and the evaluation experiment, and
+what it declares gives it a command-line flag, a choice in the window's view of its task and a protocol-run
+target, with no edit anywhere else."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
-from conftest import face
+from conftest import GUI_READY_MS, face
 
+from famegui.cli import main
+from famegui.evaluation import rundir
 from famegui.evaluation.experiment import evaluate
 from famegui.evaluation.metrics import Sample
+from famegui.evaluation.protocol import read_protocol
+from famegui.evaluation.runner import run_protocol
 from famegui.session import Session
-from famegui.targets import Target, TargetKind, register_kind, target_kinds, unregister_kind
+from famegui.targets import (
+    CliFlag,
+    GuiChoice,
+    RunTarget,
+    Target,
+    TargetKind,
+    register_kind,
+    target_kinds,
+    unregister_kind,
+)
+from famegui.targets.kinds import class_from_label, class_from_text, top_rank
 
 
 class Margin(TargetKind):
@@ -19,6 +37,18 @@ class Margin(TargetKind):
     name = "toy-margin"
     task = "classification"
     model_task = "classification"
+    cli = CliFlag("--toy-margin", metavar="K|top1", help="the margin of class K's logit over the best other class")
+    gui = GuiChoice("logit margin", "the class's logit minus the best other class's")
+    run = RunTarget("margin")
+
+    def check_cli(self, text):
+        top_rank(text, self.cli.flag)
+
+    def from_cli(self, text, model, x):
+        return Target(self.name, class_index=class_from_text(model, text, x, self.cli.flag))
+
+    def from_item(self, model, label):
+        return Target(self.name, class_index=class_from_label(model, label))
 
     def validate(self, target):
         if target.class_index is None:
@@ -86,3 +116,93 @@ def test_a_new_target_kind_runs_end_to_end(margin_kind, resnet18_random):
 def test_an_unknown_kind_is_a_clear_error():
     with pytest.raises(ValueError, match="target kind must be one of"):
         Target("toy-margin", class_index=1)
+
+
+def test_a_new_kind_gets_its_command_line_flag(margin_kind, tmp_path, capsys):
+    img = face("london_001", "neutral.jpg")
+    base = ["--model", "resnet18", "--weights", "random", "--image", img]
+    out = tmp_path / "o.png"
+    assert main(["explain", *base, "--toy-margin", "top1", "--iterations", "2", "--out", str(out)]) == 0
+    assert "FAME margin of class" in capsys.readouterr().out
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["target"]["kind"] == "toy-margin" and side["target"]["class_index"] is not None
+
+    # the kind's own check, before any model is loaded; one target flag at a time
+    assert main(["explain", *base, "--toy-margin", "top0", "--out", str(tmp_path / "b.png")]) == 1
+    assert "--toy-margin top0: topK needs K >= 1" in capsys.readouterr().err
+    assert main(["explain", *base, "--toy-margin", "3", "--class", "3", "--out", str(tmp_path / "b.png")]) == 1
+    assert "give exactly one of" in (err := capsys.readouterr().err) and "--toy-margin K|top1" in err
+
+    # sanity and faithfulness read it too
+    assert main(["faithfulness", *base, "--toy-margin", "2", "--method", "gradcam", "--mode", "deletion",
+                 "--steps", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "margin of class 2" in printed and "logit margin" in printed
+
+
+def test_a_new_kind_gets_a_choice_in_the_view_of_its_task(margin_kind, qtbot, tmp_path):
+    pytest.importorskip("pytestqt")
+    from PySide6.QtCore import QSettings, Qt
+
+    from famegui.gui.main_window import MainWindow
+
+    w = MainWindow(model="resnet18", weights="random", images=[face("joe_biden", "vp_portrait.jpg")],
+                   settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    qtbot.addWidget(w)
+    w.show()
+    classes = w.classes
+    qtbot.waitUntil(lambda: classes.class_list.count() == 5, timeout=GUI_READY_MS)
+    assert list(classes.kinds.buttons) == ["class", "toy-margin"] and classes.kinds.isVisibleTo(classes)
+    assert classes.kinds.label("toy-margin") == "logit margin"
+    assert not w.pair.kinds.offers("toy-margin")  # a classification kind: not a choice of the Pair view
+    w.param_form.set_value("iterations", 4)
+    w.tabs.setCurrentWidget(classes)
+    item = classes.class_list.item(0)
+    k = int(item.data(Qt.UserRole))
+    with qtbot.waitSignal(w.result_shown, timeout=GUI_READY_MS) as sig:
+        classes.class_list.itemClicked.emit(item)
+    assert sig.args[0].target == Target("class", class_index=k)
+    logit = sig.args[0].map
+    with qtbot.waitSignal(w.result_shown, timeout=GUI_READY_MS) as sig:
+        classes.kinds.buttons["toy-margin"].click()  # the user picks the new kind: the class shown, explained so
+    res = sig.args[0]
+    assert res.target == Target("toy-margin", class_index=k) and res.method == "fame"
+    assert res.map.shape == (224, 224) and float(np.abs(res.map - logit).max()) > 1e-3
+    assert classes.result is res and classes.canvas.title.text.endswith("(logit margin)")
+    w.close()
+
+
+def test_a_new_kind_gets_a_protocol_run_target(margin_kind, tmp_path):
+    (tmp_path / "images.csv").write_text(f"path,class\n{face('london_001', 'neutral.jpg')},3\n")
+    protocol = read_protocol(tmp_path / "images.csv")
+    with pytest.raises(ValueError, match="targets of an images protocol are class, margin, got nope"):
+        run_protocol(protocol, "resnet18", "random", methods=["gradcam"], targets=["nope"], out_dir=tmp_path / "x")
+    out = tmp_path / "run"
+    s = run_protocol(protocol, "resnet18", "random", methods=["gradcam"], targets=["class", "margin"],
+                     metrics=["deletion"], out_dir=out)  # in a worker process, where the kind was not registered
+    assert (s.done, s.errors) == (1, 0)
+    rows = rundir.read_results(out).to_pylist()
+    assert sorted((r["method"], r["target"]) for r in rows) == [("gradcam", "class"), ("gradcam", "margin"),
+                                                               ("random", "class"), ("random", "margin")]
+    margin = [r for r in rows if r["target"] == "margin"]
+    assert all(r["error"] is None and r["score"] == "logit margin" for r in margin)
+    assert (out / "maps" / "0" / "gradcam_margin.npy").is_file()
+    assert json.loads((out / "run.json").read_text())["targets"] == ["class", "margin"]
+
+
+def test_a_kind_cannot_take_a_flag_or_run_target_that_another_has():
+    class Clash(Margin):
+        name = "toy-clash"
+        cli = CliFlag("--class", metavar="K")
+
+    with pytest.raises(ValueError, match="the flag --class is already 'class'"):
+        register_kind(Clash())
+
+    class SameRun(Margin):
+        name = "toy-clash"
+        cli = None
+        run = RunTarget("class")
+
+    with pytest.raises(ValueError, match="the run target class is already 'class'"):
+        register_kind(SameRun())
+    assert "toy-clash" not in target_kinds()

@@ -113,10 +113,11 @@ def add_input_args(p: argparse.ArgumentParser, target_required: bool, image_requ
     p.add_argument("--face", type=number(0, 999, integral=True), default=0, help="which face (0 = largest)")
     p.add_argument("--no-align", action="store_true", help="face models: use a centre crop instead of alignment")
     tg = p.add_argument_group("target (exactly one)")
-    tg.add_argument("--cell", default=None, metavar="LAYER:ROW,COL")
-    tg.add_argument("--class", dest="class_", default=None, metavar="K|NAME|top1")
+    for kind in flag_kinds():  # each kind's own flag, as it declares it (famegui.targets.CliFlag)
+        tg.add_argument(kind.cli.flag, dest=kind.cli.key, default=None, metavar=kind.cli.metavar, help=kind.cli.help)
     tg.add_argument("--reference", default=None, metavar="IMG2")
-    choices = ("similar", "dissimilar") if target_required else ("similar", "dissimilar", "both")
+    words = tuple(k.cli.choice for k in pair_kinds())
+    choices = words if target_required else (*words, "both")
     tg.add_argument("--target", choices=choices, default=None if target_required else "both",
                     help=None if target_required else "with --reference: e+, e- or both (default)")
     p.add_argument("--reference-face", type=number(0, 999, integral=True), default=0)
@@ -245,82 +246,53 @@ def check_inputs(args, images=("image", "reference", "non_mate")) -> None:
     weights = getattr(args, "weights", None)
     if weights not in (None, "random") and os.path.lexists(weights):  # a missing file: the loader says what it needs
         regular_file(weights, "weights file", "weights", CliError)
-    cell = getattr(args, "cell", None)
-    if cell is not None:
-        from ..targets import Target
-
-        Target.parse_cell(cell)
-    text = getattr(args, "class_", None)
-    if text is not None:
-        top_rank(text)
-
-
-def top_rank(text: str) -> int | None:
-    """K of --class topK (None when ``text`` is not of that form); CliError for top0 or a non-number."""
-    if not text.lower().startswith("top"):
-        return None
-    rest = text[3:]
-    if not rest:
-        return 1
-    if not rest.isdigit() or int(rest) < 1:
-        raise CliError(f"--class {text}: topK needs K >= 1 (top1 is the highest-scoring class)")
-    return int(rest)
+    for kind in flag_kinds():
+        text = getattr(args, kind.cli.key, None)
+        if text is not None:
+            kind.check_cli(text)
 
 
 # --------------------------------------------------------------------------- targets
-def resolve_target(model, args, x):
-    """The Target the flags ask for (exactly one of --cell, --class, --reference)."""
-    from ..targets import Target
+# Each target kind declares its flag (famegui.targets.CliFlag): a kind of one input has a flag of its own
+# (--cell, --class, a plug-in's), a pair kind is a word of --target, given with --reference.
+def flag_kinds() -> list:
+    """The kinds asked for with a flag of their own, in the order they were registered."""
+    from ..targets import all_kinds
 
-    given = [n for n in ("cell", "class_", "reference") if getattr(args, n) is not None]
-    if len(given) != 1:
-        raise CliError("give exactly one of --cell LAYER:ROW,COL, --class K|top1, or --reference IMG")
-    if args.cell is not None:
-        t = Target.parse_cell(args.cell)
-        model.layer_info(t.layer)  # unknown layer -> KeyError with a hint
-        return t
-    if args.class_ is not None:
-        if model.task != "classification":
-            raise CliError(f"{model.name} is an embedding model; use --reference IMG --target similar|dissimilar")
-        return Target("class", class_index=class_index(model, args.class_, x))
-    if args.target is None:
-        raise CliError("--reference needs --target similar or --target dissimilar")
-    return Target(args.target)
+    return [k for k in all_kinds() if k.cli is not None and k.cli.flag is not None]
+
+
+def pair_kinds() -> list:
+    """The kinds asked for with --reference IMG2 --target WORD."""
+    from ..targets import all_kinds
+
+    return [k for k in all_kinds() if k.cli is not None and k.cli.choice is not None]
+
+
+def resolve_target(model, args, x):
+    """The Target the flags ask for (exactly one of the kinds' flags, or --reference with --target), read
+    by its kind (:meth:`famegui.targets.TargetKind.from_cli`)."""
+    given = [k for k in flag_kinds() if getattr(args, k.cli.key, None) is not None]
+    if len(given) + (args.reference is not None) != 1:
+        flags = ", ".join(f"{k.cli.flag} {k.cli.metavar or 'VALUE'}" for k in flag_kinds())
+        raise CliError(f"give exactly one of {flags}, or --reference IMG")
+    if given:
+        return given[0].from_cli(getattr(args, given[0].cli.key), model, x)
+    words = {k.cli.choice: k for k in pair_kinds()}
+    if args.target not in words:
+        raise CliError(f"--reference needs {' or '.join(f'--target {w}' for w in words)}")
+    return words[args.target].from_cli(None, model, x)
 
 
 def resolve_targets(model, args, x) -> list:
-    """Like :func:`resolve_target`, where ``--target both`` (with --reference) gives e+ and e-."""
-    from ..targets import Target
-
-    both = args.target == "both"
-    if both:
-        args.target = "similar" if args.reference is not None else None
+    """Like :func:`resolve_target`, where ``--target both`` (with --reference) gives every map of it (e+ and
+    e-: the pair kinds that declare ``in_both``)."""
+    if args.target != "both":
+        return [resolve_target(model, args, x)]
+    both = [k for k in pair_kinds() if k.cli.in_both]
+    args.target = both[0].cli.choice if args.reference is not None and both else None
     target = resolve_target(model, args, x)
-    return [Target("similar"), Target("dissimilar")] if both and target.kind == "similar" else [target]
-
-
-def class_index(model, text: str, x) -> int:
-    """--class K, NAME or topK as a class index."""
-    import torch
-
-    names = model.class_names or []
-    k = top_rank(text)
-    if k is not None:
-        with torch.no_grad():
-            logits = model(x.to(model.device))
-        n = int(logits.shape[-1])
-        if k > n:
-            raise CliError(f"--class {text}: {model.name} has only {n} classes (top1 to top{n})")
-        return int(logits[0].argsort(descending=True)[k - 1])
-    if text.lstrip("-").isdigit():
-        idx = int(text)
-        if not 0 <= idx < (len(names) or 10**9):
-            raise CliError(f"class {idx} is out of range ({len(names)} classes)")
-        return idx
-    lowered = [n.lower() for n in names]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    raise CliError(f"unknown class {text!r}: give an index, a class name or top1")
+    return [k.from_cli(None, model, x) for k in both] if args.reference is not None else [target]
 
 
 # --------------------------------------------------------------------------- method parameters

@@ -230,6 +230,7 @@ def _faithfulness_over_pairs(args, model, modes, fractions) -> list:
     from ..data.pairs import read_pairs
     from ..evaluation.experiment import aggregate, baseline, evaluate
     from ..evaluation.metrics import Sample, metric_names
+    from ..evaluation.presets import DECISION, target_kind
     from ..evaluation.verification import eer_from_pairs
     from ..targets import Target
 
@@ -253,8 +254,8 @@ def _faithfulness_over_pairs(args, model, modes, fractions) -> list:
     samples = []
     for name in ["random"] + [s.name for s in specs]:
         for i, (probe, ref, same) in enumerate(pairs):
-            # genuine pairs along their e+ map (what makes them similar), impostors along e-
-            s = Sample(model, probe, Target("similar" if same else "dissimilar"), method=name,
+            # each pair along the map of its own decision: genuine pairs e+ (what makes them similar), impostors e-
+            s = Sample(model, probe, Target(target_kind(DECISION, same)), method=name,
                        params=params.get(name, {}), reference=ref, threshold=eer.threshold, same=same, group="pairs")
             samples.append(baseline(s, seed=i) if name == "random" else s)
     names = [f"accuracy-{m}" if f"accuracy-{m}" in metric_names() else m for m in modes]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from .common import (
     CliError,
@@ -67,22 +66,10 @@ def explain_outputs(args) -> dict:
     return {"--out": args.out, "--save-map": args.save_map, "the sidecar (--out with .json)": side}
 
 
-def cell_boxes(model, target) -> list | None:
-    """A cell's footprint (white) and theoretical receptive field (cyan) for its overlay, as in the GUI."""
-    if target.kind != "cell":
-        return None
-    from ..core.render import FOOTPRINT_COLOR, RF_COLOR
-    from ..models.receptive import footprint, receptive_field
-
-    shape = model.layer_info(target.layer).shape
-    return [(footprint(model.input_size, shape[1:], target.cell).as_tuple(), FOOTPRINT_COLOR),
-            (receptive_field(model, target.layer, target.cell).as_tuple(), RF_COLOR)]
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
-    from ..evaluation.verification import default_cosine_threshold
-    from ..methods import get_method, run_method
-    from ..report import check_map, explain_record, write_outputs
+    from ..explanation import Row, explain_rows
+    from ..methods import get_method
+    from ..records import EmptyMapError
     from ..targets import task_of
 
     spec = get_method(args.method)  # unknown method -> one-line error listing them
@@ -95,29 +82,20 @@ def cmd_explain(args: argparse.Namespace) -> int:
     task = task_of(target)
     if task not in spec.tasks:
         raise CliError(f"{spec.label} does not support {task} targets (it supports: {', '.join(sorted(spec.tasks))})")
-    params = spec.resolve(method_params(args), task)
     ref, non_mate = _pair_inputs(model, args, spec)
-    threshold = default_cosine_threshold(model) if ref is not None else None
-    info: dict = {}
-    t0 = time.perf_counter()
-    amap = run_method(spec.name, model, probe.tensor, target, params, reference=None if ref is None else ref.tensor,
-                      threshold=threshold, progress=cli_progress(args.quiet), info=info,
-                      non_mate=None if non_mate is None else non_mate.tensor)
-    seconds = time.perf_counter() - t0
-    problem = check_map(amap, model, probe.tensor, target, info, params, None if ref is None else ref.tensor)
-    if problem is not None and problem.fatal:
-        raise CliError(f"{spec.label}: {problem.text}; nothing written")
-    record = explain_record(model, args.weights, probe, ref, target, spec.name, params, seconds,
-                            extra={"info": info}, non_mate=non_mate)
-    written = write_outputs(amap, probe, record, args.out, args.save_map,
-                            on_photo=args.on_photo, opacity=args.opacity, cmap=args.colormap,
-                            sidecar=not args.no_sidecar, boxes=cell_boxes(model, target),
-                            long_side=args.size or None)
-    if problem is not None:
-        print(f"famegui: warning: {spec.label}: {problem.text}", file=sys.stderr)
+    try:
+        [e] = explain_rows(model, [Row(probe, target, ref, non_mate)], spec.name, method_params(args),
+                           weights=args.weights, progress=cli_progress(args.quiet))
+    except EmptyMapError as err:
+        raise CliError(f"{spec.label}: {err}; nothing written") from None
+    written = e.save(args.out, save_map=args.save_map, on_photo=args.on_photo, opacity=args.opacity,
+                     cmap=args.colormap, sidecar=not args.no_sidecar, size=args.size or None)
+    if e.info.problem is not None:
+        print(f"famegui: warning: {spec.label}: {e.info.problem}", file=sys.stderr)
     for note in filter(None, (probe.note, ref.note if ref else "")):
         print(f"note: {note}", file=sys.stderr)
-    print(f"{spec.label} {target.label()}: {_run_summary(info)}{seconds:.1f} s; wrote {', '.join(map(str, written))}")
+    print(f"{spec.label} {target.label()}: {_run_summary(e.info.to_dict())}{e.info.seconds:.1f} s; "
+          f"wrote {', '.join(map(str, written))}")
     return 0
 
 

@@ -45,7 +45,8 @@ def cache_limit_bytes() -> int:
 
 def nbytes(obj: Any, _depth: int = 0) -> int:
     """The bytes of the array buffers held by ``obj`` (numpy arrays, torch tensors), found recursively
-    through dataclass fields, dicts, lists and tuples (to a depth of 4)."""
+    through dataclass fields, dicts, lists and tuples (to a depth of 4). A dataclass field whose metadata says
+    ``{"shared": True}`` is not counted: it refers to buffers that something else owns (and counts)."""
     if _depth > 4 or obj is None or isinstance(obj, (str, bytes, int, float, bool)):
         return len(obj) if isinstance(obj, bytes) else 0
     size = getattr(obj, "nbytes", None)  # numpy arrays
@@ -54,7 +55,8 @@ def nbytes(obj: Any, _depth: int = 0) -> int:
     if hasattr(obj, "element_size") and hasattr(obj, "numel"):  # torch tensors
         return int(obj.element_size() * obj.numel())
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return sum(nbytes(getattr(obj, f.name), _depth + 1) for f in dataclasses.fields(obj))
+        return sum(nbytes(getattr(obj, f.name), _depth + 1) for f in dataclasses.fields(obj)
+                   if not f.metadata.get("shared"))
     if isinstance(obj, dict):
         return sum(nbytes(v, _depth + 1) for v in obj.values())
     if isinstance(obj, (list, tuple)):

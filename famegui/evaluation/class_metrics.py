@@ -35,6 +35,10 @@ class Road(Metric):
     name, label = "road", "ROAD (most relevant first)"
     targets = ("class",)
     lower_is_better = True
+    # not in the GUI: the noisy linear imputation solves a sparse system per fraction, ~15x a deletion curve
+    # (about 4 s per 224 x 224 map with its reversed ranking on a 2-core CPU, for every map and the random
+    # ranking), and its curve (mode "road") has no panel in the Compare tab's plots
+    gui = False
 
     def __init__(self, fractions=ROAD_FRACTIONS, fill: str = "mean", batch: int = 16, masks: str = "rank",
                  seed: int = 0):
@@ -77,6 +81,10 @@ class _Sdd(Metric):
     top = 0.2
     keep = False
     targets = ("class",)
+    # not in the GUI: cheap, but a two-point "curve" (0 and 20 %) of the score relative to the clean image's
+    # is one number, not a curve over fractions; the Compare tab draws by curve mode, where it would land in
+    # the deletion / insertion panels next to curves of another score
+    gui = False
 
     @torch.no_grad()
     def __call__(self, sample: Sample) -> C.Curve:

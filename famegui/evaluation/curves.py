@@ -273,20 +273,14 @@ def accuracy_curves(model: ModelWrapper, pairs: Sequence[LabelledPair], maps: Se
 def explain_pairs(name: str, model: ModelWrapper, pairs: Sequence[LabelledPair], params: dict | None = None, *,
                   threshold: float | None = None, progress: Callable[[float], None] | None = None,
                   cancel: Callable[[], bool] | None = None) -> list[np.ndarray]:
-    """Method ``name``'s map of each pair's probe: e+ for genuine pairs, e- for impostor pairs."""
-    from ..methods import run_method
+    """Method ``name``'s map of each pair's probe: e+ for genuine pairs, e- for impostor pairs (through the one
+    explain path, :func:`famegui.explanation.explain_rows`: FAME runs the pairs as batches)."""
+    from ..explanation import Row, explain_rows
 
-    maps = []
-    for i, p in enumerate(pairs):
-        target = Target("similar" if p.same else "dissimilar")
-
-        def part(f, _m=None, i=i):
-            if progress is not None:
-                progress((i + f) / len(pairs))
-
-        maps.append(run_method(name, model, p.probe, target, params, reference=p.reference, threshold=threshold,
-                               progress=part, cancel=cancel))
-    return maps
+    rows = [Row(p.probe, Target("similar" if p.same else "dissimilar"), p.reference) for p in pairs]
+    made = explain_rows(model, rows, name, params, threshold=threshold, cancel=cancel, fatal="keep",
+                        progress=None if progress is None else (lambda f, _m=None: progress(f)))
+    return [e.map for e in made]
 
 
 def random_map(shape: tuple[int, int], seed: int = 0) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 One function, :func:`evaluate`, serves ``famegui faithfulness`` (one image, one
 pair or a pair list), the Compare tab's curves and protocol runs. A sample
-without a map gets it from its method (:func:`famegui.methods.run_method`);
+without a map gets it through the one explain path (:func:`famegui.explanation.explain_rows`);
 :func:`baseline` makes the random ranking that every method should beat.
 """
 from __future__ import annotations
@@ -34,12 +34,11 @@ def compute_map(sample: Sample, cancel: Callable[[], bool] | None = None) -> Sam
     """``sample`` with its map (computed by its method when missing)."""
     if sample.amap is not None:
         return sample
-    from ..methods import run_method
+    from ..explanation import Row, explain_rows
 
-    amap = run_method(sample.method, sample.model, sample.x, sample.target, sample.params,
-                      reference=sample.reference, threshold=sample.threshold, non_mate=sample.non_mate,
-                      cancel=cancel)
-    return dataclasses.replace(sample, amap=amap)
+    [e] = explain_rows(sample.model, [Row(sample.x, sample.target, sample.reference, sample.non_mate)],
+                       sample.method, sample.params, threshold=sample.threshold, cancel=cancel, fatal="keep")
+    return dataclasses.replace(sample, amap=e.map)
 
 
 def evaluate(samples: Sequence[Sample], metrics: Sequence[str | Metric], *,

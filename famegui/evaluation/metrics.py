@@ -12,7 +12,8 @@ S-RISE's decision-flip share when the sample has a decision threshold),
 ``hiding`` (the gweEBP authors' hiding game, needs a non-mate), ``accuracy-deletion`` /
 ``accuracy-insertion`` (one pair's decision at each fraction; their mean over
 a pair list is the verification accuracy of the FAME paper's Tab. 2) and
-``sanity`` (Adebayo et al.'s randomisation test; it reruns the method).
+``sanity`` (Adebayo et al.'s randomisation test; it reruns the method). The GUI's
+Compare tab runs every metric that declares ``gui = True`` (``metric_names(gui=True)``).
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ class Metric:
     gives_curve: bool = True  # __call__ returns a Curve (False: another result with to_dict(), e.g. sanity)
     lower_is_better: bool = False  # for the area under the curve
     reversible: bool = True  # the curve can be run along the reversed ranking (its gain is then measured)
+    # the Compare tab runs it on the maps it shows (:func:`metric_names` with ``gui=True``): cheap enough to
+    # run interactively on every map there (well under a second per map on a CPU), meaningful for one image
+    # or pair, and its result a curve over the fractions that the tab can draw; opt-in, each metric decides
+    gui: bool = False
 
     def __init__(self, fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean", batch: int = 16,
                  masks: str = "rank"):
@@ -109,6 +114,8 @@ def register_metric(cls: type[Metric]) -> type[Metric]:
     """Class decorator: make a metric known by its ``name`` everywhere (CLI ``--mode``, GUI, protocol runs)."""
     if not cls.name:
         raise ValueError("a metric needs a name")
+    if cls.gui and not cls.gives_curve:
+        raise ValueError(f"metric {cls.name!r}: the Compare tab draws curves, so gui=True needs gives_curve=True")
     _METRICS[cls.name] = cls
     return cls
 
@@ -118,9 +125,24 @@ def unregister_metric(name: str) -> None:
     _METRICS.pop(name, None)
 
 
-def metric_names(curves_only: bool = False) -> list[str]:
-    """Registered metric names (``curves_only``: those whose results are curves)."""
-    return [n for n, cls in _METRICS.items() if cls.gives_curve or not curves_only]
+def metric_names(curves_only: bool = False, gui: bool | None = None) -> list[str]:
+    """Registered metric names, in the order they were registered.
+
+    Parameters
+    ----------
+    curves_only : bool, optional
+        Only the metrics whose results are curves (``Metric.gives_curve``).
+    gui : bool or None, optional
+        ``True``: only the metrics the GUI's Compare tab runs (``Metric.gui``); ``False``: only those it
+        does not run; ``None`` (default): either.
+
+    Returns
+    -------
+    list of str
+        The names, for :func:`get_metric` and :func:`famegui.evaluation.experiment.evaluate`.
+    """
+    return [n for n, cls in _METRICS.items()
+            if (cls.gives_curve or not curves_only) and (gui is None or bool(cls.gui) == gui)]
 
 
 def get_metric(name: str, **config) -> Metric:
@@ -153,6 +175,7 @@ class Deletion(_Removal):
 
     name, label, mode = "deletion", "deletion", "deletion"
     lower_is_better = True
+    gui = True  # a few batched forward passes per map
 
 
 @register_metric
@@ -160,6 +183,7 @@ class Insertion(_Removal):
     """The explained score as the most important pixels are put back into the fill (higher area is better)."""
 
     name, label, mode = "insertion", "insertion", "insertion"
+    gui = True  # as cheap as deletion
 
 
 @register_metric
@@ -169,6 +193,7 @@ class Hiding(Metric):
     name, label = "hiding", "hiding game"
     needs = ("reference", "non_mate")
     targets = ("similar",)  # it explains the match
+    gui = True  # as cheap as deletion; applies only where the tab has a non-mate (the demo's third photo)
 
     def __call__(self, sample: Sample) -> C.Curve:
         return C.hiding_curve(sample.model, sample.x, sample.reference, sample.non_mate, sample.amap,
@@ -183,6 +208,9 @@ class _Accuracy(Metric):
 
     mode = "deletion"
     needs = ("reference", "threshold", "same")
+    # not in the GUI: one pair's decision is a 0/1 step, meaningful only as a mean over a labelled pair list
+    # (the tab's pair carries no label, ``same``, so it would not apply anyway)
+    gui = False
 
     def __call__(self, sample: Sample) -> C.Curve:
         cos = C.pair_cosines(sample.model, sample.x, sample.reference, sample.amap, self.fractions, self.mode,
@@ -218,6 +246,7 @@ class Sanity(Metric):
     needs = ("method",)
     gives_curve = False
     reversible = False
+    gui = False  # not a curve, and it reruns the method on a randomised network: the tab has its own button
 
     def __init__(self, seed: int = 0, region: str = "face", **config):
         super().__init__(**config)

@@ -4,6 +4,8 @@ A preset fixes how a protocol run perturbs and scores (``fill``, ``masks``), whi
 a pair (``targets``) and the method parameters that the authors' scripts used. ``famegui run --preset NAME``
 applies one; flags given explicitly win over the preset. ``run.json`` records the preset and every value.
 
+The targets of a run are the target kinds' run targets (:class:`famegui.targets.RunTarget`: ``class`` for
+image lists; ``e+``, ``e-`` for pairs and triplets; a registered kind's own), plus ``decision`` for pairs.
 What each pair target measures (the probe is perturbed, the reference kept):
 
 - ``e+`` (similar): the map explains cos(f(probe), f(reference)); deletion should make it fall fast,
@@ -25,7 +27,8 @@ class Preset:
     label: str
     fill: str  # what a removed pixel becomes (see curves.FILLS)
     masks: str  # "rank" (exactly round(P*N) pixels) or "percentile" (every pixel at or above the percentile)
-    targets: tuple[str, ...] | None  # pair targets; None: e+ and e- (plus decision for accuracy metrics)
+    targets: tuple[str, ...] | None  # pair targets; None: the default ones (e+ and e-, plus decision for
+    # accuracy metrics)
     method_params: dict = field(default_factory=dict)  # {method: {param: value}}
     why: str = ""
 
@@ -50,7 +53,7 @@ PRESETS = {
             "their verification script"),
 }
 DEFAULT_PRESET = "famegui"
-PAIR_TARGETS = {"e+": "similar", "e-": "dissimilar", "decision": None}  # None: by the pair's label
+DECISION = "decision"  # the pair target of each pair's own decision: e+ for a genuine pair, e- for an impostor
 
 
 def get_preset(name: str) -> Preset:
@@ -59,17 +62,40 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-def target_kind(name: str, same: bool | None) -> str:
-    """The target kind of pair target ``name`` for a pair labelled ``same``."""
-    kind = PAIR_TARGETS[name]
+def run_targets(task: str = "verification") -> dict[str, str | None]:
+    """{run target name: its target kind} of the kinds of ``task`` ("classification" for image lists,
+    "verification" for pairs and triplets) that declare one, in the order they were registered; for
+    verification also ``decision`` (None: the kind follows the pair's label)."""
+    from ..targets import all_kinds
+
+    out: dict[str, str | None] = {k.run.name: k.name for k in all_kinds(task) if k.run is not None}
+    if task == "verification":
+        out[DECISION] = None
+    return out
+
+
+def target_kind(name: str, same: bool | None, task: str = "verification") -> str:
+    """The target kind of run target ``name`` (of ``task``) for an item labelled ``same`` (pairs)."""
+    targets = run_targets(task)
+    if name not in targets:
+        raise ValueError(f"no {task} target kind runs as {name!r} (known: {', '.join(targets)})")
+    kind = targets[name]
     if kind is None:
         return "dissimilar" if same is False else "similar"
     return kind
 
 
+def default_targets(task: str, metrics) -> list[str]:
+    """The run targets of ``task`` declared ``default`` (class; e+ and e-), and ``decision`` when a
+    verification-accuracy metric is asked for."""
+    from ..targets import all_kinds
+
+    out = [k.run.name for k in all_kinds(task) if k.run is not None and k.run.default]
+    if task == "verification" and any(str(m).startswith("accuracy-") for m in metrics):
+        out.append(DECISION)
+    return out
+
+
 def default_pair_targets(metrics) -> list[str]:
     """e+ and e-, and ``decision`` when a verification-accuracy metric is asked for."""
-    out = ["e+", "e-"]
-    if any(str(m).startswith("accuracy-") for m in metrics):
-        out.append("decision")
-    return out
+    return default_targets("verification", metrics)

@@ -34,7 +34,7 @@ from . import curves as C
 from . import rundir
 from .experiment import RANDOM, baseline, compute_map, evaluate
 from .metrics import Sample, metric_names
-from .presets import PAIR_TARGETS, default_pair_targets, get_preset, target_kind
+from .presets import default_targets, get_preset, run_targets, target_kind
 from .protocol import ImageItem, PairItem, Protocol
 
 DEFAULT_METRICS = ("deletion", "insertion")
@@ -76,32 +76,31 @@ def weights_sha256(model, weights: str | None) -> str | None:
 
 
 # --------------------------------------------------------------------------- one item
-def _class_index(model, label: str) -> int:
-    names = [n.lower() for n in (model.class_names or [])]
-    if label.lower() in names:
-        return names.index(label.lower())
-    if label.lstrip("-").isdigit() and 0 <= int(label) < (len(names) or 10**9):
-        return int(label)
-    raise ValueError(f"class {label!r} is neither a class name of {model.name} nor a class index")
-
-
 def _base_samples(model, item, cfg: dict) -> list[tuple[str, Sample]]:
-    """(target name, Sample without method) for each target of the run."""
+    """(target name, Sample without method) for each target of the run, the target given by its kind
+    (:meth:`famegui.targets.TargetKind.from_item`: a class kind reads an image's class label)."""
     from ..data.pipeline import prepare_for_model
-    from ..targets import Target
+    from ..targets import get_kind, register_kind, target_kinds
+
+    for kind in cfg.get("kinds", ()):  # a kind registered in the parent only (a worker is a fresh process)
+        if kind.name not in target_kinds():
+            register_kind(kind)
 
     def load(p):
         return prepare_for_model(model, str(p), align=cfg["align"]).tensor
 
     if isinstance(item, ImageItem):
-        t = Target("class", class_index=_class_index(model, item.class_label))
-        return [("class", Sample(model, load(item.path), t))]
+        targets = [(name, get_kind(target_kind(name, None, "classification")).from_item(model, item.label))
+                   for name in cfg["targets"]]
+        x = load(item.path)
+        return [(name, Sample(model, x, t)) for name, t in targets]
     if isinstance(item, PairItem):
         x, ref, nm, same = load(item.a), load(item.b), None, item.same
     else:
         x, ref, nm, same = load(item.probe), load(item.mate), load(item.non_mate), True
-    return [(name, Sample(model, x, Target(target_kind(name, same)), reference=ref, non_mate=nm,
-                          threshold=cfg["threshold"], same=same, group=name)) for name in cfg["targets"]]
+    return [(name, Sample(model, x, get_kind(target_kind(name, same)).from_item(model, item.label), reference=ref,
+                          non_mate=nm, threshold=cfg["threshold"], same=same, group=name))
+            for name in cfg["targets"]]
 
 
 def _row(key: str, index: int, label: str, method: str, target: str, metric: str, cfg: dict, **values) -> dict:
@@ -129,6 +128,8 @@ def _method_rows(base: Sample, method: str, index: int, tname: str, head: tuple,
             s = baseline(base, seed=index)
         elif (method, base.target.kind) in made:
             amap, earlier = made[method, base.target.kind]
+            if isinstance(amap, MapError):
+                return [_row(*head, method, tname, m, cfg, error=amap.text) for m in cfg["metrics"]], None
             made[method, base.target.kind] = (amap, 0.0)
             s = dataclasses.replace(base, method=method, params=dict(cfg["methods"][method]), amap=amap)
         else:
@@ -173,9 +174,12 @@ def explain_block(model, jobs: Sequence[tuple], cfg: dict) -> list[tuple[int, li
 
 def _fame_in_batches(model, items: list[list[tuple[str, Sample]]], cfg: dict) -> dict:
     """FAME maps of every pair target of ``items`` (each the base samples of one item), computed
-    ``cfg["fame_batch"]`` rows at a time (:func:`famegui.methods.fame.explain_fame_pairs`); returns
-    {id(item's bases): {("fame", kind): (map, seconds)}}. Nothing when FAME is not run, for classes, or
-    when a batch fails (its items then compute their maps one by one and record their own errors)."""
+    ``cfg["fame_batch"]`` rows at a time through the one explain path
+    (:func:`famegui.explanation.explain_rows`); returns {id(item's bases): {("fame", kind): (map, seconds)}}.
+    Nothing when FAME is not run, for classes, or with a batch of 1. A batch that fails gives each of its
+    rows the error (recorded in the table), never a silent fallback."""
+    from ..explanation import Row, explain_rows
+
     size = int(cfg.get("fame_batch") or 1)
     if "fame" not in cfg["methods"] or size < 2:
         return {}
@@ -183,38 +187,27 @@ def _fame_in_batches(model, items: list[list[tuple[str, Sample]]], cfg: dict) ->
     for bases in items:
         kinds = set()
         for _tname, base in bases:
-            if base.target.kind in ("similar", "dissimilar") and base.target.kind not in kinds:
+            if base.target.needs_reference and base.target.kind not in kinds:
                 kinds.add(base.target.kind)
                 rows.append((id(bases), base.target.kind, base))
     out: dict = {}
     for start in range(0, len(rows), size):
         chunk = rows[start:start + size]
         try:
-            maps, seconds = _fame_batch(model, [r[2] for r in chunk], [r[1] for r in chunk], cfg["methods"]["fame"])
-        except Exception:  # noqa: BLE001 - the items compute (and report) their maps one by one instead
-            continue
-        for (owner, kind, _s), amap in zip(chunk, maps):
-            out.setdefault(owner, {})["fame", kind] = (amap, seconds / len(chunk))
+            made = explain_rows(model, [Row(s.x, s.target, s.reference) for *_, s in chunk], "fame",
+                                cfg["methods"]["fame"], threshold=cfg["threshold"], batch=size, fatal="keep")
+        except Exception as e:  # noqa: BLE001 - recorded in every row of the batch (the run goes on)
+            made = [MapError(_one_line(e))] * len(chunk)
+        for (owner, kind, _s), e in zip(chunk, made):
+            out.setdefault(owner, {})["fame", kind] = (e, 0.0) if isinstance(e, MapError) else (e.map, e.info.seconds)
     return out
 
 
-def _fame_batch(model, samples: list[Sample], kinds: list[str], params: dict):
-    """The maps :func:`famegui.methods.run_method` gives for FAME on each sample, from one batch."""
-    import numpy as np
-    import torch
+@dataclass(frozen=True)
+class MapError:
+    """A map that could not be computed in its batch: the rows of its item record this error."""
 
-    from ..core.attribution import check_blur
-    from ..methods import get_method
-    from ..methods.fame import explain_fame_pairs, fame_params_for
-
-    started = time.perf_counter()
-    resolved = get_method("fame").resolve(dict(params), "verification")
-    x = torch.cat([s.x for s in samples])
-    check_blur(resolved.get("blur_kernel"), resolved.get("blur_sigma"), tuple(x.shape[-2:]))
-    res = explain_fame_pairs(model, x, torch.cat([s.reference for s in samples]), kinds,
-                             fame_params_for(model, resolved), every=int(resolved.get("iterations") or 1))
-    maps = [np.nan_to_num(np.asarray(m, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0) for m in res.maps]
-    return maps, time.perf_counter() - started
+    text: str
 
 
 def _item_rows(index: int, key: str, item, bases, err: str | None, cfg: dict, made: dict):
@@ -251,20 +244,29 @@ def resolve_methods(model, task: str, methods: Sequence[str], params: dict | Non
     return out
 
 
+def run_kinds(task: str, targets: Sequence[str]) -> list:
+    """The target kinds of the run targets ``targets`` of ``task`` (``decision``: e+'s and e-'s)."""
+    from ..targets import get_kind
+
+    names = [target_kind(t, same, task) for t in targets for same in (True, False)]
+    return [get_kind(n) for n in dict.fromkeys(names)]
+
+
 def _check_targets(protocol: Protocol, model, targets: Sequence[str] | None, metrics: Sequence[str]) -> list[str]:
-    if protocol.kind == "images":
-        if model.task != "classification":
-            raise ValueError(f"{model.name} is an embedding model; an image protocol needs a classifier")
-        if targets and list(targets) != ["class"]:
-            raise ValueError("an image protocol has the one target 'class'")
-        return ["class"]
-    if model.task != "embedding":
+    """The run targets (:func:`.presets.run_targets`: those the target kinds of the protocol's task declare)."""
+    task = "classification" if protocol.kind == "images" else "verification"
+    if protocol.kind == "images" and model.task != "classification":
+        raise ValueError(f"{model.name} is an embedding model; an image protocol needs a classifier")
+    if protocol.kind != "images" and model.task != "embedding":
         raise ValueError(f"{model.name} is a classifier; a {protocol.kind} protocol needs a face (embedding) model")
-    targets = list(targets or default_pair_targets(metrics))
-    bad = [t for t in targets if t not in PAIR_TARGETS]
+    known = run_targets(task)
+    targets = list(targets or default_targets(task, metrics))
+    bad = [t for t in targets if t not in known]
+    if (bad or not targets) and protocol.kind == "images" and len(known) == 1:
+        raise ValueError(f"an image protocol has the one target {next(iter(known))!r}")
     if bad or not targets:
-        raise ValueError(f"targets of a {protocol.kind} protocol are {', '.join(PAIR_TARGETS)}, "
-                         f"got {', '.join(bad) or 'none'}")
+        raise ValueError(f"targets of a{'n' if protocol.kind == 'images' else ''} {protocol.kind} protocol are "
+                         f"{', '.join(known)}, got {', '.join(bad) or 'none'}")
     return targets
 
 
@@ -340,6 +342,7 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     rundir.check_or_write_config(out_dir, config)
     cfg = {"methods": resolved, "targets": targets, "metrics": metrics, "fractions": [float(f) for f in fractions],
            "fill": fill, "masks": masks, "threshold": threshold, "align": align, "fame_batch": fame_batch}
+    cfg["kinds"] = run_kinds(task, targets)  # the target kinds, for workers that lack one (a plug-in's)
     del model  # the workers load their own
     done, skipped, errors = _run_blocks(protocol, out_dir, fame_batch, spec, cfg, engine, workers, address, progress)
     return RunSummary(done, skipped, errors, time.perf_counter() - started, len(protocol))

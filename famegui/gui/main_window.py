@@ -17,6 +17,7 @@ from PySide6.QtCore import QRect, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QApplication, QLabel, QMainWindow, QTabWidget, QVBoxLayout, QWidget
 
+from ..models.wrapper import ModelWrapper
 from ..session import MapResult, Session
 from .context import AppContext
 from .display import DisplaySettings
@@ -45,7 +46,7 @@ class MainWindow(QMainWindow):
     images_ready = Signal()
     error_shown = Signal(str)
 
-    def __init__(self, model: str | None = None, weights: str | None = None, images=(),
+    def __init__(self, model: str | ModelWrapper | None = None, weights: str | None = None, images=(),
                  settings: QSettings | None = None, load_demo: bool = True) -> None:
         super().__init__()
         self.setWindowTitle("famegui")
@@ -243,9 +244,13 @@ class MainWindow(QMainWindow):
             self.pair.open_result(res)
 
     # ================================================================== start-up, files, export, state
-    def start(self, model: str | None, weights: str | None, images: list[str]) -> None:
-        """Load the model and the images (none given: the demo's probe, its mate and a non-mate)."""
-        self.load_model(model or DEFAULT_MODEL, weights)
+    def start(self, model, weights: str | None, images: list) -> None:
+        """Load the model and the images (none given: the demo's probe, its mate and a non-mate). ``model``: a
+        spec to load, or a model already in memory (``famegui.open``); images: files or LoadedImages."""
+        if isinstance(model, ModelWrapper):
+            self.model_dock.use_model(model)
+        else:
+            self.load_model(model or DEFAULT_MODEL, weights)
         for slot, path in zip(SLOTS, images or demo_paths()):
             self.load_image(slot, path)
 

@@ -147,8 +147,26 @@ class ModelDock(QDockWidget):
 
         self.ctx.submit(self.ctx.io, work, f"loading {spec}", done=self.adopt_model, failed=failed, clears_error=True)
 
+    def use_model(self, model) -> None:
+        """Use a model already in memory (``famegui.open(module)``): moved to the chosen device and prepared
+        on the io lane like a loaded one."""
+        device = self.ctx.device
+        self.ctx.cancel_jobs()
+
+        def work(_job):
+            if device != "cpu":
+                model.to(device)
+            self.session.set_model(model)
+            return model
+
+        self.ctx.submit(self.ctx.io, work, f"using {model.name}", done=self.adopt_model, clears_error=True)
+
     def reload(self) -> None:
-        """The current model again (e.g. on another device)."""
+        """The current model again (e.g. on another device); a model from memory is moved, not loaded."""
+        model = self.session.model
+        if model is not None and model.extras.get("in_memory"):
+            self.use_model(model)
+            return
         self.load_model(self.session.model_spec or DEFAULT_MODEL, self.session.weights)
 
     def adopt_model(self, model) -> None:
@@ -186,9 +204,10 @@ class ModelDock(QDockWidget):
         if path:
             self.load_image(slot, path)
 
-    def load_image(self, slot: str, path: str, face_index: int | None = None) -> None:
+    def load_image(self, slot: str, path, face_index: int | None = None) -> None:
         """Load and prepare the image of ``slot`` on the io lane (the probe's face from the spin box);
-        if that fails the slot keeps the image it had."""
+        if that fails the slot keeps the image it had. ``path``: a file, or an image already in memory
+        (a :class:`~famegui.data.images.LoadedImage`, from ``famegui.open``)."""
         idx = self.face_spin.value() if (slot == "probe" and face_index is None) else (face_index or 0)
 
         def work(_job):
@@ -201,7 +220,8 @@ class ModelDock(QDockWidget):
                 raise
             return slot
 
-        self.ctx.submit(self.ctx.io, work, f"loading {Path(path).name}", done=lambda s: self._on_image_loaded(s, path),
+        name = path if isinstance(path, str) else path.path  # a LoadedImage is named by where it came from
+        self.ctx.submit(self.ctx.io, work, f"loading {Path(name).name}", done=lambda s: self._on_image_loaded(s, name),
                         clears_error=True)
 
     def _put_back(self, slot: str, image, face_index: int) -> None:
@@ -223,7 +243,8 @@ class ModelDock(QDockWidget):
             label += "\n(see the tooltip)" if len(inp.note) > 30 else f"\n({inp.note})"
         self.image_labels[slot].setText(label)
         self.image_labels[slot].setToolTip(tip)
-        self.recent.add(path)
+        if Path(path).is_file():  # not an image from memory
+            self.recent.add(path)
         emit(self.inputs_changed)
         emit(self.image_loaded, slot)
 

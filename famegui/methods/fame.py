@@ -328,3 +328,88 @@ register(MethodSpec(
     cost="iterative", fn=_fame, params=FAME_PARAMS, task_outputs={"classification": "single", "cell": "single"},
     description="Feature Activation Map Explanation: accumulated normalised-gradient perturbation",
 ))
+
+
+# ----------------------------------------------------------------------------- many rows, in batches
+PAIR_KINDS = ("similar", "dissimilar")  # the kinds explain_fame_pairs runs with their own references per row
+
+
+def explain_fame_rows(model: ModelWrapper, rows: Sequence[tuple[torch.Tensor, Target, torch.Tensor | None]],
+                      params: dict, *, batch: int | None = None, progress=None, cancel=None, on_batch=None
+                      ) -> list[tuple[np.ndarray, dict, float, int]]:
+    """FAME for many (input, target, reference) rows in batches; per row (map, info, seconds, batch size).
+
+    Rows are grouped so that a batch shares one loss: pairs (e+ and e- mixed, each row its own reference,
+    :func:`explain_fame_pairs`), cells of one layer, or one other kind. ``batch``: rows per batch (None:
+    :func:`cells_batch_size` of the layer a group reaches). ``on_batch(indices, runs)`` after each batch;
+    ``progress(fraction, None)`` during the work. Used by :func:`famegui.explanation.explain_rows` only.
+    """
+    from ..core.attribution import check_blur
+
+    fp = fame_params_for(model, params)
+    check_blur(fp.blur_kernel, fp.blur_sigma, tuple(rows[0][0].shape[-2:]))
+    groups: dict[tuple, list[int]] = {}
+    for i, (_x, t, _r) in enumerate(rows):
+        key = ("pair",) if t.kind in PAIR_KINDS else (t.kind, t.layer, None if _r is None else id(_r))
+        groups.setdefault(key, []).append(i)
+    out: list = [None] * len(rows)
+    done = 0
+    for key, members in groups.items():
+        size = int(batch) if batch else _auto_batch(model, rows[members[0]][1], fp.crop)
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            n = len(chunk)
+
+            def inner(step, _done=done, _n=n):
+                if progress is not None:
+                    progress((_done + _n * step.iteration / step.total) / len(rows), None)
+
+            runs = _fame_chunk(model, [rows[i] for i in chunk], key == ("pair",), fp, inner, cancel)
+            for i, run in zip(chunk, runs):
+                out[i] = run
+            done += len(chunk)
+            if on_batch is not None:
+                on_batch(chunk, runs)
+            if progress is not None:
+                progress(done / len(rows), None)
+    return out
+
+
+def _auto_batch(model: ModelWrapper, target: Target, crop: bool) -> int:
+    if target.kind == "cell":
+        return cells_batch_size(model, target.layer, crop)
+    layers = model.layers()
+    return cells_batch_size(model, layers[-1].name) if layers else 1
+
+
+def _fame_chunk(model, rows, pairs: bool, fp: FameParams, callback, cancel) -> list[tuple]:
+    """One batch: the maps and what each row's run reported."""
+    t0 = time.perf_counter()
+    xs = [x.to(model.device) for x, _t, _r in rows]
+    same = all(x is xs[0] or torch.equal(x, xs[0]) for x in xs[1:])
+    x = xs[0].expand(len(xs), -1, -1, -1) if same and len(xs) > 1 else torch.cat(xs)
+    every = max(1, fp.iterations // 10)
+    if pairs:
+        refs = torch.cat([r.to(model.device) for _x, _t, r in rows])
+        res = explain_fame_pairs(model, x, refs, [t.kind for _x, t, _r in rows], fp, callback=callback,
+                                 cancel=cancel, every=every)
+    else:
+        refs = rows[0][2]
+        res = explain_fame(model, x, [t for _x, t, _r in rows], fp, reference=refs, callback=callback,
+                           cancel=cancel, every=every)
+    seconds = (time.perf_counter() - t0) / len(rows)
+    out = []
+    for j in range(len(rows)):
+        amap = np.asarray(res.maps[j], dtype=np.float32)
+        info = {"initial_loss": float(res.initial_loss[j]), "final_loss": float(res.final_loss[j]),
+                "iterations": int(res.iterations[j]), "empty": bool(res.empty[j])}
+        if model.device.type == "cpu":
+            info["threads"] = torch.get_num_threads()
+        if res.window is not None:
+            info["crop"] = list(res.window.size)
+        finite = np.isfinite(amap)
+        if not finite.all():
+            info["non_finite_values"] = int(amap.size - finite.sum())
+            amap = np.nan_to_num(amap, nan=0.0, posinf=0.0, neginf=0.0)
+        out.append((amap, info, seconds, len(rows)))
+    return out

@@ -239,4 +239,6 @@ class ModelWrapper:
             "alignment": self.alignment,
             "threshold": self.threshold,
             "distance_threshold": self.distance_threshold,
+            # a module given in memory (famegui.wrap) or by an entry point: its class, and whether it was in memory
+            **{k: self.extras[k] for k in ("in_memory", "module_class") if k in self.extras},
         }

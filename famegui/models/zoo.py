@@ -204,7 +204,7 @@ def runs_code(spec: str) -> bool:
             return runs_code(parse_identification_spec(spec)[0])
         except ValueError:
             return False
-    if ":" not in spec or spec.startswith(("/", ".", "~", TIMM_PREFIX, "insightface:")):
+    if ":" not in spec or spec.startswith(("/", ".", "~", TIMM_PREFIX, "insightface:", MEMORY_PREFIX)):
         return False
     return not _exists(spec)
 
@@ -243,7 +243,7 @@ def _load_entry_point(spec: str, weights: str | None, options: dict) -> ModelWra
         return obj
     if not isinstance(obj, nn.Module):
         raise ModelLoadError(f"{spec} returned {type(obj).__name__}, not a torch.nn.Module")
-    weights_id = "entry-point"
+    weights_id = module_sha256(obj)  # what ``famegui.wrap`` records for the same module in memory
     if weights not in (None, "random"):
         state = read_state_dict(Path(weights))
         load_state_dict_strict(obj, state, spec, weights)
@@ -251,33 +251,95 @@ def _load_entry_point(spec: str, weights: str | None, options: dict) -> ModelWra
     return _wrap_generic(obj, spec, spec, weights_id, options)
 
 
+NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": ((0.0,) * 3, (1.0,) * 3),
+                  "half": ((0.5,) * 3, (0.5,) * 3)}
+
+
+MEMORY_PREFIX = "memory:"  # the source of a module wrapped in memory (famegui.wrap): it cannot be loaded again
+
+
+def module_sha256(module: nn.Module) -> str:
+    """A hash of a module's state (every parameter and buffer by name, dtype, shape and value): the weights
+    id of a module wrapped in memory or made by an entry point, so a sidecar can tell whether the module that
+    reproduces a map has the same weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "module-sha256:" + h.hexdigest()
+
+
 def _wrap_generic(module: nn.Module, name: str, source: str, weights_id: str, options: dict) -> ModelWrapper:
-    size = options.get("input_size") or 224
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    norm = options.get("normalize", "imagenet")
-    mean, std = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "none": ((0.0,) * 3, (1.0,) * 3),
-                 "half": ((0.5,) * 3, (0.5,) * 3)}[norm]
+    """A loaded module with the preprocessing the options give (``input_size``, ``normalize`` or explicit
+    ``mean``/``std``, ``channel_order``, ``task``, ``class_names``)."""
+    mean, std = NORMALIZATIONS[options.get("normalize") or "imagenet"]
+    return wrap_module(module, name=name, source=source, weights_id=weights_id,
+                       input_size=options.get("input_size") or 224, mean=options.get("mean") or mean,
+                       std=options.get("std") or std, task=options.get("task"),
+                       channel_order=options.get("channel_order") or "RGB", class_names=options.get("class_names"))
+
+
+def _triple(values, what: str) -> tuple[float, float, float]:
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise ModelLoadError(f"{what} must be three numbers (R, G, B), got {values!r}") from None
+    if len(out) != 3 or not all(torch.isfinite(torch.tensor(out))):
+        raise ModelLoadError(f"{what} must be three finite numbers (R, G, B), got {values!r}")
+    return out  # type: ignore[return-value]
+
+
+def wrap_module(module: nn.Module, *, name: str, source: str, weights_id: str, input_size=224,
+                mean=IMAGENET_MEAN, std=IMAGENET_STD, task: str | None = None, channel_order: str = "RGB",
+                class_names=None) -> ModelWrapper:
+    """Any ``nn.Module`` behind the common interface: its preprocessing as given, its task (classification or
+    embedding) given or guessed from one forward pass on a grey image, its last spatial layer the default.
+
+    Raises :class:`ModelLoadError` (one line) when the module fails on an input of that size, returns more
+    than one tensor, or a value is out of range."""
+    if not isinstance(module, nn.Module):
+        raise ModelLoadError(f"{source} is a {type(module).__name__}, not a torch.nn.Module")
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 8 <= v <= 4096 for v in size):
+        raise ModelLoadError(f"input size must be a whole number of pixels from 8 to 4096, got {input_size!r}")
+    mean, std = _triple(mean, "mean"), _triple(std, "std")
+    if min(std) <= 0:
+        raise ModelLoadError(f"std must be positive, got {std}")
+    if channel_order not in ("RGB", "BGR"):
+        raise ModelLoadError(f"channel order must be RGB or BGR, got {channel_order!r}")
+    if task not in (None, "classification", "embedding"):
+        raise ModelLoadError(f"task must be classification or embedding, got {task!r}")
     module.eval()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    probe = torch.full((1, 3, *size), 0.5, device=device)
     with torch.no_grad():
         try:
-            out = module((torch.full((1, 3, *size), 0.5) - torch.tensor(mean).view(1, 3, 1, 1))
-                         / torch.tensor(std).view(1, 3, 1, 1))
+            out = module((probe - torch.tensor(mean, device=device).view(1, 3, 1, 1))
+                         / torch.tensor(std, device=device).view(1, 3, 1, 1))
         except Exception as e:
-            raise ModelLoadError(f"{source} fails on a 1x3x{size[0]}x{size[1]} input "
-                                 f"({type(e).__name__}); set --input-size") from None
-    if isinstance(out, (tuple, list)):
+            raise ModelLoadError(f"{source} fails on a 1x3x{size[0]}x{size[1]} input ({type(e).__name__}); "
+                                 "set the input size (--input-size; input_size= in famegui.wrap)") from None
+    if isinstance(out, (tuple, list)) or not isinstance(out, torch.Tensor):
         raise ModelLoadError(f"{source} returns a {type(out).__name__}; famegui needs one output tensor")
     looks_like_classes = out.ndim == 2 and out.shape[1] in (1000, 10, 100)
-    task = options.get("task") or ("classification" if looks_like_classes else "embedding")
-    classes = None
-    if task == "classification" and out.shape[1] == 1000:
+    task = task or ("classification" if looks_like_classes else "embedding")
+    classes = None if class_names is None else [str(c) for c in class_names]
+    if classes is not None and (task != "classification" or len(classes) != out.shape[1]):
+        raise ModelLoadError(f"{len(classes)} class names for a {task} model with {out.shape[1]} outputs")
+    if classes is None and task == "classification" and out.shape[1] == 1000:
         import torchvision
 
         classes = list(torchvision.models.ResNet18_Weights.DEFAULT.meta["categories"])
-    elif task == "classification":
+    elif classes is None and task == "classification":
         classes = [f"class {i}" for i in range(out.shape[1])]
     w = ModelWrapper(name=name, module=module, input_size=size, mean=mean, std=std, task=task,
-                     class_names=classes, weights_id=weights_id, source=source)
+                     class_names=classes, channel_order=channel_order, weights_id=weights_id, source=source)
+    w.extras["module_class"] = f"{type(module).__module__}.{type(module).__qualname__}"
+    if source.startswith(MEMORY_PREFIX):
+        w.extras["in_memory"] = True
     spatial = w.spatial_layers()
     w.default_layer = spatial[-1].name if spatial else None
     return w
@@ -328,6 +390,9 @@ def load_model(spec: str, weights: str | None = None, **options) -> ModelWrapper
         if not gallery.is_dir():
             raise ModelLoadError(f"gallery folder not found: {gallery}")
         return build_identification_model(load_model(emb_spec, None if weights == "random" else weights), gallery)
+    if spec.startswith(MEMORY_PREFIX):
+        raise ModelLoadError(f"the model was a module in memory ({spec[len(MEMORY_PREFIX):]}), which cannot be "
+                             "loaded again: pass the module itself, or wrap it with entry_point='pkg.mod:fn'")
     if spec == EMBEDDED_DEFAULT:
         from .dlib_resnet import load_dlib_resnet
 

@@ -10,7 +10,14 @@ measures it (see :class:`TargetKind`):
 - :meth:`TargetKind.explained_score`: the score faithfulness metrics follow.
 
 A new kind is one subclass of :class:`TargetKind` passed to :func:`register_kind`;
-the CLI, the Session, the methods and the metrics look it up by name.
+the CLI, the Session, the methods and the metrics look it up by name. The kind also says
+where a user asks for it, so that nothing else names the kinds:
+
+- :attr:`TargetKind.cli` (:class:`CliFlag`): its flag of ``explain`` / ``sanity`` /
+  ``faithfulness`` (``--cell LAYER:ROW,COL``), read by :meth:`TargetKind.from_cli`;
+- :attr:`TargetKind.gui` (:class:`GuiChoice`): its choice in the window's view of its task;
+- :attr:`TargetKind.run` (:class:`RunTarget`): its target name in protocol runs
+  (``famegui run --target NAME``), an item's target by :meth:`TargetKind.from_item`.
 """
 from __future__ import annotations
 
@@ -98,6 +105,50 @@ class Target:
         return cls(kind, layer, cell, index)
 
 
+@dataclass(frozen=True)
+class CliFlag:
+    """How a kind is asked for on the command line (``explain``, ``sanity``, ``faithfulness``).
+
+    A kind of its own input (not a pair) has a ``flag`` that takes a value (``--cell LAYER:ROW,COL``; ``dest``:
+    the argparse name when the flag's is a Python keyword), checked before any model is loaded by
+    :meth:`TargetKind.check_cli` and read by :meth:`TargetKind.from_cli`. A pair kind (``needs_reference``)
+    is a ``choice`` of ``--target``, given with ``--reference IMG2``; ``in_both``: one of the maps of
+    ``--target both`` (sanity, faithfulness: e+ and e-)."""
+
+    flag: str | None = None
+    metavar: str | None = None
+    help: str | None = None
+    dest: str | None = None
+    choice: str | None = None
+    in_both: bool = False
+
+    @property
+    def key(self) -> str:
+        """The attribute of the parsed arguments that holds the flag's value."""
+        return self.dest or (self.flag or "").lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class GuiChoice:
+    """How a kind is offered in the window: one choice (``label``, ``tip`` its tooltip) in the view of its task.
+    The Classes view builds a classification kind's target with the class the user clicked
+    (``Target(kind, class_index=k)``); the Pair view a verification kind's against the other photo
+    (``Target(kind)``)."""
+
+    label: str
+    tip: str = ""
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """A kind's target in protocol runs: its ``name`` (``famegui run --target NAME``, the ``target`` column of
+    the run's table, its maps' file names) and whether a run without ``--target`` has it (``default``). Runs
+    of image lists take the classification kinds, runs of pairs and triplets the verification kinds."""
+
+    name: str
+    default: bool = False
+
+
 class TargetKind:
     """The declaration of one kind of target. Subclasses set the class attributes and override the
     methods their task needs; a method family whose hook raises simply does not explain that kind."""
@@ -106,12 +157,28 @@ class TargetKind:
     task: str = "classification"  # which methods apply: those declaring this task
     needs_reference: bool = False  # a pair target: explained against a reference embedding
     model_task: str | None = None  # the model task it needs ("classification" / "embedding"), None = any
+    cli: CliFlag | None = None  # its command-line flag (None: not asked for on the command line)
+    gui: GuiChoice | None = None  # its choice in the window (None: not offered there)
+    run: RunTarget | None = None  # its target in protocol runs (None: not run)
 
     def validate(self, target: Target) -> None:
         """Raise ValueError when ``target`` lacks a field this kind needs."""
 
     def label(self, target: Target) -> str:
         return self.name
+
+    def check_cli(self, text: str) -> None:
+        """The value of the kind's flag, checked before any model is loaded (ValueError: what it must be)."""
+
+    def from_cli(self, text: str | None, model: ModelWrapper, x: torch.Tensor) -> Target:
+        """The target the flag's value ``text`` (None for a ``--target`` choice) asks for, on ``model``'s
+        prepared input ``x`` (e.g. its top class); ValueError, one line, when it does not fit the model."""
+        return Target(self.name)
+
+    def from_item(self, model: ModelWrapper, label: str) -> Target:
+        """The target of one protocol item: ``label`` is the item's (an image's class name or index; a pair's
+        ``genuine`` / ``impostor``)."""
+        return Target(self.name)
 
     def check_model(self, model: ModelWrapper) -> None:
         if self.model_task is not None and model.task != self.model_task:
@@ -140,11 +207,35 @@ _KINDS: dict[str, TargetKind] = {}
 
 
 def register_kind(kind: TargetKind) -> TargetKind:
-    """Make a target kind known everywhere (CLI, Session, methods, metrics)."""
+    """Make a target kind known everywhere (CLI, Session, methods, metrics, the window, protocol runs)."""
     if not kind.name or kind.task not in TASKS:
         raise ValueError(f"a target kind needs a name and one of the tasks {TASKS}")
+    _check_declarations(kind)
     _KINDS[kind.name] = kind
     return kind
+
+
+def _check_declarations(kind: TargetKind) -> None:
+    """A kind's flag, ``--target`` word and run target name are its own (ValueError naming the other kind)."""
+    cli = kind.cli
+    if cli is not None and (cli.flag is None) == (cli.choice is None):
+        raise ValueError(f"target kind {kind.name!r}: its CliFlag needs a flag or a choice of --target, not both")
+    if cli is not None and (cli.choice is not None) != kind.needs_reference:
+        raise ValueError(f"target kind {kind.name!r}: pair kinds (and only they) are a choice of --target")
+    for other in _KINDS.values():
+        if other.name == kind.name:
+            continue
+        taken = []
+        if cli is not None and other.cli is not None:
+            if cli.flag is not None and cli.flag == other.cli.flag:
+                taken.append(f"the flag {cli.flag}")
+            if cli.choice is not None and cli.choice == other.cli.choice:
+                taken.append(f"--target {cli.choice}")
+        if kind.run is not None and other.run is not None and other.task == kind.task \
+                and kind.run.name == other.run.name:
+            taken.append(f"the run target {kind.run.name}")
+        if taken:
+            raise ValueError(f"target kind {kind.name!r}: {' and '.join(taken)} is already {other.name!r}'s")
 
 
 def unregister_kind(name: str) -> None:
@@ -160,6 +251,11 @@ def get_kind(name: str) -> TargetKind:
 
 def target_kinds() -> tuple[str, ...]:
     return tuple(_KINDS)
+
+
+def all_kinds(task: str | None = None) -> tuple[TargetKind, ...]:
+    """The registered kinds (of ``task`` only, when given), in the order they were registered."""
+    return tuple(k for k in _KINDS.values() if task is None or k.task == task)
 
 
 INDEX_LIMIT = 2 ** 31  # no layer has more rows or columns, no classifier more classes

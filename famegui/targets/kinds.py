@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from . import Target, TargetKind, register_kind, whole_number
+from . import CliFlag, GuiChoice, RunTarget, Target, TargetKind, register_kind, whole_number
 from .losses import cell_loss, class_logit_loss, verification_loss
 
 
@@ -15,6 +15,7 @@ class CellKind(TargetKind):
 
     name = "cell"
     task = "cell"
+    cli = CliFlag("--cell", metavar="LAYER:ROW,COL")  # in the window: the Feature map view's clicks
 
     def validate(self, target: Target) -> None:
         if target.layer is None or target.cell is None:
@@ -28,6 +29,14 @@ class CellKind(TargetKind):
 
     def label(self, target: Target) -> str:
         return f"{target.layer}[{target.cell[0]},{target.cell[1]}]"
+
+    def check_cli(self, text: str) -> None:
+        Target.parse_cell(text)
+
+    def from_cli(self, text, model, x) -> Target:
+        t = Target.parse_cell(text)
+        model.layer_info(t.layer)  # unknown layer -> KeyError with a hint
+        return t
 
     def loss(self, model, targets: Sequence[Target], reference=None):
         if len({t.layer for t in targets}) != 1:
@@ -49,6 +58,9 @@ class ClassKind(TargetKind):
     name = "class"
     task = "classification"
     model_task = "classification"
+    cli = CliFlag("--class", metavar="K|NAME|top1", dest="class_")
+    gui = GuiChoice("class logit", "the raw logit (score) of the class")
+    run = RunTarget("class", default=True)
 
     def validate(self, target: Target) -> None:
         if target.class_index is None:
@@ -57,6 +69,17 @@ class ClassKind(TargetKind):
 
     def label(self, target: Target) -> str:
         return f"class {target.class_index}"
+
+    def check_cli(self, text: str) -> None:
+        top_rank(text, self.cli.flag)
+
+    def from_cli(self, text, model, x) -> Target:
+        if model.task != "classification":
+            raise ValueError(f"{model.name} is an embedding model; use --reference IMG --target similar|dissimilar")
+        return Target(self.name, class_index=class_from_text(model, text, x, self.cli.flag))
+
+    def from_item(self, model, label: str) -> Target:
+        return Target(self.name, class_index=class_from_label(model, label))
 
     def check_model(self, model) -> None:
         if model.task != "classification":
@@ -83,6 +106,51 @@ class ClassKind(TargetKind):
         if model.extras.get("scores") == "cosine":
             return (lambda xs: model(xs)[:, k]), "class cosine"
         return (lambda xs: torch.softmax(model(xs), dim=1)[:, k]), "class probability"
+
+
+def top_rank(text: str, flag: str = "--class") -> int | None:
+    """K of ``topK`` (None when ``text`` is not of that form); ValueError for top0 or a non-number."""
+    if not text.lower().startswith("top"):
+        return None
+    rest = text[3:]
+    if not rest:
+        return 1
+    if not rest.isdigit() or int(rest) < 1:
+        raise ValueError(f"{flag} {text}: topK needs K >= 1 (top1 is the highest-scoring class)")
+    return int(rest)
+
+
+def class_from_text(model, text: str, x: torch.Tensor, flag: str = "--class") -> int:
+    """A class given on the command line (an index, a class name, or ``topK`` of ``model`` on the input ``x``)
+    as a class index; ValueError (one line) when ``model`` has no such class."""
+    names = model.class_names or []
+    k = top_rank(text, flag)
+    if k is not None:
+        with torch.no_grad():
+            logits = model(x.to(model.device))
+        n = int(logits.shape[-1])
+        if k > n:
+            raise ValueError(f"{flag} {text}: {model.name} has only {n} classes (top1 to top{n})")
+        return int(logits[0].argsort(descending=True)[k - 1])
+    if text.lstrip("-").isdigit():
+        idx = int(text)
+        if not 0 <= idx < (len(names) or 10**9):
+            raise ValueError(f"class {idx} is out of range ({len(names)} classes)")
+        return idx
+    lowered = [n.lower() for n in names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    raise ValueError(f"unknown class {text!r}: give an index, a class name or top1")
+
+
+def class_from_label(model, label: str) -> int:
+    """The class index of a protocol item's label (a class name of ``model`` or an index)."""
+    names = [n.lower() for n in (model.class_names or [])]
+    if label.lower() in names:
+        return names.index(label.lower())
+    if label.lstrip("-").isdigit() and 0 <= int(label) < (len(names) or 10**9):
+        return int(label)
+    raise ValueError(f"class {label!r} is neither a class name of {model.name} nor a class index")
 
 
 class CosineTarget:
@@ -116,9 +184,12 @@ class SimilarityKind(TargetKind):
     needs_reference = True
     model_task = "embedding"
 
-    def __init__(self, name: str, dissimilar: bool) -> None:
+    def __init__(self, name: str, dissimilar: bool, gui: GuiChoice, run: str) -> None:
         self.name = name
         self.dissimilar = dissimilar
+        self.cli = CliFlag(choice=name, in_both=True)
+        self.gui = gui
+        self.run = RunTarget(run, default=True)
 
     def label(self, target: Target) -> str:
         return "e- (dissimilar)" if self.dissimilar else "e+ (similar)"
@@ -161,5 +232,7 @@ class SimilarityKind(TargetKind):
 
 register_kind(CellKind())
 register_kind(ClassKind())
-register_kind(SimilarityKind("similar", dissimilar=False))
-register_kind(SimilarityKind("dissimilar", dissimilar=True))
+register_kind(SimilarityKind("similar", dissimilar=False, run="e+",
+                             gui=GuiChoice("e+ (similar)", "e+: what makes the two photos similar")))
+register_kind(SimilarityKind("dissimilar", dissimilar=True, run="e-",
+                             gui=GuiChoice("e- (different)", "e-: what makes the two photos different")))

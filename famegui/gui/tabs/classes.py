@@ -1,4 +1,7 @@
-"""The Classes tab (classifiers): the probe's top-5 classes; click one to explain it with FAME."""
+"""The Classes tab (classifiers): the probe's top-5 classes; click one to explain it with FAME.
+
+What is explained for the clicked class is the chosen classification kind (its class logit, or a registered
+kind's choice, :class:`famegui.targets.GuiChoice`); the choice is shown when there is more than one."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,6 +13,7 @@ from ...methods import get_method
 from ...session import MapResult
 from ...targets import Target
 from ..canvas import ImageCanvas
+from ..target_controls import KindChoice
 from .base import Tab
 
 
@@ -24,6 +28,7 @@ class ClassesTab(Tab):
         self.result: MapResult | None = None
         self._job = None  # the newest class-map job
         self.rows: list = []  # the top-5 shown: (class index, name, score)
+        self.class_index: int | None = None  # the class asked for last
         self.canvas = ImageCanvas("class explanation", colorbar=True)
         self.class_list = QListWidget()
         self.class_list.setMaximumWidth(320)
@@ -34,8 +39,11 @@ class ClassesTab(Tab):
         self.gallery_button.clicked.connect(self._choose_gallery)
         self.info = QLabel("Top-5 classes of the probe image; click one to explain it.")
         self.info.setWordWrap(True)
+        self.kinds = KindChoice("classification", self._kind_changed)  # what is explained for the class
+        self.kinds.setVisible(len(self.kinds.buttons) > 1)
         side = QVBoxLayout()
         side.addWidget(self.info)
+        side.addWidget(self.kinds)
         side.addWidget(self.class_list, 1)
         side.addWidget(self.gallery_button)
         lay = QHBoxLayout(self)
@@ -46,6 +54,7 @@ class ClassesTab(Tab):
     def on_model_loaded(self, model) -> None:
         self.result = None
         self.rows = []
+        self.class_index = None
 
     def on_inputs_changed(self) -> None:
         model = self.session.model
@@ -80,9 +89,14 @@ class ClassesTab(Tab):
     def _on_clicked(self, item: QListWidgetItem) -> None:
         self.request_class(int(item.data(Qt.UserRole)))
 
+    def _kind_changed(self) -> None:
+        if self.class_index is not None:
+            self.request_class(self.class_index)  # the class shown, now with the kind picked
+
     def request_class(self, class_index: int) -> None:
-        """FAME for one class: from the cache, else a background job."""
-        target = Target("class", class_index=class_index)
+        """FAME for one class, of the chosen kind: from the cache, else a background job."""
+        self.class_index = class_index
+        target = Target(self.kinds.kind(), class_index=class_index)
         params = self.ctx.current_params()
         hit = self.session.cached("fame", target, params)
         if hit is not None:
@@ -90,7 +104,8 @@ class ClassesTab(Tab):
             return
         signed = get_method("fame").signed(target.task, params)
         self.result = None
-        self.canvas.set_title(f"FAME class {class_index}: computing...")
+        what = target.label()  # "class 3"
+        self.canvas.set_title(f"FAME {what}: computing...")
 
         def work(job):
             return self.session.explain("fame", target, params, progress=job.progress, cancel=job.cancelled)
@@ -98,14 +113,14 @@ class ClassesTab(Tab):
         def progress(fraction, payload):
             if payload is not None and self._job is job:
                 self.draw_map(self.canvas, "probe", payload, signed)
-                self.canvas.set_title(f"FAME class {class_index}: {100 * fraction:.0f}%")
+                self.canvas.set_title(f"FAME {what}: {100 * fraction:.0f}%")
 
-        def ended(what):
+        def ended(why):
             if self._job is job and self.result is None:
                 self.canvas.set_image(None)
-                self.canvas.set_title(f"FAME class {class_index}: {what}")
+                self.canvas.set_title(f"FAME {what}: {why}")
 
-        job = self._job = self.ctx.submit(self.ctx.compute, work, f"FAME class {class_index}", done=self.show_result,
+        job = self._job = self.ctx.submit(self.ctx.compute, work, f"FAME {what}", done=self.show_result,
                                           progress=progress, cancelled=lambda: ended("cancelled"),
                                           failed=lambda _m: ended("failed"))
 
@@ -113,12 +128,18 @@ class ClassesTab(Tab):
         self.result = res
         names = self.session.model.class_names or []
         k = res.target.class_index
-        self.canvas.set_title(f"{get_method(res.method).label}: {names[k] if k < len(names) else k}")
+        title = f"{get_method(res.method).label}: {names[k] if k is not None and k < len(names) else k}"
+        if len(self.kinds.buttons) > 1 and self.kinds.offers(res.target.kind):  # which kind, when there is a choice
+            title += f" ({self.kinds.label(res.target.kind)})"
+        self.canvas.set_title(title)
         self.draw_map(self.canvas, "probe", res.map, res.signed, res)
         self.ctx.announce(res)
 
     def open_result(self, res: MapResult) -> None:
-        """A class map computed elsewhere (the comparison), shown here large."""
+        """A class map computed elsewhere (the comparison), shown here large (the kind choice follows it)."""
+        if self.kinds.offers(res.target.kind):
+            self.kinds.set_kind(res.target.kind)
+        self.class_index = res.target.class_index
         self.show_result(res)
         self.ctx.show_tab(self, quietly=True)
 

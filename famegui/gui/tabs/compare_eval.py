@@ -1,6 +1,9 @@
 """The Compare tab's checks of its maps, as background work: faithfulness curves and the sanity test.
 
-Both call the same Qt-free experiment code as ``famegui faithfulness`` / ``famegui sanity``
+The curves are those of every registered metric that declares itself fit for the GUI
+(``Metric.gui``, :func:`famegui.evaluation.metrics.metric_names` with ``gui=True``) and applies to a
+sample; a metric registered elsewhere is run here without an edit. Curves and sanity test call the same
+Qt-free experiment code as ``famegui faithfulness`` / ``famegui sanity``
 (:func:`famegui.evaluation.experiment.evaluate`, :func:`famegui.evaluation.sanity.sanity_suite`);
 the functions here only gather their inputs from the session.
 """
@@ -11,11 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 
 from ...evaluation.experiment import baseline, evaluate
-from ...evaluation.metrics import Sample
+from ...evaluation.metrics import Sample, metric_names
 from ...session import MapResult, Session
-
-FAITHFULNESS_METRICS = ("deletion", "insertion")
-HIDING = "hiding"  # the hiding game (Wang et al., PRL 2025): needs a non-mate
 
 
 class FaithfulnessPlan:
@@ -23,6 +23,8 @@ class FaithfulnessPlan:
 
     ``verification``: the maps explain a face pair; the decision threshold (for S-RISE's flip share) is
     looked up in the worker. A third photo not in the pair is the non-mate of the hiding game.
+    ``metrics``: the registry's GUI metrics when the plan is made; the experiment skips, per sample, those
+    that do not apply (the hiding game without a non-mate, a class metric on a pair).
     """
 
     def __init__(self, session: Session, results: Sequence[MapResult], verification: bool) -> None:
@@ -35,10 +37,7 @@ class FaithfulnessPlan:
         if verification and "third" in session.inputs and \
                 all("third" not in (r.slot, r.other) for r in self.results):
             self.non_mate = session.input("third").tensor
-
-    @property
-    def metrics(self) -> list[str]:
-        return list(FAITHFULNESS_METRICS) + ([HIDING] if self.non_mate is not None else [])
+        self.metrics: list[str] = metric_names(gui=True)
 
     def samples(self) -> list[Sample]:
         """A random-ranking baseline per target, then every map, in the order of ``results``."""
@@ -62,7 +61,7 @@ class FaithfulnessPlan:
 
     def run(self, progress: Callable[[float], None] | None = None,
             cancel: Callable[[], bool] | None = None) -> list:
-        """The curves (in the worker thread): deletion, insertion (and hiding) of each sample."""
+        """The curves (in the worker thread): every GUI metric that applies to each sample."""
         return evaluate(self.samples(), self.metrics, progress=progress, cancel=cancel)
 
 

@@ -26,9 +26,10 @@ from ...targets import Target
 from ..canvas import ImageCanvas
 from ..files import demo_paths
 from ..messages import person_of
+from ..target_controls import KindChoice
 from .base import Tab
 
-PAIR_KINDS = ("similar", "dissimilar")
+PAIR_KINDS = ("similar", "dissimilar")  # the built-in kinds of this view (its choices: every verification kind's)
 
 
 def decision_sentence(scores, rule) -> str:
@@ -65,19 +66,16 @@ class PairTab(Tab):
         for c in self.canvases.values():
             split.addWidget(c)
         self.third_canvas.hide()
-        self.sign_plus = QRadioButton("e+ (similar)")
-        self.sign_minus = QRadioButton("e- (different)")
-        self.sign_plus.setToolTip("e+: what makes the two photos similar")
-        self.sign_minus.setToolTip("e-: what makes the two photos different")
-        self.sign_plus.setChecked(True)
+        # e+, e- and any other verification kind's choice (famegui.targets.GuiChoice)
+        self.kinds = KindChoice("verification", self.request)
+        self.sign_plus, self.sign_minus = self.kinds.buttons["similar"], self.kinds.buttons["dissimilar"]
         self.side_probe = QRadioButton("explain probe")
         self.side_ref = QRadioButton("explain other side")
         self.side_probe.setChecked(True)
-        self._groups = (QButtonGroup(self), QButtonGroup(self))
-        for group, buttons in zip(self._groups, ((self.sign_plus, self.sign_minus), (self.side_probe, self.side_ref))):
-            for b in buttons:
-                group.addButton(b)
-                b.toggled.connect(lambda on: on and self.request())
+        self._sides = QButtonGroup(self)
+        for b in (self.side_probe, self.side_ref):
+            self._sides.addButton(b)
+            b.toggled.connect(lambda on: on and self.request())
         self.compare_with = QComboBox()
         self.compare_with.addItems(["reference", "third"])
         self.compare_with.currentTextChanged.connect(lambda _t: self.request())
@@ -91,10 +89,10 @@ class PairTab(Tab):
         self.info.setWordWrap(True)
         lay = QVBoxLayout(self)
         lay.addWidget(split, 1)
-        grid = QGridLayout()  # two short rows: the controls fit a narrow window
-        for col, (top, bottom) in enumerate(((self.sign_plus, self.sign_minus), (self.side_probe, self.side_ref))):
-            grid.addWidget(top, 0, col)
-            grid.addWidget(bottom, 1, col)
+        grid = QGridLayout()  # two short rows (more with a plug-in's kinds): the controls fit a narrow window
+        grid.addWidget(self.kinds, 0, 0, 2, 1)
+        grid.addWidget(self.side_probe, 0, 1)
+        grid.addWidget(self.side_ref, 1, 1)
         grid.addWidget(QLabel("compare with"), 0, 2)
         grid.addWidget(self.compare_with, 0, 3)
         grid.addWidget(QLabel("demo"), 1, 2)
@@ -137,7 +135,7 @@ class PairTab(Tab):
         return ("probe", other) if self.side_probe.isChecked() else (other, "probe")
 
     def target(self) -> Target:
-        return Target("similar" if self.sign_plus.isChecked() else "dissimilar")
+        return Target(self.kinds.kind())
 
     def request(self) -> None:
         """The pair's scores and the chosen FAME map (from the cache, else a background job)."""
@@ -214,11 +212,10 @@ class PairTab(Tab):
     def open_result(self, res: MapResult) -> None:
         """A pair map computed elsewhere (the comparison), shown here large; the controls follow it
         without starting a computation of their own."""
-        if res.target.kind not in PAIR_KINDS:
+        if not self.kinds.offers(res.target.kind):
             return
-        states = ((self.sign_plus, res.target.kind == "similar"), (self.sign_minus, res.target.kind != "similar"),
-                  (self.side_probe, res.slot == "probe"), (self.side_ref, res.slot != "probe"))
-        for button, on in states:  # no recompute: the controls only follow the shown map
+        self.kinds.set_kind(res.target.kind)  # no recompute: the controls only follow the shown map
+        for button, on in ((self.side_probe, res.slot == "probe"), (self.side_ref, res.slot != "probe")):
             button.blockSignals(True)
             button.setChecked(on)
             button.blockSignals(False)
