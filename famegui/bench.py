@@ -63,8 +63,8 @@ def bench_methods(model: ModelWrapper, names: list[str] | None = None) -> list[d
     """Seconds per map for every method on one demo pair (faces) or one sample photo (classifiers)."""
     from .data.pairs import demo_pairs
     from .data.pipeline import prepare_for_model
+    from .explanation import decision_threshold
     from .methods import methods, run_method
-    from .models.thresholds import default_cosine_threshold
 
     genuine, _ = demo_pairs()
     probe = prepare_for_model(model, str(genuine.a)).tensor
@@ -82,7 +82,7 @@ def bench_methods(model: ModelWrapper, names: list[str] | None = None) -> list[d
             continue
         t0 = time.perf_counter()
         run_method(spec.name, model, probe, target, {}, reference=ref,
-                   threshold=default_cosine_threshold(model) if ref is not None else None)
+                   threshold=decision_threshold(model) if ref is not None else None)
         rows.append({"method": spec.name, "task": task, "cost": spec.cost,
                      "seconds": round(time.perf_counter() - t0, 3)})
     return rows

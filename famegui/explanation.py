@@ -365,10 +365,19 @@ def _resolve(model, rows: list[Row], method: str, params, threshold):
         raise ValueError(f"{spec.label} does not support {task} targets (it supports: {', '.join(sorted(spec.tasks))})")
     resolved = spec.resolve(params, task)
     if threshold is None and any(r.target.needs_reference for r in rows):
-        from .models.thresholds import default_cosine_threshold
-
-        threshold = default_cosine_threshold(model)
+        threshold = decision_threshold(model)
     return spec, resolved, threshold
+
+
+def decision_threshold(model: ModelWrapper, threshold: float | None = None) -> float | None:
+    """The cosine decision threshold of a face model (same if cos >= it): ``threshold`` when given, else the
+    model's own (:func:`famegui.models.thresholds.default_cosine_threshold`); None for an uncalibrated one.
+    Every caller that needs the decision (maps, decision-flip metrics, protocol runs) asks here."""
+    if threshold is not None:
+        return float(threshold)
+    from .models.thresholds import default_cosine_threshold
+
+    return default_cosine_threshold(model)
 
 
 def _part(progress, i: int, n: int):

@@ -114,3 +114,37 @@ def test_ruff_is_clean():
     r = subprocess.run([_tool("ruff"), "check", "famegui", "tests", "scripts"], cwd=root, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:]
+
+
+# The one explain path (famegui.explanation): nothing else assembles "threshold -> run_method -> check_map ->
+# record". Each other call of these is listed with why it is not a user's map.
+ONE_OWNER = "explanation.py"
+OTHER_CALLS = {
+    "run_method": {
+        "evaluation/sanity.py": "maps of the randomised copies of the network (the sanity check's own)",
+        "bench.py": "times the bare method (no map is kept)",
+    },
+    "check_map": {},
+    "default_cosine_threshold": {
+        "evaluation/verification.py": "calibrates a threshold from a pair list (the EER one wins)",
+        "methods/face_common.py": "a method's fallback when it is run without a threshold (sanity, bench)",
+    },
+}
+
+
+def _calls(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            out.add(f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else "")
+    return out
+
+
+def test_one_module_owns_explaining_a_map():
+    found = {name: sorted(str(p.relative_to(PACKAGE)) for p in _sources() if name in _calls(p))
+             for name in OTHER_CALLS}
+    for name, allowed in OTHER_CALLS.items():
+        assert ONE_OWNER in found[name], f"{name} is no longer called by {ONE_OWNER}"
+        extra = [p for p in found[name] if p != ONE_OWNER and p not in allowed]
+        assert not extra, f"{name} is called outside the one explain path ({ONE_OWNER}): {extra}"

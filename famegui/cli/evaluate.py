@@ -269,7 +269,7 @@ def _faithfulness_of_one_input(args, model, modes, fractions) -> list:
 
     from ..evaluation.experiment import baseline, evaluate
     from ..evaluation.metrics import Sample
-    from ..models.thresholds import default_cosine_threshold
+    from ..explanation import decision_threshold
 
     probe = prepare_input(model, args, args.image, args.face)
     targets = resolve_targets(model, args, probe.tensor)
@@ -278,7 +278,7 @@ def _faithfulness_of_one_input(args, model, modes, fractions) -> list:
     x, ref, nm, threshold = probe.tensor, None, None, None
     if args.reference is not None:
         ref = prepare_input(model, args, args.reference, args.reference_face).tensor
-        threshold = default_cosine_threshold(model)  # for the decision-flip share (S-RISE, Lu & Ebrahimi)
+        threshold = decision_threshold(model)  # for the decision-flip share (S-RISE, Lu & Ebrahimi)
     if args.non_mate is not None:
         if ref is None:
             raise CliError("--non-mate needs --reference (the mate)")

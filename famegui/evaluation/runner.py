@@ -311,7 +311,7 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     float sums). ``progress(done, to_do)`` is called after each item written. Returns counts for the
     summary line.
     """
-    from ..models.thresholds import default_cosine_threshold
+    from ..explanation import decision_threshold
     from . import engines
 
     started = time.perf_counter()
@@ -330,7 +330,7 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     task = "classification" if protocol.kind == "images" else "verification"
     given = {m: {**chosen.method_params.get(m, {}), **(method_params or {}).get(m, {})} for m in methods}
     resolved = resolve_methods(model, task, [m for m in methods if m != RANDOM], given, iterations)
-    threshold = default_cosine_threshold(model) if task == "verification" else None
+    threshold = decision_threshold(model) if task == "verification" else None
     if fame_batch is None:
         fame_batch = FAME_BATCH if "fame" in resolved and task == "verification" else 1
     if not 1 <= int(fame_batch) <= 256:

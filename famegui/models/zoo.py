@@ -341,7 +341,8 @@ def wrap_module(module: nn.Module, *, name: str, source: str, weights_id: str, i
     if source.startswith(MEMORY_PREFIX):
         w.extras["in_memory"] = True
     spatial = w.spatial_layers()
-    w.default_layer = spatial[-1].name if spatial else None
+    grids = [info for info in spatial if info.shape[1] * info.shape[2] > 1]  # a 1x1 pooling output has no cells
+    w.default_layer = (grids or spatial)[-1].name if spatial else None
     return w
 
 

@@ -43,9 +43,9 @@ class FaithfulnessPlan:
         """A random-ranking baseline per target, then every map, in the order of ``results``."""
         threshold = None
         if self.verification:
-            from ...models.thresholds import default_cosine_threshold
+            from ...explanation import decision_threshold
 
-            threshold = default_cosine_threshold(self.model)  # the decision-flip share needs the decision
+            threshold = decision_threshold(self.model)  # the decision-flip share needs the decision
 
         def sample(r: MapResult, **kw) -> Sample:
             ref = self.inputs[r.other] if r.other else None
