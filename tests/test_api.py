@@ -212,6 +212,18 @@ def test_compare_grid_and_evaluate(net):
     assert curves[0].scores[0] == pytest.approx(p, rel=1e-4, abs=1e-5)
 
 
+
+def test_compare_leaves_a_method_out_where_it_does_not_apply(net):
+    """Grad-CAM has no cell targets: its panel in the cell row is empty, and FAME's is the map that
+    famegui.explain gives for that cell."""
+    img = face("london_001", "neutral.jpg")
+    fig = famegui.compare(net, img, [famegui.class_target(0), famegui.cell("features.block1", 3, 4)],
+                          ["fame", "gradcam"], iterations=4)
+    assert fig.explanations[1][1] is None and fig.explanations[0][1].method == "gradcam"
+    alone = famegui.explain(net, img, famegui.cell("features.block1", 3, 4), iterations=4)
+    np.testing.assert_allclose(fig.explanations[1][0].map, alone.map, atol=1e-6)
+    assert "not for cell" in " ".join(t.get_text() for t in fig.axes[3].texts)
+
 # ------------------------------------------------------------------------------ the window
 def test_open_your_module_in_the_window_and_click_a_cell(net, qtbot):
     from test_gui import click_cell

@@ -40,7 +40,9 @@ def compare(model: Any, image: Any, targets: Any, methods: Sequence[str] | None 
     Returns
     -------
     matplotlib.figure.Figure
-        Its attribute ``explanations`` holds the grid (a list per target, one Explanation per method).
+        Its attribute ``explanations`` holds the grid (a list per target, one Explanation per method; None
+        where a method does not explain that kind of target, e.g. Grad-CAM for a cell, drawn as an empty
+        panel).
 
     Examples
     --------
@@ -62,23 +64,40 @@ def compare(model: Any, image: Any, targets: Any, methods: Sequence[str] | None 
     m = _model(model, None)
     x, _ = _inputs(image, m, 0, True)
     x = x[0]
-    task = get_kind(_as_request(rows[0]).kind).task
-    names = list(methods) if methods else [s.name for s in registered(task) if s.cost == "cheap" or s.name == "fame"]
-    columns = []
-    for name in names:
-        known = {p.name for p in get_method(name).params}
-        columns.append(explain(m, x, rows, name, reference=reference,
-                               **{k: v for k, v in params.items() if k in known}))
-    grid = [[columns[j][i] for j in range(len(names))] for i in range(len(rows))]
+    tasks = [get_kind(_as_request(r).kind).task for r in rows]
+    names = list(methods) if methods else [s.name for s in registered(tasks[0])
+                                           if s.cost == "cheap" or s.name == "fame"]
+    grid: list[list[Explanation | None]] = [[None] * len(names) for _ in rows]
+    for j, name in enumerate(names):
+        spec = get_method(name)
+        known = {p.name for p in spec.params}
+        fits = [i for i, task in enumerate(tasks) if task in spec.tasks]  # a Grad-CAM column has no cell rows
+        if not fits:
+            continue
+        made = explain(m, x, [rows[i] for i in fits], name, reference=reference,
+                       **{k: v for k, v in params.items() if k in known})
+        for i, e in zip(fits, made):
+            grid[i][j] = e
     fig = Figure(figsize=(panel * len(names), panel * len(rows) + 0.3), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(rows), len(names), squeeze=False))
     for i, row in enumerate(grid):
         for j, e in enumerate(row):
-            e.show(axes[i, j], title=get_method(e.method).label if i == 0 else "")
+            ax = axes[i, j]
+            title = get_method(names[j]).label if i == 0 else ""
+            if e is None:
+                ax.set_title(title, fontsize=9)
+                ax.text(0.5, 0.5, f"not for {tasks[i]}\ntargets", ha="center", va="center", fontsize=8,
+                        color="0.4", transform=ax.transAxes)
+                ax.axis("off")
+            else:
+                e.show(ax, title=title)
+        label = next(e for e in row if e is not None).target.label() if any(row) else str(rows[i])
         axes[i, 0].axis("on")
         axes[i, 0].set_xticks([])
         axes[i, 0].set_yticks([])
-        axes[i, 0].set_ylabel(row[0].target.label(), fontsize=9)
+        for side in axes[i, 0].spines.values():
+            side.set_visible(False)
+        axes[i, 0].set_ylabel(label, fontsize=9)
     fig.explanations = grid
     return fig
 

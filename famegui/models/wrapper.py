@@ -225,6 +225,14 @@ class ModelWrapper:
         return dataclasses.replace(self, module=copy.deepcopy(self.module), extras=extras)
 
     # ------------------------------------------------------------------ description
+    def __repr__(self) -> str:
+        """One line: a notebook shows the model, not its module tree and a thousand class names."""
+        h, w = self.input_size
+        outputs = f"{len(self.class_names)} classes" if self.class_names else self.task
+        threshold = "" if self.threshold is None else f", threshold={self.threshold:.4f}"
+        return (f"ModelWrapper({self.name!r}, {outputs}, input {h}x{w}, default layer "
+                f"{self.default_layer!r}{threshold}, source={self.source or self.name!r})")
+
     def describe(self) -> dict:
         """What an export sidecar records about the model."""
         return {

@@ -342,8 +342,21 @@ def wrap_module(module: nn.Module, *, name: str, source: str, weights_id: str, i
         w.extras["in_memory"] = True
     spatial = w.spatial_layers()
     grids = [info for info in spatial if info.shape[1] * info.shape[2] > 1]  # a 1x1 pooling output has no cells
-    w.default_layer = (grids or spatial)[-1].name if spatial else None
+    w.default_layer = _outermost((grids or spatial)[-1], spatial) if spatial else None
     return w
+
+
+def _outermost(last, spatial) -> str:
+    """The outermost block that ends in ``last`` with its shape: ``layer4`` rather than ``layer4.1.bn2``
+    (the block's output, after its residual sum, is what a user means by "the last layer")."""
+    shapes = {info.name: info.shape for info in spatial}
+    name, parts = last.name, last.name.split(".")
+    for k in range(len(parts) - 1, 0, -1):
+        parent = ".".join(parts[:k])
+        if shapes.get(parent) != last.shape:
+            break
+        name = parent
+    return name
 
 
 def _load_file(path: Path, spec: str, weights: str | None, options: dict) -> ModelWrapper:
