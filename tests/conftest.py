@@ -8,7 +8,77 @@ os.environ.setdefault("FAMEGUI_CACHE_DIR", _tmp)
 os.environ["TORCH_HOME"] = os.path.join(_tmp, "torch")
 os.environ.setdefault("FAMEGUI_LOG_DIR", os.path.join(_tmp, "log"))  # failed GUI jobs log here, not in $HOME
 
+import ipaddress  # noqa: E402
+import socket  # noqa: E402
+
 import pytest  # noqa: E402
+
+# ------------------------------------------------------------------ no test reaches the network
+# Every TCP connection and name lookup of the test processes goes through this guard: this machine and its
+# own addresses pass (test servers on 127.0.0.1, Ray's local cluster, Jupyter kernels); anything else is
+# refused and fails the test that tried, even if the code under test swallowed the error.
+NETWORK_ATTEMPTS: list[str] = []
+_real_connect, _real_connect_ex, _real_getaddrinfo = socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
+
+
+def _own_addresses() -> set[str]:
+    own = {"127.0.0.1", "::1", "0.0.0.0", "::"}
+    try:
+        own.add(socket.gethostbyname(socket.gethostname()))
+    except OSError:
+        pass
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a UDP "connect" sends nothing
+    try:
+        _real_connect(probe, ("10.255.255.255", 1))
+        own.add(probe.getsockname()[0])
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    return own
+
+
+_OWN = _own_addresses()
+_OWN_NAMES = {None, "", "localhost", socket.gethostname(), socket.getfqdn()}
+
+
+def _local(host) -> bool:
+    host = host.decode() if isinstance(host, bytes) else host
+    if host in _OWN_NAMES or host in _OWN:
+        return True
+    try:
+        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded(real):
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and self.type == socket.SOCK_STREAM \
+                and not _local(address[0]):
+            NETWORK_ATTEMPTS.append(f"connect {address}")
+            raise ConnectionRefusedError(f"tests never reach the network (tried {address})")
+        return real(self, address)
+    return connect
+
+
+def _getaddrinfo(host, *args, **kwargs):
+    if not _local(host):
+        NETWORK_ATTEMPTS.append(f"lookup {host}")
+        raise socket.gaierror(socket.EAI_NONAME, f"tests never reach the network (looked up {host})")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+socket.socket.connect, socket.socket.connect_ex = _guarded(_real_connect), _guarded(_real_connect_ex)
+socket.getaddrinfo = _getaddrinfo
+
+
+@pytest.fixture(autouse=True)
+def _no_network():
+    start = len(NETWORK_ATTEMPTS)
+    yield
+    tried = NETWORK_ATTEMPTS[start:]
+    assert not tried, f"this test tried to reach the network: {tried}"
 import torch  # noqa: E402
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # parallel workers: one torch thread each, no oversubscription

@@ -258,7 +258,7 @@ def test_insightface_packs_are_discovered_and_open_by_name(ir50, tmp_path, monke
         assert (m(x) - native(x)).abs().max().item() <= 1e-4
     assert load_model("mine/custom").name == "mine/custom"
     assert "not a face-recognition model (face detector)" in _error("insightface:buffalo_l/det_10g")
-    assert "never downloads" in _error("insightface:antelopev2")
+    assert "famegui fetch insightface:antelopev2" in _error("insightface:antelopev2")  # only when asked
 
 
 # --------------------------------------------------------------------------- timm

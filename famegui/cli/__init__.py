@@ -22,7 +22,7 @@ group is one module here, imported and listed in ``_MODULES``:
 
 - :mod:`.launch`: gui
 - :mod:`.explain`: explain, reproduce
-- :mod:`.info`: layers, models, methods, bench, verify
+- :mod:`.info`: layers, models, methods, bench, verify;  :mod:`.fetch`: fetch (the one download)
 - :mod:`.evaluate`: sanity, faithfulness
 - :mod:`.run`: run, protocol make;  :mod:`.report`: report
 - :mod:`.common`: what they share (flags, model and target resolution, :class:`CliError`, error text)
@@ -35,16 +35,17 @@ import argparse
 import sys
 import warnings
 
-from . import evaluate, explain, info, launch, report, run
+from . import evaluate, explain, fetch, info, launch, report, run
 from .common import EXIT_ERROR, CliError, Parser, one_line
 
 __all__ = ["main", "build_parser", "CliError", "EXIT_ERROR"]
 
-_MODULES = (launch, explain, info, evaluate, report, run)
+_MODULES = (launch, explain, info, fetch, evaluate, report, run)
 # subcommand -> the function that adds its subparser (and sets ``func``, the command to run)
 PARSERS = {name: add for module in _MODULES for name, add in module.PARSERS.items()}
 # the order of `famegui --help`; a command not listed here follows, in the order of _MODULES
-ORDER = ("gui", "explain", "reproduce", "layers", "models", "methods", "bench", "sanity", "faithfulness", "verify")
+ORDER = ("gui", "explain", "reproduce", "layers", "models", "fetch", "methods", "bench", "sanity", "faithfulness",
+         "verify")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,10 @@ def add_layers(sub) -> None:
 
 
 def add_models(sub) -> None:
-    sub.add_parser("models", help="list the model zoo").set_defaults(func=cmd_models)
+    p = sub.add_parser("models", help="list the model zoo: ready, can be fetched, or needs a file from you")
+    p.add_argument("--index", metavar="FILE", help="a weights index over the shipped catalogue "
+                   "(default: $FAMEGUI_WEIGHTS_INDEX)")
+    p.set_defaults(func=cmd_models)
 
 
 def add_methods(sub) -> None:
@@ -84,10 +87,11 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from ..models.zoo import model_catalogue
 
-    rows = model_catalogue()
+    rows = model_catalogue(args.index)
     width = max(len(r.name) for r in rows)
+    marks = {"ready": "ready", "fetch": "fetch", "manual": "file"}
     for r in rows:
-        mark = "ready" if r.ready else ("-" if not r.explainable else "")
+        mark = marks.get(r.state, "-") if r.explainable else "-"
         print(f"{r.name:<{width}}  {r.family:<12} {mark:<5}  {r.note}")
     print("also: timm:NAME --weights FILE (.safetensors/.pth, any timm architecture), FILE.onnx, "
           "FILE.pt (TorchScript), package.module:callable")

@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .weights_index import catalogue, insightface_root
 from .wrapper import ModelLoadError
 
 INSIGHTFACE_PREFIX = "insightface:"
@@ -63,11 +64,6 @@ class InsightfaceModel:
     def spec(self) -> str:
         """The full name ``load_model`` opens it by."""
         return f"{INSIGHTFACE_PREFIX}{self.pack}/{self.name}"
-
-
-def insightface_root() -> Path:
-    """Where insightface keeps its model packs (``~/.insightface/models``)."""
-    return Path.home() / ".insightface" / "models"
 
 
 def _role_from_graph(path: Path) -> tuple[str, str]:
@@ -160,8 +156,11 @@ def find_insightface(spec: str) -> InsightfaceModel | None:
             return None
         packs = sorted({m.pack for m in every})
         have = f"packs there: {', '.join(packs)}" if packs else "no packs there"
-        raise ModelLoadError(f"no insightface model {rest!r} under {root} ({have}); famegui never downloads: "
-                             f"unpack the pack's zip into {root / (pack or '<pack>')}")
+        fetchable = f"{INSIGHTFACE_PREFIX}{pack}" in catalogue()
+        todo = (f"run `famegui fetch {INSIGHTFACE_PREFIX}{pack}` to download it (verified), or unpack its zip"
+                if fetchable else "unpack the pack's zip")
+        raise ModelLoadError(f"no insightface model {rest!r} under {root} ({have}): {todo} into "
+                             f"{root / (pack or '<pack>')}")
     rec = [m for m in found if m.is_recognition]
     if name and not rec:
         m = found[0]

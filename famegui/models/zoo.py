@@ -15,7 +15,7 @@
 Weights: a file (``.safetensors``, or a ``.pth``/``.pt`` state dict or checkpoint dict
 holding one, read with ``weights_only``: see :mod:`.weights`), ``"random"`` for an
 untrained network, or ``None`` to use torchvision's (timm's: Hugging Face's) cache when
-present. Nothing is ever downloaded.
+present. Nothing is downloaded here (only :mod:`.download`, when the user asks: `famegui fetch`).
 Missing weights give a one-line :class:`ModelLoadError` naming the file expected.
 """
 from __future__ import annotations
@@ -75,29 +75,45 @@ class CatalogueEntry:
     note: str
     ready: bool  # opens by name alone (weights embedded or found on this machine)
     explainable: bool = True  # False for insightface detectors, landmark and attribute models
+    state: str = ""  # "ready", "fetch" (famegui fetch NAME gets it), "manual" (a file from the user), "" (n/a)
+    size: int | None = None  # bytes to download, when it can be fetched
 
 
-def model_catalogue() -> list[CatalogueEntry]:
-    """Every model by name, with what it needs; insightface packs and cached timm weights as discovered."""
+def model_catalogue(index: str | None = None) -> list[CatalogueEntry]:
+    """Every model by name, with what it needs: ready, can be fetched (the weights catalogue, with the user's
+    ``index`` over it), or a file the user must get; insightface packs and cached timm weights as discovered."""
     from .discovery import cached_timm_names, insightface_models, insightface_names
     from .iresnet import FACE_ARCHS
+    from .weights_index import catalogue, describe_state, state
 
-    rows = [CatalogueEntry(EMBEDDED_DEFAULT, "embedded", "embedded default: dlib face ResNet, weights shipped", True)]
-    rows += [CatalogueEntry(n, "face", f"{title}: needs --weights FILE", False) for n, title in FACE_ARCHS.items()]
+    weights = catalogue(index)
+
+    def row(name: str, family: str, ready: bool, ready_note: str) -> CatalogueEntry:
+        w = weights.get(name)
+        if ready or w is None:
+            return CatalogueEntry(name, family, ready_note if ready else "needs --weights FILE", ready,
+                                  state="ready" if ready else "manual")
+        return CatalogueEntry(name, family, describe_state(w), False, state=state(w), size=w.size)
+
+    rows = [CatalogueEntry(EMBEDDED_DEFAULT, "embedded", "embedded default: dlib face ResNet, weights shipped", True,
+                           state="ready")]
+    rows += [row(n, "face", False, title) for n, title in FACE_ARCHS.items()]
     for n in TORCHVISION_CLASSIFIERS:
         cached = torchvision_cache_file(n)
-        ready = cached is not None and cached.exists()
-        rows.append(CatalogueEntry(n, "torchvision", "weights in torchvision's cache" if ready
-                                   else "needs --weights FILE (or torchvision's cache)", ready))
+        rows.append(row(n, "torchvision", cached is not None and cached.exists(), "weights in torchvision's cache"))
     found = sorted(insightface_models(), key=lambda m: (not m.is_recognition, m.pack, m.name))
     short = dict(zip([m.spec for m in found if m.is_recognition], insightface_names(found)))
+    packs = {m.pack for m in found}
     for m in found:
         if m.is_recognition:
-            rows.append(CatalogueEntry(short[m.spec], "insightface", f"{m.detail}: {m.path}", True))
+            rows.append(CatalogueEntry(short[m.spec], "insightface", f"{m.detail}: {m.path}", True, state="ready"))
         else:
             rows.append(CatalogueEntry(m.spec, "insightface", f"{m.detail}: not explained ({m.path.name})",
                                        False, explainable=False))
-    rows += [CatalogueEntry(n, "timm", "weights in the Hugging Face cache", True) for n in cached_timm_names()]
+    rows += [row(n, "insightface", False, "") for n, w in weights.items()
+             if w.cache == "insightface" and n.split(":", 1)[-1] not in packs]
+    rows += [CatalogueEntry(n, "timm", "weights in the Hugging Face cache", True, state="ready")
+             for n in cached_timm_names()]
     return rows
 
 
@@ -135,9 +151,9 @@ def _load_torchvision(name: str, weights: str | None) -> ModelWrapper:
         cached = torchvision_cache_file(name)
         if cached is None or not cached.exists():
             raise ModelLoadError(
-                f"no weights for {name}: expected {cached} (torchvision's cache; download {wenum.url} "
-                f"on a machine with internet and copy it there), or pass --weights FILE "
-                f"(or --weights random for an untrained network)"
+                f"no weights for {name} in torchvision's cache ({cached}): run `famegui fetch {name}` to download "
+                f"them (verified; or copy {wenum.url} there), or pass --weights FILE (or --weights random for "
+                f"an untrained network)"
             )
         weights = str(cached)
     if weights == "random":

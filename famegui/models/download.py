@@ -1,0 +1,193 @@
+"""Fetching a model's weights when the user asks (``famegui fetch``, the window's Download action).
+
+Nothing else in famegui opens a network connection. A download is streamed to ``NAME.famegui-part`` next to
+its destination, resumed from there after an interruption (an HTTP range request), checked against the
+catalogue's checksum, and only then renamed into place (a pack is unpacked into a temporary folder first),
+so a loader never sees a half-written or unverified file. Proxies come from the standard environment
+variables (``https_proxy``, ``no_proxy`` ...), as urllib reads them.
+
+Why our own loop over urllib rather than a library: torch.hub's ``download_url_to_file`` cannot resume,
+cancel or time out a stalled server; pooch cannot resume or cancel; huggingface_hub serves only Hub
+repositories. This module is the ~150 lines those three leave out.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..version import VERSION
+from .weights_index import WeightsEntry
+from .wrapper import ModelLoadError
+
+PART = ".famegui-part"
+CHUNK = 1 << 20
+TIMEOUT_S = 30.0  # no byte for this long: the server has stalled
+
+
+class DownloadError(ModelLoadError):
+    """A download that failed (one line: what, where, and what to do)."""
+
+
+class DownloadCancelled(DownloadError):
+    """The user cancelled; nothing was left behind."""
+
+
+def _open(url: str, start: int, timeout: float):
+    headers = {"User-Agent": f"famegui/{VERSION}"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    opener = urllib.request.build_opener()  # built per download: proxies as the environment says now
+    return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def _reason(e: BaseException, url: str, timeout: float) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"the server answered HTTP {e.code} {e.reason} for {url}"
+    if isinstance(e, (socket.timeout, TimeoutError)) or "timed out" in str(e):
+        return f"the server stalled (no data for {timeout:g} s) at {url}; run the same command again to resume"
+    if isinstance(e, urllib.error.URLError):
+        return f"cannot reach {url}: {getattr(e, 'reason', e)} (no network, a proxy, or a wrong address?)"
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return "the disk is full; free some space and run the same command again to resume"
+    return f"{type(e).__name__}: {e}"
+
+
+def _hash_of(path: Path):
+    h = hashlib.sha256()
+    if path.exists():
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+    return h
+
+
+def _check(entry: WeightsEntry, digest: str, part: Path) -> None:
+    want = entry.sha256 or entry.hash_prefix or ""
+    if not digest.startswith(want):
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{entry.name}: the file downloaded from {entry.url} has SHA-256 {digest[:16]}..., the "
+                            f"catalogue says {want[:16]}...; it was deleted (a wrong mirror, or a changed file)")
+
+
+def download_file(entry: WeightsEntry, part: Path, *, progress: Callable[[int, int | None], None] | None = None,
+                  cancel: Callable[[], bool] | None = None, timeout: float = TIMEOUT_S) -> str:
+    """Stream ``entry.url`` into ``part`` (resuming what is there); returns the SHA-256 of the whole file.
+
+    ``progress(bytes_done, bytes_total or None)``; ``cancel()`` True stops it and deletes the part.
+    """
+    part.parent.mkdir(parents=True, exist_ok=True)
+    start = part.stat().st_size if part.exists() else 0
+    try:
+        resp = _open(str(entry.url), start, timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and start:  # the part is already whole
+            return _hash_of(part).hexdigest()
+        raise DownloadError(f"{entry.name}: {_reason(e, str(entry.url), timeout)}") from None
+    except (OSError, ValueError) as e:
+        raise DownloadError(f"{entry.name}: {_reason(e, str(entry.url), timeout)}") from None
+    with resp:
+        resumed = start and getattr(resp, "status", None) == 206
+        if not resumed:
+            start = 0  # the server sends the whole file (no range support, or a file:// URL)
+        length = resp.headers.get("Content-Length")
+        total = start + int(length) if length and length.isdigit() else entry.size
+        h = _hash_of(part) if resumed else hashlib.sha256()
+        done = start
+        try:
+            with part.open("ab" if resumed else "wb") as out:
+                while True:
+                    if cancel is not None and cancel():
+                        raise DownloadCancelled(f"{entry.name}: download cancelled")
+                    block = resp.read(CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    h.update(block)
+                    done += len(block)
+                    if progress is not None:
+                        progress(done, total)
+        except DownloadCancelled:
+            part.unlink(missing_ok=True)
+            raise
+        except OSError as e:  # a stall, a cut connection, a full disk: the part stays for a resume
+            raise DownloadError(f"{entry.name}: {_reason(e, str(entry.url), timeout)}") from None
+    if total and length and done < total:
+        raise DownloadError(f"{entry.name}: the connection closed after {done} of {total} bytes; run the same "
+                            "command again to resume")
+    return h.hexdigest()
+
+
+def _unpack(entry: WeightsEntry, archive: Path, dest: Path) -> None:
+    """A verified pack into ``dest``, through a temporary folder beside it (members never leave it)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}-", dir=dest.parent))
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for member in z.infolist():
+                target = (tmp / member.filename).resolve()
+                if not target.is_relative_to(tmp.resolve()):
+                    raise DownloadError(f"{entry.name}: the archive holds a path outside its folder "
+                                        f"({member.filename!r}); nothing was unpacked")
+            z.extractall(tmp)
+        inner = [p for p in tmp.iterdir() if not p.name.startswith("__MACOSX")]
+        src = inner[0] if len(inner) == 1 and inner[0].is_dir() else tmp  # zips with one top folder
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(src, dest)
+    except zipfile.BadZipFile as e:
+        raise DownloadError(f"{entry.name}: the downloaded pack is not a zip archive ({e})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fetch(entry: WeightsEntry, *, to: str | os.PathLike | None = None,
+          progress: Callable[[int, int | None], None] | None = None, cancel: Callable[[], bool] | None = None,
+          timeout: float = TIMEOUT_S) -> Path:
+    """Download, verify and put in place one model's weights; returns where they are.
+
+    Parameters
+    ----------
+    entry : WeightsEntry
+        From :func:`famegui.models.weights_index.catalogue`.
+    to : path, optional
+        A folder for an offline mirror: the file as downloaded (a pack stays zipped), not the cache.
+    progress, cancel
+        As in :func:`download_file`.
+    timeout : float
+        Seconds without data before a stalled server is given up on.
+
+    Returns
+    -------
+    pathlib.Path
+        The cached file or pack folder (or the file in ``to``).
+    """
+    if not entry.url:
+        raise DownloadError(f"{entry.name}: nothing to fetch: {entry.manual or 'the catalogue has no URL for it'}")
+    if not (entry.sha256 or entry.hash_prefix):
+        raise DownloadError(f"{entry.name}: the catalogue has no checksum for it; add \"sha256\" to your index "
+                            "(famegui never puts an unverified file in place)")
+    if to is not None:
+        final = Path(to) / str(entry.file)
+    else:
+        final = entry.destination()
+        if entry.unpack == "zip":
+            final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.parent / f"{entry.file}{PART}"  # beside its destination: same disk, one rename
+    digest = download_file(entry, part, progress=progress, cancel=cancel, timeout=timeout)
+    _check(entry, digest, part)
+    if entry.unpack == "zip" and to is None:
+        try:
+            _unpack(entry, part, final)
+        finally:
+            part.unlink(missing_ok=True)
+    else:
+        os.replace(part, final)
+    return final

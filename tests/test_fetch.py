@@ -1,0 +1,279 @@
+"""Weights fetched when the user asks: a real HTTP server on 127.0.0.1 (never the internet), the real cache
+folders the loaders read, and the command line as a user types it."""
+import hashlib
+import io
+import json
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import face
+from weights_server import WeightsServer
+
+from famegui.cli import main
+from famegui.models.download import DownloadError, fetch
+from famegui.models.weights_index import catalogue, state
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch):
+    """Empty torchvision and insightface caches of this test's own."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("FAMEGUI_WEIGHTS_INDEX", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
+def r18_bytes(r18_weights):
+    return Path(r18_weights).read_bytes()
+
+
+def index(tmp_path, models: dict) -> str:
+    p = tmp_path / "index.json"
+    p.write_text(json.dumps({"models": models}))
+    return str(p)
+
+
+def cached_r18() -> Path:
+    return catalogue()["resnet18"].destination()
+
+
+def test_fetch_lands_verified_in_the_cache_and_explain_runs_without_weights(caches, r18_bytes, capsys):
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        idx = index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes),
+                                          "size": len(r18_bytes)}})
+        code, out, err = run(capsys, "explain", "--model", "resnet18", "--image", face("joe_biden", "vp_portrait.jpg"),
+                             "--out", caches / "before.png")
+        assert code == 1 and "famegui fetch resnet18" in err and srv.sent == 0  # nothing fetched unasked
+        code, out, err = run(capsys, "fetch", "resnet18", "--index", idx)
+        assert code == 0, err
+        assert "licence" in err and "verified" in out
+    dest = Path(catalogue()["resnet18"].destination())
+    assert dest.read_bytes() == r18_bytes and srv.sent == len(r18_bytes)
+    assert not list(dest.parent.glob("*.famegui-part"))
+    code, out, err = run(capsys, "explain", "--model", "resnet18", "--image", face("joe_biden", "vp_portrait.jpg"),
+                         "--cell", "layer4:3,3", "--iterations", "2", "--out", caches / "o.png")
+    assert code == 0, err
+    side = json.loads((caches / "o.json").read_text())
+    assert side["model"]["weights"] == sha(r18_bytes)
+    code, out, _ = run(capsys, "models", "--index", idx)
+    assert any(line.split()[:3] == ["resnet18", "torchvision", "ready"] for line in out.splitlines())
+
+
+def test_a_wrong_checksum_is_refused_and_leaves_nothing(caches, r18_bytes, capsys):
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        idx = index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": "0" * 64}})
+        code, _, err = run(capsys, "fetch", "resnet18", "--index", idx, "--quiet")
+    assert code == 1 and "SHA-256" in err and "deleted" in err and len(err.strip().splitlines()) == 2
+    folder = cached_r18().parent
+    assert not folder.exists() or not any(folder.iterdir())
+    # the shipped catalogue's prefix (torchvision's) applies to a mirror that gives only a URL
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        idx = index(caches, {"resnet18": {"url": srv.base + "r18.pth"}})
+        with pytest.raises(DownloadError, match="f37072fd"):
+            fetch(catalogue(idx)["resnet18"])
+    assert not cached_r18().exists()
+
+
+def test_a_cut_download_resumes_where_it_stopped(caches, r18_bytes):
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        entry = catalogue(index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes)}}))[
+            "resnet18"]
+        srv.cut_after = len(r18_bytes) // 3
+        with pytest.raises(DownloadError, match="resume"):
+            fetch(entry)
+        assert not cached_r18().exists()  # a part file is never used
+        first = srv.sent
+        seen = []
+        fetch(entry, progress=lambda done, total: seen.append((done, total)))
+    assert cached_r18().read_bytes() == r18_bytes
+    assert first == len(r18_bytes) // 3 and srv.sent == len(r18_bytes)  # nothing sent twice
+    assert srv.requests[-1][1] == f"bytes={first}-"
+    assert seen[-1] == (len(r18_bytes), len(r18_bytes)) and seen[0][0] > first
+
+
+def test_a_server_without_ranges_starts_over_and_still_verifies(caches, r18_bytes):
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        entry = catalogue(index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes)}}))[
+            "resnet18"]
+        srv.cut_after, srv.ranges = 100_000, False
+        with pytest.raises(DownloadError):
+            fetch(entry)
+        fetch(entry)
+    assert cached_r18().read_bytes() == r18_bytes
+
+
+def test_a_stalled_server_is_reported_not_waited_on(caches, r18_bytes, capsys):
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        idx = index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes)}})
+        srv.stall_after = 200_000
+        t = time.monotonic()
+        code, _, err = run(capsys, "fetch", "resnet18", "--index", idx, "--timeout", "1", "--quiet")
+        took = time.monotonic() - t
+    assert code == 1 and "stalled" in err and took < 15, (err, took)
+    assert not cached_r18().exists()
+
+
+@pytest.mark.parametrize("case", ["404", "no server", "bad index", "unknown", "relative url"])
+def test_failures_are_one_line(case, caches, r18_bytes, capsys):
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        url = srv.base + ("missing.pth" if case == "404" else "r18.pth")
+    # the server is gone now: "no server" reaches a closed port
+    models = {"resnet18": {"url": url, "sha256": sha(r18_bytes)}}
+    if case == "relative url":
+        models["resnet18"]["url"] = "weights/r18.pth"  # relative to the index: a file that is not there
+    idx = index(caches, models)
+    if case == "bad index":
+        Path(idx).write_text('{"models": {"resnet18": {"sha256": "xyz"}}}')
+    if case == "404":
+        with WeightsServer({"r18.pth": r18_bytes}) as srv:
+            idx = index(caches, {"resnet18": {"url": srv.base + "missing.pth", "sha256": sha(r18_bytes)}})
+            code, _, err = run(capsys, "fetch", "resnet18", "--index", idx, "--quiet")
+    else:
+        code, _, err = run(capsys, "fetch", "nonesuch" if case == "unknown" else "resnet18", "--index", idx,
+                           "--quiet")
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("famegui: error:"), err
+    expected = {"404": "HTTP 404", "no server": "cannot reach", "bad index": "models.resnet18.sha256",
+                "unknown": "not in the weights catalogue", "relative url": "cannot reach"}[case]
+    assert expected in last, last
+    assert not cached_r18().exists()
+
+
+def test_cancel_leaves_nothing(caches, r18_bytes):
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        entry = catalogue(index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes)}}))[
+            "resnet18"]
+        calls = []
+        with pytest.raises(DownloadError, match="cancelled"):
+            fetch(entry, cancel=lambda: len(calls) > 0, progress=lambda *a: calls.append(a))
+    folder = cached_r18().parent
+    assert calls and not any(folder.iterdir())
+
+
+def _pack(prefix: str = "") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(f"{prefix}w600k_r50.onnx", b"recognition graph bytes")
+        z.writestr(f"{prefix}det_10g.onnx", b"detector graph bytes")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("prefix", ["", "antelopev2/"])
+def test_a_pack_is_unpacked_into_insightface_folder(caches, prefix):
+    data = _pack(prefix)
+    with WeightsServer({"pack.zip": data}) as srv:
+        entries = catalogue(index(caches, {"insightface:antelopev2": {"url": srv.base + "pack.zip",
+                                                                      "sha256": sha(data)}}))
+        entry = entries["insightface:antelopev2"]
+        assert state(entry) == "fetch"
+        where = fetch(entry)
+    assert where == caches / "home" / ".insightface" / "models" / "antelopev2"
+    assert sorted(p.name for p in where.iterdir()) == ["det_10g.onnx", "w600k_r50.onnx"]
+    assert state(entry) == "ready" and not list(where.parent.glob("*.famegui-part"))
+
+
+def test_a_pack_with_a_path_outside_its_folder_is_refused(caches):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../../evil.onnx", b"x")
+    data = buf.getvalue()
+    with WeightsServer({"pack.zip": data}) as srv:
+        entry = catalogue(index(caches, {"insightface:buffalo_s": {"url": srv.base + "pack.zip",
+                                                                   "sha256": sha(data)}}))["insightface:buffalo_s"]
+        with pytest.raises(DownloadError, match="outside"):
+            fetch(entry)
+    root = caches / "home" / ".insightface" / "models"
+    assert not (root / "buffalo_s").exists() and not list(caches.rglob("evil.onnx"))
+
+
+def test_an_offline_mirror_folder(caches, r18_bytes, capsys, monkeypatch):
+    """fetch --to DIR on the connected machine; FAMEGUI_WEIGHTS_INDEX=DIR/weights_index.json on the other."""
+    mirror = caches / "mirror"
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        idx = index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes)}})
+        code, out, err = run(capsys, "fetch", "resnet18", "--index", idx, "--to", mirror, "--quiet")
+    assert code == 0, err
+    assert not cached_r18().exists()  # --to fills the folder, not the cache
+    made = json.loads((mirror / "weights_index.json").read_text())["models"]["resnet18"]
+    assert made["url"] == "resnet18-f37072fd.pth" and made["sha256"] == sha(r18_bytes)
+    monkeypatch.setenv("FAMEGUI_WEIGHTS_INDEX", str(mirror / "weights_index.json"))
+    code, out, err = run(capsys, "fetch", "resnet18", "--quiet")  # the server is gone: file:// from the folder
+    assert code == 0, err
+    assert cached_r18().read_bytes() == r18_bytes
+
+
+def test_proxies_from_the_environment_are_used(caches, r18_bytes, monkeypatch):
+    """https_proxy / http_proxy as urllib reads them: the request goes to the proxy with the whole URL."""
+    with WeightsServer({"r18.pth": r18_bytes}) as proxy:
+        monkeypatch.setenv("http_proxy", proxy.base.rstrip("/"))
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        entry = catalogue(index(caches, {"resnet18": {"url": "http://weights.lab.example/r18.pth",
+                                                      "sha256": sha(r18_bytes)}}))["resnet18"]
+        fetch(entry)
+    assert proxy.requests[0][0] == "http://weights.lab.example/r18.pth"
+    assert cached_r18().read_bytes() == r18_bytes
+
+
+def test_models_marks_every_catalogue_entry(caches, capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0
+    lines = {line.split()[0]: line.split()[2] for line in out.splitlines()[:-1]}
+    for name, entry in catalogue().items():
+        assert lines.get(name) == {"fetch": "fetch", "manual": "file", "ready": "ready"}[state(entry)], name
+    assert lines["resnet50"] == "fetch" and lines["iresnet100"] == "file" and lines["dlib-resnet"] == "ready"
+    assert "famegui fetch resnet50" in out and "(103 MB)" in out
+
+
+def test_shipped_catalogue_is_consistent():
+    """Every torchvision entry matches torchvision's own enum (URL, hash prefix in the file name)."""
+    import torchvision
+
+    for name, e in catalogue().items():
+        if e.cache == "torchvision":
+            w = torchvision.models.get_model_weights(name).DEFAULT
+            assert e.url == w.url and e.file in w.url and e.hash_prefix in e.file and e.fetchable, name
+        elif e.cache == "insightface":
+            assert e.sha256 and e.url.startswith("https://github.com/deepinsight/insightface/releases/"), name
+        else:
+            assert e.manual and e.page.startswith("https://"), name
+
+
+def test_the_network_guard_catches_an_attempt():
+    """The suite-wide guard (conftest) refuses a connection off this machine and records it."""
+    import socket
+
+    import conftest
+
+    before = len(conftest.NETWORK_ATTEMPTS)
+    with pytest.raises(OSError):
+        socket.create_connection(("download.pytorch.org", 443), timeout=1)
+    assert conftest.NETWORK_ATTEMPTS[before:] == ["lookup download.pytorch.org"]
+    del conftest.NETWORK_ATTEMPTS[before:]  # this test's own attempt was the point
+
+
+def test_no_model_load_downloads(caches, monkeypatch):
+    """Every catalogue model opened by name with empty caches: a one-line error naming what to do, and no
+    connection attempted (the guard would fail this test)."""
+    from famegui.models.wrapper import ModelLoadError
+    from famegui.models.zoo import load_model
+
+    for name, entry in catalogue().items():
+        with pytest.raises(ModelLoadError) as err:
+            load_model(name)
+        text = str(err.value)
+        assert "\n" not in text and (f"famegui fetch {name}" in text if entry.fetchable
+                                     else "--weights FILE" in text), (name, text)
