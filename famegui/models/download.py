@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import http.client
 import os
 import shutil
 import socket
@@ -118,7 +119,7 @@ def download_file(entry: WeightsEntry, part: Path, *, progress: Callable[[int, i
         except DownloadCancelled:
             part.unlink(missing_ok=True)
             raise
-        except OSError as e:  # a stall, a cut connection, a full disk: the part stays for a resume
+        except (OSError, http.client.HTTPException) as e:  # a stall, a cut connection, a full disk: kept to resume
             raise DownloadError(f"{entry.name}: {_reason(e, str(entry.url), timeout)}") from None
     if total and length and done < total:
         raise DownloadError(f"{entry.name}: the connection closed after {done} of {total} bytes; run the same "
