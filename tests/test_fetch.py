@@ -277,3 +277,17 @@ def test_no_model_load_downloads(caches, monkeypatch):
         text = str(err.value)
         assert "\n" not in text and (f"famegui fetch {name}" in text if entry.fetchable
                                      else "--weights FILE" in text), (name, text)
+
+
+def test_a_broken_user_index_does_not_stop_the_window(caches, tmp_path, monkeypatch, qtbot):
+    """A mirror file that cannot be read: the window opens on the shipped list and says why; the CLI refuses."""
+    import famegui
+
+    bad = tmp_path / "broken.json"
+    bad.write_text("{not json")
+    monkeypatch.setenv("FAMEGUI_WEIGHTS_INDEX", str(bad))
+    w = famegui.open("dlib-resnet", block=False)
+    qtbot.addWidget(w)
+    names = [w.model_dock.model_combo.itemText(i) for i in range(w.model_dock.model_combo.count())]
+    assert "resnet50" in names and "broken.json" in (w.model_dock.index_problem or "")
+    assert main(["models"]) == 1

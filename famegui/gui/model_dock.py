@@ -56,6 +56,7 @@ class ModelDock(QDockWidget):
         self.setObjectName("dock_model")
         self.ctx = ctx
         self.recent = recent
+        self.index_problem: str | None = None
         w = QWidget()
         lay = QVBoxLayout(w)
         lay.addWidget(self._build_model_box())
@@ -75,12 +76,15 @@ class ModelDock(QDockWidget):
         lay.addWidget(self.chip_canvas, 1)
         self.setWidget(scrolled(w))
         self.setMinimumWidth(MIN_WIDTH)
+        if self.index_problem:
+            self.ctx.show_status(f"weights index ignored: {self.index_problem}")
 
     @property
     def session(self):
         return self.ctx.session
 
     def _build_model_box(self) -> QGroupBox:
+        from ..models.wrapper import ModelLoadError
         from ..models.zoo import model_catalogue
 
         box = QGroupBox("Model")
@@ -88,7 +92,12 @@ class ModelDock(QDockWidget):
         self.model_combo = QComboBox()
         self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.model_combo.setMinimumContentsLength(12)
-        for row in model_catalogue():  # zoo names, plus insightface packs and cached timm weights found here
+        try:
+            rows = model_catalogue()
+        except ModelLoadError as e:  # a broken $FAMEGUI_WEIGHTS_INDEX: the shipped list, and say why
+            rows = model_catalogue(user=False)
+            self.index_problem = str(e)
+        for row in rows:  # zoo names, plus insightface packs and cached timm weights found here
             if row.explainable:
                 self.model_combo.addItem(row.name)
                 self.model_combo.setItemData(self.model_combo.count() - 1, row.note, Qt.ToolTipRole)

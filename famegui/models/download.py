@@ -8,7 +8,7 @@ variables (``https_proxy``, ``no_proxy`` ...), as urllib reads them.
 
 Why our own loop over urllib rather than a library: torch.hub's ``download_url_to_file`` cannot resume,
 cancel or time out a stalled server; pooch cannot resume or cancel; huggingface_hub serves only Hub
-repositories. This module is the ~150 lines those three leave out.
+repositories.
 """
 from __future__ import annotations
 

@@ -155,10 +155,11 @@ def read_index(path: str | os.PathLike, where: str | None = None) -> dict[str, d
     return {str(n): _check_entry(str(n), e, where) for n, e in doc["models"].items()}
 
 
-def catalogue(index: str | os.PathLike | None = None) -> dict[str, WeightsEntry]:
-    """The shipped catalogue, with the user's index (``index``, else ``$FAMEGUI_WEIGHTS_INDEX``) over it."""
+def catalogue(index: str | os.PathLike | None = None, *, user: bool = True) -> dict[str, WeightsEntry]:
+    """The shipped catalogue, with the user's index (``index``, else ``$FAMEGUI_WEIGHTS_INDEX``) over it
+    (``user=False``: the shipped one alone, e.g. for a window whose user index is broken)."""
     merged = read_index(resource_path("weights_catalogue.json"), "catalogue")
-    index = index or os.environ.get(ENV) or None
+    index = (index or os.environ.get(ENV) or None) if user else None
     if index:
         for name, fields in read_index(index).items():
             base = dict(merged.get(name, {}))

@@ -79,14 +79,14 @@ class CatalogueEntry:
     size: int | None = None  # bytes to download, when it can be fetched
 
 
-def model_catalogue(index: str | None = None) -> list[CatalogueEntry]:
+def model_catalogue(index: str | None = None, *, user: bool = True) -> list[CatalogueEntry]:
     """Every model by name, with what it needs: ready, can be fetched (the weights catalogue, with the user's
     ``index`` over it), or a file the user must get; insightface packs and cached timm weights as discovered."""
     from .discovery import cached_timm_names, insightface_models, insightface_names
     from .iresnet import FACE_ARCHS
     from .weights_index import catalogue, describe_state, state
 
-    weights = catalogue(index)
+    weights = catalogue(index, user=user)
 
     def row(name: str, family: str, ready: bool, ready_note: str) -> CatalogueEntry:
         w = weights.get(name)
