@@ -251,3 +251,12 @@ def test_open_your_module_in_the_window_and_click_a_cell(net, qtbot):
     np.testing.assert_allclose(res.map, same.map, atol=1e-5)
     assert res.explanation.record()["model"]["source"] == "memory:api_nets.TinyNet"
     w.close()
+
+
+def test_wrap_defaults_to_the_outermost_last_block_and_prints_in_one_line():
+    import torchvision
+
+    m = famegui.wrap(torchvision.models.resnet18(), task="classification")
+    assert m.default_layer == "layer4"  # the block's output, not its last leaf (layer4.1.bn2)
+    text = repr(m)
+    assert "\n" not in text and "1000 classes" in text and "tench" not in text and len(text) < 200
