@@ -5,6 +5,8 @@ Run under a real X server for a faithful picture (see README), e.g.
     xvfb-run -a python scripts/screenshot.py docs/compare.png compare       # Compare methods: the grid
     xvfb-run -a python scripts/screenshot.py docs/faithfulness.png faithfulness
     xvfb-run -a python scripts/screenshot.py docs/sanity.png sanity
+    xvfb-run -a -s "-screen 0 1366x768x24" python scripts/screenshot.py docs/models.png models
+        # the network list open with each model's state, resnet50 offered for download (the whole screen)
 It also works with QT_QPA_PLATFORM=offscreen.
 """
 from __future__ import annotations
@@ -26,8 +28,11 @@ def main(out: str = "docs/screenshot.png", view: str = "cell", cell: str = "1,2"
     app = QApplication([])
     ini = os.path.join(tempfile.mkdtemp(), "shot.ini")
     w = MainWindow(settings=QSettings(ini, QSettings.IniFormat))
-    w.resize(1500, 900)
-    w.show()
+    if view == "models":
+        w.showMaximized()  # the screen's size: 1366x768 as the README's picture
+    else:
+        w.resize(1500, 900)
+        w.show()
 
     def pump_until(cond, timeout=180.0):
         t0 = time.perf_counter()
@@ -40,6 +45,18 @@ def main(out: str = "docs/screenshot.png", view: str = "cell", cell: str = "1,2"
     pump_until(lambda: w.session.model is not None and {"probe", "reference", "third"} <= set(w.session.inputs)
                and w.feature_map.fmap_canvas.image_shape() is not None)
     w.param_form.set_value("iterations", iterations)
+    if view == "models":
+        dock = w.model_dock
+        dock.pick_model("resnet50")  # not on this machine: offered for download, nothing fetched
+        dock.model_combo.showPopup()
+        for _ in range(30):
+            app.processEvents()
+            time.sleep(0.02)
+        if not app.primaryScreen().grabWindow(0).save(out):  # the open list is a window of its own
+            raise SystemExit(f"could not write {out}")
+        print(f"wrote {out}")
+        w.close()
+        return
     if view == "cell":
         done = []
         w.result_shown.connect(done.append)

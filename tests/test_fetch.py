@@ -163,6 +163,26 @@ def test_cancel_leaves_nothing(caches, r18_bytes):
     assert calls and not any(folder.iterdir())
 
 
+def test_cancel_is_heard_while_the_server_stalls(caches, r18_bytes):
+    """A server that stops sending: Cancel still ends the download within a poll, not after the stall timeout."""
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        entry = catalogue(index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes)}}))[
+            "resnet18"]
+        srv.stall_after = 300_000
+        stalled_at = []
+
+        def cancel():
+            if srv.sent >= srv.stall_after and not stalled_at:  # the server has gone silent
+                stalled_at.append(time.monotonic())
+            return bool(stalled_at) and time.monotonic() - stalled_at[0] > 1.0  # cancelled 1 s into the stall
+
+        with pytest.raises(DownloadError, match="cancelled"):
+            fetch(entry, cancel=cancel, timeout=120)
+        took = time.monotonic() - stalled_at[0]
+    assert took < 15, took  # heard within a poll: not after the server's 30 s silence, nor the 120 s timeout
+    assert not any(cached_r18().parent.iterdir())
+
+
 def _pack(prefix: str = "") -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
@@ -291,3 +311,80 @@ def test_a_broken_user_index_does_not_stop_the_window(caches, tmp_path, monkeypa
     names = [w.model_dock.model_combo.itemText(i) for i in range(w.model_dock.model_combo.count())]
     assert "resnet50" in names and "broken.json" in (w.model_dock.index_problem or "")
     assert main(["models"]) == 1
+
+
+def _window(tmp_path, qtbot):
+    from PySide6.QtCore import QSettings
+
+    from famegui.gui.main_window import MainWindow
+
+    w = MainWindow(model="dlib-resnet", settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat),
+                   load_demo=False)
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.session.model is not None, timeout=120000)
+    return w
+
+
+def _answer_licence(qtbot, panel, accept: bool):
+    from PySide6.QtWidgets import QMessageBox
+
+    qtbot.waitUntil(lambda: panel.licence_box is not None and panel.licence_box.isVisible(), timeout=5000)
+    box = panel.licence_box
+    button = next(b for b in box.buttons() if (box.buttonRole(b) == QMessageBox.AcceptRole) == accept)
+    button.click()
+
+
+def test_the_window_downloads_on_request_with_progress_cancel_and_licence_once(caches, r18_bytes, qtbot,
+                                                                               monkeypatch):
+    """Picking a model that is not here offers Download (size); the licence shows before its first download;
+    Cancel leaves nothing; the download then reaches 100 %, is verified, and the model loads by its name."""
+    from PySide6.QtCore import Qt
+
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        idx = index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes),
+                                          "size": len(r18_bytes), "licence": "BSD-3-Clause (test)"}})
+        monkeypatch.setenv("FAMEGUI_WEIGHTS_INDEX", idx)
+        w = _window(caches, qtbot)
+        dock, panel = w.model_dock, w.model_dock.download
+        combo = dock.model_combo
+        i = combo.findText("resnet18")
+        assert "can be downloaded" in combo.itemData(i, Qt.ToolTipRole)
+        combo.setCurrentIndex(i)
+        combo.activated.emit(i)  # the user picks it: nothing is fetched, the download is offered
+        assert panel.isVisible() and panel.button.text() == f"Download ({len(r18_bytes) / 1e6:.0f} MB)"
+        assert combo.currentText() == "dlib-resnet" and srv.sent == 0  # the list shows the model in use
+        seen = []
+        panel.licence_shown.connect(seen.append)
+
+        # 1. declined licence: nothing happens
+        qtbot.mouseClick(panel.button, Qt.LeftButton)
+        _answer_licence(qtbot, panel, accept=False)
+        assert srv.sent == 0 and not panel.running and seen == ["resnet18"]  # declined: asked again next time
+
+        # 2. accepted, then cancelled in the middle: nothing is left in the cache
+        srv.stall_after = len(r18_bytes) // 3
+        qtbot.mouseClick(panel.button, Qt.LeftButton)
+        _answer_licence(qtbot, panel, accept=True)
+        assert seen == ["resnet18", "resnet18"]
+        qtbot.waitUntil(lambda: panel.bar.value() > 0, timeout=30000)
+        assert panel.cancel_button.isVisible() and w.session.model.name == "dlib-resnet"
+        qtbot.mouseClick(panel.cancel_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: not panel.running, timeout=30000)
+        folder = cached_r18().parent
+        assert not cached_r18().exists() and not list(folder.glob("*famegui-part"))
+        assert panel.button.isVisible()  # offered again
+
+        # 3. again: no licence box this time; progress to 100 %, verified, and resnet18 loads by its name
+        srv.stall_after = None
+        values = []
+        panel.bar.valueChanged.connect(values.append)
+        with qtbot.waitSignal(w.model_ready, timeout=120000):
+            qtbot.mouseClick(panel.button, Qt.LeftButton)
+        assert len(seen) == 2 and panel.licence_box is None  # accepted once: not shown again
+        assert values[-1] == panel.bar.maximum() and values == sorted(values)
+        assert cached_r18().read_bytes() == r18_bytes
+        assert w.session.model_spec == "resnet18" and combo.currentText() == "resnet18"
+        assert "ready" in combo.itemData(combo.findText("resnet18"), Qt.ToolTipRole)
+        assert not panel.isVisible()
+        w.close()

@@ -5,7 +5,9 @@ get one :class:`AppContext` and use only its public methods:
 
 - ``session``: the Qt-free state and computations (:class:`~famegui.session.Session`);
 - ``io`` / ``compute`` lanes and :meth:`AppContext.submit` (every network call runs on
-  the one worker thread, never in the GUI thread);
+  the one worker thread, never in the GUI thread); ``downloads``: a lane on a thread of
+  its own for fetching weights (it waits on a server, not on torch; its progress is the
+  caller's to show, not the window's progress bar);
 - ``current_params()`` (the FAME settings), ``display`` (opacity, colormap, boxes);
 - :meth:`show_error` (in the window's words, see ``messages.py``), :meth:`show_status`,
   :meth:`announce` (a map is on screen); ``error_cleared`` when a later job succeeds;
@@ -75,6 +77,8 @@ class AppContext(QObject):
         self.scheduler = Scheduler()  # one worker thread for all network work
         self.io = Lane("io", self.scheduler, priority=0, latest_wins=False, parent=self)
         self.compute = Lane("compute", self.scheduler, priority=1, latest_wins=True, parent=self)
+        self.download_scheduler = Scheduler(torch=False)  # fetching weights: never blocks the network's thread
+        self.downloads = Lane("download", self.download_scheduler, priority=0, latest_wins=False, parent=self)
         self._handlers: dict[int, tuple] = {}
         self._started: dict[int, float] = {}
         self._clears: set[int] = set()  # jobs whose success clears the error shown before they were asked for
@@ -82,7 +86,7 @@ class AppContext(QObject):
         self._io_status = False  # whether the status line shows an io job's label
         for lane in self.lanes:
             lane.started.connect(lambda job_id, label, lane=lane: self._on_started(lane, job_id, label))
-            lane.progress.connect(self._on_progress)
+            lane.progress.connect(lambda job_id, f, payload, lane=lane: self._on_progress(lane, job_id, f, payload))
             lane.finished.connect(lambda job_id, result, lane=lane: self._on_finished(lane, job_id, result))
             lane.failed.connect(lambda job_id, message, lane=lane: self._on_failed(lane, job_id, message))
             # queued, also from the GUI thread: a job cancelled by a newer request's submit() reports after
@@ -91,8 +95,8 @@ class AppContext(QObject):
 
     # ------------------------------------------------------------------ jobs
     @property
-    def lanes(self) -> tuple[Lane, Lane]:
-        return self.io, self.compute
+    def lanes(self) -> tuple[Lane, Lane, Lane]:
+        return self.io, self.compute, self.downloads
 
     def submit(self, lane: Lane, fn: Callable[[Job], Any], label: str, done: Callable | None = None,
                progress: Callable | None = None, failed: Callable | None = None,
@@ -112,7 +116,8 @@ class AppContext(QObject):
         self.compute.cancel_all()
 
     def shutdown(self) -> bool:
-        return self.scheduler.shutdown()
+        downloads = self.download_scheduler.shutdown()  # a running download stops at its next block
+        return self.scheduler.shutdown() and downloads
 
     def _on_started(self, lane: Lane, job_id: int, label: str) -> None:
         self._started[job_id] = time.perf_counter()
@@ -124,8 +129,9 @@ class AppContext(QObject):
             self.show_status(label + "...")
             self._io_status = True
 
-    def _on_progress(self, job_id: int, fraction: float, payload) -> None:
-        emit(self.progress_changed, min(max(fraction, 0.0), 1.0))
+    def _on_progress(self, lane: Lane, job_id: int, fraction: float, payload) -> None:
+        if lane is not self.downloads:  # a download has its own bar, next to its Cancel button
+            emit(self.progress_changed, min(max(fraction, 0.0), 1.0))
         h = self._handlers.get(job_id)
         if h and h[1]:
             h[1](fraction, payload)

@@ -7,9 +7,10 @@ payload)`` and passes ``job.cancelled`` to the computation as its cancel check.
   at its next check and drops any job still waiting.
 - A queue lane (loading, feature maps, scores) runs its jobs in order.
 
-All lanes share ONE worker thread, so torch runs in a single thread (two
-threads each with their own OpenMP team made every FAME iteration about 1.8x
-slower on 2 cores). Quick jobs of a higher-priority lane do not wait for a
+All lanes that run the network share ONE worker thread, so torch runs in a
+single thread (two threads each with their own OpenMP team made every FAME
+iteration about 1.8x slower on 2 cores). Downloads, which wait on a server and
+never run torch, have a scheduler of their own (``torch=False``). Quick jobs of a higher-priority lane do not wait for a
 long one: a running job's cancel check, called between iterations, first runs
 whatever higher-priority jobs are waiting. Signals arrive in the GUI thread.
 """
@@ -64,8 +65,9 @@ class Job:
 class Scheduler(QThread):
     """The one worker thread; serves lanes by priority (lower number first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, torch: bool = True) -> None:
         super().__init__()
+        self.torch = torch  # whether its jobs run the network (then each job adapts torch's thread count)
         self.cond = threading.Condition()
         self.lanes: list[Lane] = []
         self.closing = False
@@ -118,7 +120,7 @@ class Scheduler(QThread):
         from ..core.fame import Cancelled
 
         lane = job.lane
-        if not self._inline:  # an urgent job run inside another keeps that job's count
+        if self.torch and not self._inline:  # an urgent job run inside another keeps that job's count
             threads.adapt()  # the cores other processes leave free now (fixed for the job: maps reproduce)
         emit(lane.started, job.id, job.label)
         outcome: tuple = ("cancelled", job.id)

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 from ..core.render import draw_polygon, to_uint8
 from .canvas import ImageCanvas
 from .context import AppContext
+from .download_panel import LEGEND, STATE_ROLE, STATE_WORDS, DownloadPanel, mark_states, state_icon, state_short
 from .files import IMAGE_FILTER, WEIGHTS_FILTER, RecentFiles
 from .layer_tree import LayerTree
 from .messages import photo_caption
@@ -84,32 +85,82 @@ class ModelDock(QDockWidget):
         return self.ctx.session
 
     def _build_model_box(self) -> QGroupBox:
-        from ..models.wrapper import ModelLoadError
-        from ..models.zoo import model_catalogue
-
         box = QGroupBox("Model")
         form = QFormLayout(box)
         self.model_combo = QComboBox()
         self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.model_combo.setMinimumContentsLength(12)
-        try:
-            rows = model_catalogue()
-        except ModelLoadError as e:  # a broken $FAMEGUI_WEIGHTS_INDEX: the shipped list, and say why
-            rows = model_catalogue(user=False)
-            self.index_problem = str(e)
-        for row in rows:  # zoo names, plus insightface packs and cached timm weights found here
-            if row.explainable:
-                self.model_combo.addItem(row.name)
-                self.model_combo.setItemData(self.model_combo.count() - 1, row.note, Qt.ToolTipRole)
-        self.model_combo.activated.connect(lambda _i: self.load_model(self.model_combo.currentText(), None))
+        self.model_combo.setToolTip(LEGEND)
+        self.fill_models()
+        self.model_combo.activated.connect(lambda i: self.pick_model(self.model_combo.itemText(i)))
+        self.download = DownloadPanel(self.ctx, self.recent.settings)
+        self.download.fetched.connect(self._on_fetched)
         self.weights_label = QLabel("embedded")
         self.weights_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)  # long paths: see tooltip
         wb = QPushButton("Weights / ONNX / TorchScript...")
         wb.clicked.connect(self.choose_weights)
         form.addRow("network", self.model_combo)
+        form.addRow(self.download)
         form.addRow("weights", self.weights_label)
         form.addRow(wb)
         return box
+
+    def fill_models(self) -> None:
+        """The network list: zoo names, insightface packs and cached timm weights, each marked with its state
+        (ready, can be downloaded, needs a file); the model in use stays selected."""
+        from ..models.wrapper import ModelLoadError
+        from ..models.zoo import model_catalogue
+
+        try:
+            rows = model_catalogue()
+        except ModelLoadError as e:  # a broken $FAMEGUI_WEIGHTS_INDEX: the shipped list, and say why
+            rows = model_catalogue(user=False)
+            self.index_problem = str(e)
+        current = self.model_combo.currentText()
+        self.model_combo.clear()
+        for row in rows:
+            if row.explainable:
+                self.model_combo.addItem(state_icon(row.state), row.name)
+                words, i = STATE_WORDS.get(row.state, ""), self.model_combo.count() - 1
+                self.model_combo.setItemData(i, f"{words}: {row.note}" if words else row.note, Qt.ToolTipRole)
+                size = f"{row.size / 1e6:.0f} MB" if row.size else ""
+                self.model_combo.setItemData(i, state_short(row.state, size), STATE_ROLE)
+        if current and self.model_combo.findText(current) >= 0:
+            self.model_combo.setCurrentText(current)
+        mark_states(self.model_combo)
+
+    def pick_model(self, name: str) -> None:
+        """A name chosen in the list: loaded if it can be; a model whose weights can be downloaded is offered
+        for download instead (nothing is fetched until the user asks), and the list shows the model in use."""
+        entry = self._fetchable(name)
+        if entry is None:
+            self.download.withdraw()
+            self.load_model(name, None)
+            return
+        self.download.offer(entry)
+        current = self.session.model_spec
+        if current is not None and self.model_combo.findText(current) >= 0:
+            self.model_combo.setCurrentText(current)
+        self.ctx.show_status(f"{name}: not on this machine; Download ({entry.size_text()}) fetches it")
+
+    def _fetchable(self, name: str):
+        """The weights entry of ``name`` when it is not on disk and can be fetched, else None."""
+        from ..models.weights_index import catalogue, state
+        from ..models.wrapper import ModelLoadError
+
+        try:
+            entry = catalogue().get(name)
+        except ModelLoadError:
+            entry = catalogue(user=False).get(name)
+        return entry if entry is not None and state(entry) == "fetch" else None
+
+    def _on_fetched(self, name: str) -> None:
+        self.fill_models()
+        if self.model_combo.findText(name) < 0:  # an insightface pack lists its recognition model(s)
+            found = [self.model_combo.itemText(i) for i in range(self.model_combo.count())
+                     if self.model_combo.itemText(i).startswith(name)]
+            name = found[0] if found else name
+        self.load_model(name, None)
 
     def _build_images_box(self) -> QGroupBox:
         box = QGroupBox("Images")

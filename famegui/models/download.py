@@ -12,6 +12,7 @@ repositories.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import http.client
@@ -19,6 +20,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import zipfile
@@ -32,6 +34,7 @@ from .wrapper import ModelLoadError
 PART = ".famegui-part"
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0  # no byte for this long: the server has stalled
+POLL_S = 0.25  # how often a running download looks at its cancel check, also while the server is silent
 
 
 class DownloadError(ModelLoadError):
@@ -48,6 +51,38 @@ def _open(url: str, start: int, timeout: float):
         headers["Range"] = f"bytes={start}-"
     opener = urllib.request.build_opener()  # built per download: proxies as the environment says now
     return opener.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def _socket_of(resp) -> socket.socket | None:
+    """The socket under an HTTP response (urllib does not expose it); None for ``file://``."""
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+@contextlib.contextmanager
+def _cancel_wakes(resp, cancel: Callable[[], bool] | None):
+    """While the body streams, look at ``cancel`` every POLL_S and, when it says so, shut the connection down:
+    a read blocked on a silent server returns at once instead of after the stall timeout."""
+    sock = _socket_of(resp)
+    if cancel is None or sock is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(POLL_S):
+            if cancel():
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    t = threading.Thread(target=watch, name="famegui-download-cancel", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
 
 
 def _reason(e: BaseException, url: str, timeout: float) -> str:
@@ -95,7 +130,7 @@ def download_file(entry: WeightsEntry, part: Path, *, progress: Callable[[int, i
         raise DownloadError(f"{entry.name}: {_reason(e, str(entry.url), timeout)}") from None
     except (OSError, ValueError) as e:
         raise DownloadError(f"{entry.name}: {_reason(e, str(entry.url), timeout)}") from None
-    with resp:
+    with resp, _cancel_wakes(resp, cancel):
         resumed = start and getattr(resp, "status", None) == 206
         if not resumed:
             start = 0  # the server sends the whole file (no range support, or a file:// URL)
@@ -108,8 +143,15 @@ def download_file(entry: WeightsEntry, part: Path, *, progress: Callable[[int, i
                 while True:
                     if cancel is not None and cancel():
                         raise DownloadCancelled(f"{entry.name}: download cancelled")
-                    block = resp.read(CHUNK)
+                    try:
+                        block = resp.read(CHUNK)
+                    except (OSError, http.client.HTTPException):
+                        if cancel is not None and cancel():  # the connection was shut down for it
+                            raise DownloadCancelled(f"{entry.name}: download cancelled") from None
+                        raise
                     if not block:
+                        if cancel is not None and cancel():
+                            raise DownloadCancelled(f"{entry.name}: download cancelled")
                         break
                     out.write(block)
                     h.update(block)
