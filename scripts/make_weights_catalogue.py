@@ -1,8 +1,10 @@
 """Write resources/weights_catalogue.json: where each downloadable model's weights come from.
 
 Torchvision's entries are read from its weights enums (URL, the SHA-256 prefix torchvision puts in the
-file name and checks, the size it documents in MiB); insightface's release packs and the face backbones
-without a direct licensed URL are listed below by hand. Run again after a torchvision upgrade:
+file name and checks, the size it documents in MiB); timm's from its pretrained configs (the Hub
+repository and licence; the size from the parameter count: the Hub's own checksum is checked on download);
+insightface's release packs and the face backbones without a direct licensed URL are listed below by hand.
+Run again after a torchvision or timm upgrade:
 
     python scripts/make_weights_catalogue.py
 """
@@ -35,6 +37,11 @@ INSIGHTFACE_PACKS = {
     "antelopev2": ("8e182f14fc6e80b3bfa375b33eb6cff7ee05d8ef7633e738d1c89021dcf0c5c5", 360662982,
                    "ResNet100 on Glint360K (glintr100) with SCRFD-10GF"),
 }
+# timm models on the Hugging Face Hub offered in the list (any other: famegui fetch timm:NAME)
+TIMM_MODELS = ["vit_tiny_patch16_224.augreg_in21k_ft_in1k", "vit_small_patch16_224.augreg_in21k_ft_in1k",
+               "vit_base_patch16_224.augreg2_in21k_ft_in1k", "deit_small_patch16_224.fb_in1k",
+               "swin_tiny_patch4_window7_224.ms_in1k", "convnext_tiny.fb_in1k", "resnet50.a1_in1k",
+               "efficientnet_b0.ra_in1k"]
 MANUAL = {
     "iresnet": ("https://github.com/deepinsight/insightface/tree/master/recognition/arcface_torch",
                 "no direct licensed URL (the authors share it on OneDrive / Baidu): get backbone.pth from "
@@ -55,6 +62,17 @@ def main() -> None:
                         "size": round(w.meta["_file_size"] * 2**20), "cache": "torchvision",
                         "licence": TORCHVISION_LICENCE, "page": TORCHVISION_PAGE,
                         "description": f"{w} (ImageNet-1K top-1 {w.meta['_metrics']['ImageNet-1K']['acc@1']}%)"}
+    import timm
+
+    for arch in TIMM_MODELS:
+        cfg = timm.models.get_pretrained_cfg(arch)
+        net = timm.create_model(arch, pretrained=False)
+        size = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+        models[f"timm:{arch}"] = {"repo": cfg.hf_hub_id, "file": cfg.hf_hub_filename or "model.safetensors",
+                                  "size": size, "cache": "huggingface", "licence": cfg.license or "see its page",
+                                  "page": f"https://huggingface.co/{cfg.hf_hub_id}",
+                                  "description": f"timm {arch} ({sum(p.numel() for p in net.parameters()) / 1e6:.1f}"
+                                                 " M parameters)"}
     for pack, (sha, size, what) in INSIGHTFACE_PACKS.items():
         models[f"insightface:{pack}"] = {"url": f"{INSIGHTFACE_RELEASE}{pack}.zip", "file": f"{pack}.zip",
                                          "sha256": sha, **({"size": size} if size else {}),

@@ -7,6 +7,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import face
 from weights_server import WeightsServer
@@ -268,6 +269,11 @@ def test_shipped_catalogue_is_consistent():
             assert e.url == w.url and e.file in w.url and e.hash_prefix in e.file and e.fetchable, name
         elif e.cache == "insightface":
             assert e.sha256 and e.url.startswith("https://github.com/deepinsight/insightface/releases/"), name
+        elif e.cache == "huggingface":  # the repository timm itself would download from
+            from famegui.models.weights_index import timm_entry
+
+            own = timm_entry(name)
+            assert own is not None and (e.repo, e.file) == (own.repo, own.file) and e.fetchable and e.size, name
         else:
             assert e.manual and e.page.startswith("https://"), name
 
@@ -388,3 +394,98 @@ def test_the_window_downloads_on_request_with_progress_cancel_and_licence_once(c
         assert "ready" in combo.itemData(combo.findText("resnet18"), Qt.ToolTipRole)
         assert not panel.isVisible()
         w.close()
+
+
+TIMM_NAME = "timm:mobilenetv3_small_050.lamb_in1k"  # a small timm network: 1.6 M parameters
+
+
+@pytest.fixture(scope="module")
+def timm_file(tmp_path_factory):
+    """Weights of the timm network as the Hub serves them (model.safetensors), seeded, made here."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = timm.create_model(TIMM_NAME.split(":", 1)[1], pretrained=False)
+    path = tmp_path_factory.mktemp("timm") / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path.read_bytes()
+
+
+@pytest.fixture
+def hub(caches, monkeypatch, timm_file):
+    """A Hub on 127.0.0.1 serving the timm weights, named by HF_ENDPOINT; an empty Hugging Face cache."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(caches / "hf"))
+    with WeightsServer({"model.safetensors": timm_file}, hub=True) as srv:
+        monkeypatch.setenv("HF_ENDPOINT", srv.base.rstrip("/"))
+        # huggingface_hub read HF_ENDPOINT when it was imported (for its own side requests, e.g. the agent
+        # registry it asks for on a download): as for a user who set HF_ENDPOINT before starting famegui
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", srv.base.rstrip("/"))
+        monkeypatch.setattr(huggingface_hub.constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            srv.base.rstrip("/") + "/{repo_id}/resolve/{revision}/{filename}")
+        yield srv
+
+
+def hub_files(caches) -> list[Path]:
+    """Downloaded files in the Hugging Face cache (blobs, and temporary files beside them)."""
+    return [p for p in (caches / "hf").rglob("*") if p.is_file() and "blobs" in p.parts]
+
+
+def test_a_timm_model_is_fetched_through_huggingface_hub_and_then_opens(hub, caches, timm_file, capsys):
+    """Any timm name with a Hub repository in timm's table: fetched by huggingface_hub into the cache timm
+    reads, checked against the SHA-256 the Hub declares, then explained without --weights."""
+    image = face("joe_biden", "vp_portrait.jpg")
+    code, _, err = run(capsys, "explain", "--model", TIMM_NAME, "--image", image, "--out", caches / "x.png")
+    assert code == 1 and f"famegui fetch {TIMM_NAME}" in err and hub.sent == 0
+    code, out, err = run(capsys, "fetch", TIMM_NAME, "--quiet")
+    assert code == 0, err
+    assert "apache-2.0" in err and "verified" in out and hub.sent == len(timm_file)
+    assert [p.read_bytes() == timm_file for p in hub_files(caches)] == [True]  # one blob
+    code, out, err = run(capsys, "explain", "--model", TIMM_NAME, "--image", image, "--cell", "blocks.5:3,3",
+                         "--iterations", "2", "--out", caches / "o.png")
+    assert code == 0, err
+    assert json.loads((caches / "o.json").read_text())["model"]["weights"] == sha(timm_file)
+    code, out, _ = run(capsys, "models")
+    assert any(line.split()[:3] == [TIMM_NAME, "timm", "ready"] for line in out.splitlines()), out
+
+
+def test_a_hub_file_that_is_not_what_the_hub_declares_is_removed(hub, caches, capsys):
+    hub.etags["model.safetensors"] = "1" * 64
+    code, _, err = run(capsys, "fetch", TIMM_NAME, "--quiet")
+    assert code == 1 and "SHA-256" in err and "deleted" in err and len(err.strip().splitlines()) == 2, err
+    assert hub_files(caches) == []
+
+
+def test_a_hub_download_can_be_cancelled_and_a_missing_repo_is_one_line(hub, caches, capsys):
+    from famegui.models.weights_index import timm_entry
+
+    entry = timm_entry(TIMM_NAME)
+    for size in (None, 40 << 20):  # stopped after the last block; stopped in the middle of a long file
+        if size:
+            hub.files["model.safetensors"] = np.random.default_rng(0).bytes(size)
+        got = []
+        with pytest.raises(DownloadError, match="cancelled"):
+            fetch(entry, cancel=lambda got=got: bool(got), progress=lambda *a, got=got: got.append(a))
+        assert got and hub_files(caches) == []
+    assert got[-1][0] < size  # huggingface_hub stopped at the first block after the cancel
+    del hub.files["model.safetensors"]
+    code, _, err = run(capsys, "fetch", TIMM_NAME, "--quiet")
+    assert code == 1 and "HTTP 404" in err.strip().splitlines()[-1], err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_is_one_line_and_installs_nothing(caches, r18_bytes, capsys):
+    """The kernel's own ENOSPC: the part file is /dev/full, where every write fails as on a full disk."""
+    dest = caches / "mirror"
+    dest.mkdir()
+    entry = catalogue()["resnet18"]
+    (dest / f"{entry.file}.famegui-part").symlink_to("/dev/full")
+    with WeightsServer({"r18.pth": r18_bytes}) as srv:
+        idx = index(caches, {"resnet18": {"url": srv.base + "r18.pth", "sha256": sha(r18_bytes)}})
+        code, out, err = run(capsys, "fetch", "resnet18", "--index", idx, "--to", dest, "--quiet")
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "disk is full" in last and "Traceback" not in err, err
+    assert not (dest / entry.file).exists() and not cached_r18().exists()

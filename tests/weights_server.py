@@ -1,15 +1,21 @@
 """A real HTTP server on 127.0.0.1 for download tests: serves files with byte ranges, counts the bytes it
-sends, and can misbehave on request (cut the connection, stall, answer 404)."""
+sends, and can misbehave on request (cut the connection, stall, answer 404). With ``hub=True`` it also answers
+as the Hugging Face Hub does for ``/OWNER/REPO/resolve/REVISION/FILE`` (HEAD and GET with the commit and the
+file's SHA-256 as its ETag), so huggingface_hub downloads from it through ``endpoint=`` / ``HF_ENDPOINT``."""
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class WeightsServer:
-    def __init__(self, files: dict[str, bytes]):
+    def __init__(self, files: dict[str, bytes], hub: bool = False):
         self.files = dict(files)
+        self.hub = hub
+        self.etags: dict[str, str] = {}  # a file's declared SHA-256 when it should not be its own
+        self.commit = "0123456789abcdef0123456789abcdef01234567"
         self.sent = 0  # body bytes sent, all requests together
         self.requests: list[tuple[str, str | None]] = []  # (path, Range header)
         self.cut_after: int | None = None  # close the connection after this many body bytes (once)
@@ -21,8 +27,26 @@ class WeightsServer:
             def log_message(self, *args):  # quiet
                 pass
 
+            def _hub_headers(self, name: str, data: bytes) -> None:
+                if server.hub:
+                    self.send_header("X-Repo-Commit", server.commit)
+                    etag = server.etags.get(name, hashlib.sha256(data).hexdigest())
+                    self.send_header("ETag", f'"{etag}"')
+
+            def do_HEAD(self):  # noqa: N802 - http.server's name
+                name = self.path.split("?")[0].rsplit("/", 1)[-1]
+                server.requests.append(("HEAD " + self.path, None))
+                data = server.files.get(name)
+                if data is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self._hub_headers(name, data)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+
             def do_GET(self):  # noqa: N802 - http.server's name
-                name = self.path.rsplit("/", 1)[-1]  # a proxy request carries the whole URL
+                name = self.path.split("?")[0].rsplit("/", 1)[-1]  # a proxy request carries the whole URL
                 server.requests.append((self.path, self.headers.get("Range")))
                 data = server.files.get(name)
                 if data is None:
@@ -41,6 +65,7 @@ class WeightsServer:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 else:
                     self.send_response(200)
+                self._hub_headers(name, data)
                 body = data[start:]
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -17,7 +17,8 @@ def add_fetch(sub) -> None:
                        description="Download the weights of catalogue models (famegui models lists them), check "
                                    "their checksum and put them where the loaders look. Interrupted downloads "
                                    "resume when run again. Proxies: the https_proxy / no_proxy variables.")
-    p.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (e.g. resnet50, insightface:buffalo_l)")
+    p.add_argument("names", nargs="*", metavar="NAME", help="models to fetch (e.g. resnet50, insightface:buffalo_l, "
+                   "timm:convnext_tiny.fb_in1k: any timm model with weights on the Hugging Face Hub)")
     p.add_argument("--all", action="store_true", help="every model the catalogue can fetch")
     p.add_argument("--index", metavar="FILE", help="a weights index (JSON) over the shipped catalogue: mirrors, "
                    "other models (default: $FAMEGUI_WEIGHTS_INDEX)")
@@ -46,7 +47,7 @@ def _bar(quiet: bool, name: str):
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ..models.download import fetch
-    from ..models.weights_index import catalogue, state
+    from ..models.weights_index import catalogue, state, timm_entry
 
     if args.timeout is None or not args.timeout > 0:
         raise CliError("--timeout must be a positive number of seconds")
@@ -57,6 +58,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         names = list(args.names)
     else:
         raise CliError("name the models to fetch (famegui models lists them), or --all")
+    for n in names:  # any timm name whose pretrained config names a Hub repository
+        if n not in entries and timm_entry(n) is not None:
+            entries[n] = timm_entry(n)
     unknown = [n for n in names if n not in entries]
     if unknown:
         raise CliError(f"not in the weights catalogue: {', '.join(unknown)} (famegui models lists what it holds)")
@@ -64,12 +68,13 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     if to is not None:
         to.mkdir(parents=True, exist_ok=True)
     mirror: dict = {}
+    hub_copy = False
     for name in names:
         e = entries[name]
         if to is None and state(e) == "ready":
             print(f"{name}: already here ({e.destination()})")
             continue
-        print(f"{name}: {e.size_text()} from {e.url}; licence: {e.licence or 'see ' + (e.page or 'its page')}",
+        print(f"{name}: {e.size_text()} from {e.source}; licence: {e.licence or 'see ' + (e.page or 'its page')}",
               file=sys.stderr)
         show, close = _bar(args.quiet, name)
         try:
@@ -77,7 +82,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         finally:
             close()
         print(f"{name}: verified, {where}")
-        if to is not None:
+        if to is not None and e.cache == "huggingface":
+            hub_copy = True
+        elif to is not None:
             checksum = {"sha256": e.sha256} if e.sha256 else {"hash_prefix": e.hash_prefix}
             mirror[name] = {"url": where.name, **checksum, "size": where.stat().st_size, "file": e.file,
                             "cache": e.cache, **({"unpack": e.unpack} if e.unpack else {}), "licence": e.licence}
@@ -86,6 +93,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         old = json.loads(index.read_text()).get("models", {}) if index.is_file() else {}
         index.write_text(json.dumps({"format": 1, "models": {**old, **mirror}}, indent=1) + "\n")
         print(f"mirror index: {index} (on the offline machine: FAMEGUI_WEIGHTS_INDEX={index})")
+        if hub_copy:
+            print(f"Hugging Face models: {to / 'huggingface'} is a hub cache (on the offline machine: "
+                  f"HF_HUB_CACHE={to / 'huggingface'}, or copy its folders into ~/.cache/huggingface/hub)")
     return 0
 
 

@@ -142,7 +142,7 @@ class DownloadPanel(QWidget):
         self.entry = entry
         self.label.setText(f"{entry.name}: not on this machine")
         self.button.setText(f"Download ({entry.size_text()})")
-        tip = (f"{entry.name}: {entry.size_text()} from {entry.url}\ninto {entry.destination()}\n"
+        tip = (f"{entry.name}: {entry.size_text()} from {entry.source}\ninto {entry.destination()}\n"
                f"licence: {entry.licence or 'see ' + (entry.page or 'its page')}")
         for w in (self.label, self.button):
             w.setToolTip(tip)
@@ -177,7 +177,7 @@ class DownloadPanel(QWidget):
             return
         e = self.entry
         box = QMessageBox(QMessageBox.Information, f"Download {e.name}",
-                          f"<b>{e.name}</b>: {e.size_text()}<br>from {e.url}<br>into {e.destination()}", parent=self)
+                          f"<b>{e.name}</b>: {e.size_text()}<br>from {e.source}<br>into {e.destination()}", parent=self)
         box.setInformativeText(f"Licence: {e.licence or 'not stated in the catalogue'}"
                                + (f"\nSee {e.page}" if e.page else "")
                                + "\n\nThe file is checked against the catalogue's checksum before it is used.")

@@ -22,12 +22,11 @@ The home folder is ``Path.home()`` (``$HOME``), so tests can point it elsewhere.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .weights_index import catalogue, insightface_root
+from .weights_index import catalogue, hf_cached_file, hf_hub_cache, insightface_root  # noqa: F401 - re-exported
 from .wrapper import ModelLoadError
 
 INSIGHTFACE_PREFIX = "insightface:"
@@ -178,35 +177,6 @@ def find_insightface(spec: str) -> InsightfaceModel | None:
 
 
 # ============================================================================ Hugging Face cache (timm)
-def hf_hub_cache() -> Path:
-    """The Hugging Face hub cache folder, as huggingface_hub resolves it from the environment."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "huggingface" / "hub"
-
-
-_HF_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def hf_cached_file(repo_id: str) -> Path | None:
-    """The newest cached weights file of a hub repository (e.g. ``timm/convnext_tiny.in12k_ft_in1k``)."""
-    folder = hf_hub_cache() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
-    try:
-        snaps = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-    except OSError:
-        return None
-    for snap in snaps:
-        for fname in _HF_FILES:
-            if (snap / fname).is_file():
-                return snap / fname
-    return None
-
-
 def cached_timm_names() -> list[str]:
     """``timm:<name>`` for every timm model whose weights are in the Hugging Face cache."""
     try:

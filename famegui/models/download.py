@@ -8,7 +8,8 @@ variables (``https_proxy``, ``no_proxy`` ...), as urllib reads them.
 
 Why our own loop over urllib rather than a library: torch.hub's ``download_url_to_file`` cannot resume,
 cancel or time out a stalled server; pooch cannot resume or cancel; huggingface_hub serves only Hub
-repositories.
+repositories. Those (timm's weights) go through huggingface_hub itself (:func:`fetch_hub`): its cache layout,
+``HF_ENDPOINT`` mirrors, tokens for gated repositories, Xet storage and its retries within a download.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import errno
 import hashlib
 import http.client
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -34,6 +36,7 @@ from .wrapper import ModelLoadError
 PART = ".famegui-part"
 CHUNK = 1 << 20
 TIMEOUT_S = 30.0  # no byte for this long: the server has stalled
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 POLL_S = 0.25  # how often a running download looks at its cancel check, also while the server is silent
 
 
@@ -212,6 +215,8 @@ def fetch(entry: WeightsEntry, *, to: str | os.PathLike | None = None,
     pathlib.Path
         The cached file or pack folder (or the file in ``to``).
     """
+    if entry.cache == "huggingface":
+        return fetch_hub(entry, to=to, progress=progress, cancel=cancel, timeout=timeout)
     if not entry.url:
         raise DownloadError(f"{entry.name}: nothing to fetch: {entry.manual or 'the catalogue has no URL for it'}")
     if not (entry.sha256 or entry.hash_prefix):
@@ -234,3 +239,90 @@ def fetch(entry: WeightsEntry, *, to: str | os.PathLike | None = None,
     else:
         os.replace(part, final)
     return final
+
+
+def _hub_bar(progress: Callable[[int, int | None], None] | None, cancel: Callable[[], bool] | None, name: str):
+    """A tqdm class for huggingface_hub that reports to ``progress`` and stops the download on ``cancel``
+    (huggingface_hub then deletes its temporary file)."""
+    from tqdm import tqdm
+
+    class Bar(tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["disable"] = True  # famegui shows its own progress
+            super().__init__(*args, **kwargs)
+            self.done = int(kwargs.get("initial") or 0)
+
+        def update(self, n=1):
+            if cancel is not None and cancel():
+                raise DownloadCancelled(f"{name}: download cancelled")
+            self.done += int(n or 0)
+            if progress is not None:
+                progress(self.done, self.total)
+
+    return Bar
+
+
+def _forget_blob(path: Path) -> None:
+    """Remove a cached Hub file that failed its check: the snapshot's link and the blob it points to."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    if blob != path:
+        blob.unlink(missing_ok=True)
+
+
+def fetch_hub(entry: WeightsEntry, *, to: str | os.PathLike | None = None,
+              progress: Callable[[int, int | None], None] | None = None, cancel: Callable[[], bool] | None = None,
+              timeout: float = TIMEOUT_S) -> Path:
+    """One file of a Hugging Face repository into the hub cache (or ``to``/huggingface, a cache to copy to an
+    offline machine), with huggingface_hub; checked against the catalogue's ``sha256`` or, without one, the
+    SHA-256 the Hub declares for the file; a file that fails the check is removed again."""
+    try:
+        from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
+        from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    except ImportError:
+        raise DownloadError(f"{entry.name}: fetching from the Hugging Face Hub needs huggingface_hub: "
+                            "pip install huggingface_hub") from None
+    endpoint = entry.endpoint or os.environ.get("HF_ENDPOINT") or None
+    revision = entry.revision or "main"
+    from .weights_index import hf_hub_cache
+
+    # the cache the loader reads, from the environment now (huggingface_hub fixed its own at import)
+    cache_dir = Path(to) / "huggingface" if to is not None else hf_hub_cache()
+    where = f"{endpoint or 'https://huggingface.co'}/{entry.repo}"
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(str(entry.repo), str(entry.file), revision=revision,
+                                               endpoint=endpoint), timeout=timeout)
+        path = Path(hf_hub_download(str(entry.repo), str(entry.file), revision=revision, endpoint=endpoint,
+                                    cache_dir=cache_dir, etag_timeout=timeout,
+                                    tqdm_class=_hub_bar(progress, cancel, entry.name)))
+    except DownloadCancelled:
+        raise
+    except HfHubHTTPError as e:
+        code = getattr(getattr(e, "response", None), "status_code", None)
+        raise DownloadError(f"{entry.name}: the Hub at {where} answered "
+                            f"{f'HTTP {code}' if code else str(e).splitlines()[0][:160]}") from None
+    except (LocalEntryNotFoundError, OSError) as e:
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise DownloadError(f"{entry.name}: the disk is full; free some space and run the same command "
+                                "again") from None
+        raise DownloadError(f"{entry.name}: cannot reach {where} (no network, a proxy, or a wrong "
+                            f"HF_ENDPOINT?): {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") \
+            from None
+    except Exception as e:  # noqa: BLE001 - httpx's and huggingface_hub's own errors, in one line
+        raise DownloadError(f"{entry.name}: downloading from {where} failed: {type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:160] if str(e) else ''}") from None
+    if cancel is not None and cancel():  # asked for while the last block came in: nothing is kept
+        _forget_blob(path)
+        raise DownloadCancelled(f"{entry.name}: download cancelled")
+    declared = (meta.etag or "").strip('"').lower()
+    want = entry.sha256 or (declared if _SHA256.fullmatch(declared) else None)
+    if want is None:
+        _forget_blob(path)
+        raise DownloadError(f"{entry.name}: neither the catalogue nor the Hub gives a SHA-256 for {entry.file}; "
+                            "it was not kept (add \"sha256\" to your index)")
+    digest = _hash_of(path).hexdigest()
+    if digest != want:
+        _forget_blob(path)
+        raise DownloadError(f"{entry.name}: the file downloaded from {where} has SHA-256 {digest[:16]}..., "
+                            f"expected {want[:16]}...; it was deleted (a wrong mirror, or a changed file)")
+    return path

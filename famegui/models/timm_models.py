@@ -3,7 +3,7 @@
 The architecture comes from ``timm.create_model(NAME, pretrained=False)`` (no
 download, ever); the weights from a local file (``.safetensors``, or ``.pth`` /
 ``.bin`` read with ``weights_only``), ``"random"`` for a seeded untrained
-network, or -- with no weights given -- the file timm would have cached in the
+network, or -- with no weights given -- the file timm (or ``famegui fetch timm:NAME``) cached in the
 Hugging Face cache (``models--timm--NAME/snapshots/*/model.safetensors``) or
 torch hub's checkpoint folder, when it is already there. ``NAME`` may carry a
 pretrained tag (``convnext_tiny.fb_in1k``): input size, mean/std, crop ratio and
@@ -92,8 +92,10 @@ def _build(timm, arch: str, weights: str | None) -> tuple[nn.Module, str]:
     if weights is None:
         cached, where = timm_cache_file(module)
         if cached is None:
-            raise ModelLoadError(f"no weights for timm:{arch}: none in {where}; famegui never downloads: pass "
-                                 f"--weights FILE (.safetensors or .pth), or --weights random")
+            fetch = (f"famegui fetch timm:{arch} downloads them (or the window's Download button), or "
+                     if (getattr(module, "pretrained_cfg", None) or {}).get("hf_hub_id") else "")
+            raise ModelLoadError(f"no weights for timm:{arch}: none in {where}; {fetch}pass --weights FILE "
+                                 "(.safetensors or .pth), or --weights random")
         weights = str(cached)
     path = Path(weights).expanduser()
     state = read_state_dict(path)

@@ -12,8 +12,12 @@ Fields of one model (all but a way to get it optional):
 - ``sha256`` (64 hex digits) or ``hash_prefix`` (torchvision's: the first hex digits of the SHA-256, part of
   its file names): checked before the file is put in place; a user's ``sha256`` replaces a shipped prefix;
 - ``size``: bytes, shown before the download (approximate for torchvision's, which documents MiB);
-- ``cache``: ``torchvision`` (``$TORCH_HOME/hub/checkpoints``) or ``insightface``
-  (``~/.insightface/models/PACK``), the folders the loaders already read; ``file``: the name there;
+- ``cache``: ``torchvision`` (``$TORCH_HOME/hub/checkpoints``), ``insightface``
+  (``~/.insightface/models/PACK``) or ``huggingface`` (the Hugging Face hub cache timm reads), the folders the
+  loaders already read; ``file``: the name there (for ``huggingface``: the file in the repository);
+- ``repo`` (``owner/name``), ``revision`` (default ``main``) and ``endpoint`` (a Hub mirror; else
+  ``$HF_ENDPOINT``, else huggingface.co): a Hugging Face repository, fetched with huggingface_hub and
+  checked against ``sha256`` or, without one, against the SHA-256 the Hub declares for the file (its ETag);
 - ``unpack``: ``zip`` for a pack; ``licence``, ``page``, ``description``: shown to the user.
 
 Nothing here touches the network (that is :mod:`.download`, on request only).
@@ -32,8 +36,9 @@ from ..paths import resource_path
 from .wrapper import ModelLoadError
 
 ENV = "FAMEGUI_WEIGHTS_INDEX"
-CACHES = ("torchvision", "insightface")
-_TEXT = ("url", "manual", "file", "licence", "page", "description")
+CACHES = ("torchvision", "insightface", "huggingface")
+_TEXT = ("url", "manual", "file", "licence", "page", "description", "revision")
+_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _SHA = re.compile(r"[0-9a-f]{64}")
 _PREFIX = re.compile(r"[0-9a-f]{6,64}")
 _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
@@ -42,6 +47,35 @@ _SAFE_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,200}")
 def insightface_root() -> Path:
     """Where insightface keeps its model packs (``~/.insightface/models``)."""
     return Path.home() / ".insightface" / "models"
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder, as huggingface_hub resolves it from the environment."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+HF_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hf_cached_file(repo_id: str) -> Path | None:
+    """The newest cached weights file of a hub repository (e.g. ``timm/convnext_tiny.in12k_ft_in1k``)."""
+    folder = hf_hub_cache() / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    try:
+        snaps = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return None
+    for snap in snaps:
+        for fname in HF_FILES:
+            if (snap / fname).is_file():
+                return snap / fname
+    return None
 
 
 class IndexError_(ModelLoadError):  # noqa: N801 - not the builtin IndexError
@@ -61,17 +95,33 @@ class WeightsEntry:
     size: int | None = None
     cache: str | None = None
     unpack: str | None = None
+    repo: str | None = None
+    revision: str | None = None
+    endpoint: str | None = None
     licence: str = ""
     page: str = ""
     description: str = ""
 
     @property
     def fetchable(self) -> bool:
-        """A URL, a checksum and a place to put it: famegui can fetch it when asked."""
+        """A URL, a checksum and a place to put it (or a Hub repository and file): famegui can fetch it when
+        asked."""
+        if self.cache == "huggingface":
+            return bool(self.repo and self.file)
         return bool(self.url and (self.sha256 or self.hash_prefix) and self.cache and self.file)
 
+    @property
+    def source(self) -> str:
+        """Where it comes from, in words: the URL, or the Hub repository and file."""
+        if self.cache == "huggingface":
+            return f"{self.endpoint or 'the Hugging Face Hub'} ({self.repo}/{self.file})"
+        return str(self.url or self.manual or "nowhere")
+
     def destination(self) -> Path:
-        """Where the loaders look for it: the file (torchvision) or the pack's folder (insightface)."""
+        """Where the loaders look for it: the file (torchvision), the pack's folder (insightface) or the
+        repository's folder in the Hugging Face cache."""
+        if self.cache == "huggingface" and self.repo:
+            return hf_hub_cache() / ("models--" + self.repo.replace("/", "--"))
         if self.cache == "torchvision":
             import torch
 
@@ -81,6 +131,8 @@ class WeightsEntry:
         raise ModelLoadError(f"{self.name}: the catalogue names no cache to put it in")
 
     def on_disk(self) -> bool:
+        if self.cache == "huggingface":
+            return bool(self.repo) and hf_cached_file(str(self.repo)) is not None
         dest = self.destination()
         if self.unpack == "zip":
             return dest.is_dir() and any(dest.rglob("*.onnx"))
@@ -115,6 +167,12 @@ def _check_entry(name: str, raw, where: str) -> dict:
         elif key == "cache":
             if value not in CACHES:
                 raise IndexError_(f"{where}: models.{name}.cache must be one of {', '.join(CACHES)}")
+        elif key == "repo":
+            if not isinstance(value, str) or not _REPO.fullmatch(value) or ".." in value:
+                raise IndexError_(f"{where}: models.{name}.repo must be a Hugging Face repository, owner/name")
+        elif key == "endpoint":
+            if not isinstance(value, str) or urlsplit(value).scheme.lower() not in ("http", "https"):
+                raise IndexError_(f"{where}: models.{name}.endpoint must be an http(s) URL")
         elif key == "unpack":
             if value != "zip":
                 raise IndexError_(f"{where}: models.{name}.unpack must be \"zip\"")
@@ -170,6 +228,27 @@ def catalogue(index: str | os.PathLike | None = None, *, user: bool = True) -> d
                 base.pop("manual", None)
             merged[name] = {**base, **fields}
     return {name: WeightsEntry(name=name, **fields) for name, fields in merged.items()}
+
+
+def timm_entry(name: str) -> WeightsEntry | None:
+    """A catalogue entry for any ``timm:ARCH[.TAG]`` whose pretrained config names a Hub repository (timm's
+    own table, no network): ``famegui fetch`` takes timm names the shipped catalogue does not list."""
+    if not name.startswith("timm:"):
+        return None
+    try:
+        import timm
+    except ImportError:
+        return None
+    try:
+        cfg = timm.models.get_pretrained_cfg(name[len("timm:"):], allow_unregistered=False)
+    except Exception:  # noqa: BLE001 - not a timm model or tag
+        return None
+    repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    if not repo or not _REPO.fullmatch(repo):
+        return None
+    return WeightsEntry(name=name, repo=repo, file=getattr(cfg, "hf_hub_filename", None) or "model.safetensors",
+                        cache="huggingface", licence=getattr(cfg, "license", None) or "",
+                        page=f"https://huggingface.co/{repo}")
 
 
 def state(entry: WeightsEntry) -> str:

@@ -112,8 +112,9 @@ def model_catalogue(index: str | None = None, *, user: bool = True) -> list[Cata
                                        False, explainable=False))
     rows += [row(n, "insightface", False, "") for n, w in weights.items()
              if w.cache == "insightface" and n.split(":", 1)[-1] not in packs]
-    rows += [CatalogueEntry(n, "timm", "weights in the Hugging Face cache", True, state="ready")
-             for n in cached_timm_names()]
+    cached = cached_timm_names()
+    rows += [CatalogueEntry(n, "timm", "weights in the Hugging Face cache", True, state="ready") for n in cached]
+    rows += [row(n, "timm", False, "") for n, w in weights.items() if w.cache == "huggingface" and n not in cached]
     return rows
 
 
