@@ -225,3 +225,74 @@ def test_sddcam_differs_from_gradcam(identity_classifier, pair):
     _check_map(sdd, y.shape[-2:])
     assert np.abs(sdd - gc).max() > 0.1
     assert (sdd > 0.5).mean() < (gc > 0.5).mean()  # narrower than the plain CAM
+
+
+# ----------------------------------------------------------------------------- the rest of pytorch-grad-cam
+@pytest.mark.parametrize("name, cls, tasks", [
+    ("eigengradcam", "EigenGradCAM", {"classification", "verification"}),
+    ("ablationcam", "AblationCAM", {"classification", "verification"}),
+    ("kpcacam", "KPCA_CAM", {"classification"}),
+    ("finercam", "FinerCAM", {"classification"}),
+])
+def test_more_cams_equal_the_package(name, cls, tasks, resnet18_random, photo):
+    """Each new entry is the package's own class on the same network, input and target."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    spec = get_method(name)
+    assert set(spec.tasks) == tasks and spec.gradient_based == (name in ("eigengradcam", "finercam"))
+    ours = run_method(name, resnet18_random, photo, Target("class", class_index=42))
+    _check_map(ours, photo.shape[-2:])
+    z = resnet18_random.normalize(photo).clone().requires_grad_(True)
+    with getattr(pytorch_grad_cam, cls)(model=resnet18_random.module,
+                                        target_layers=[resnet18_random.module.layer4]) as cam:
+        if cls == "FinerCAM":  # the package's own choice of look-alike classes (the 3 nearest logits)
+            ref = cam(input_tensor=z, targets=None, target_idx=42, alpha=1.0)[0]
+        else:
+            ref = cam(input_tensor=z, targets=[ClassifierOutputTarget(42)])[0]
+    assert np.abs(ours - ref).max() < 1e-5
+
+
+@pytest.mark.parametrize("flags", [{"aug_smooth": True}, {"eigen_smooth": True}])
+def test_smoothing_flags_are_the_packages(flags, resnet18_random, photo):
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from famegui.methods.cam import FoldedNetwork
+
+    plain = run_method("gradcam", resnet18_random, photo, Target("class", class_index=7))
+    ours = run_method("gradcam", resnet18_random, photo, Target("class", class_index=7), flags)
+    # on [0,1] pixels, normalised inside the network, as famegui feeds every method: the augmentation's
+    # brightness factors then scale pixels, not normalised values
+    net = FoldedNetwork(resnet18_random)
+    with GradCAM(model=net, target_layers=[resnet18_random.module.layer4]) as cam:
+        ref = cam(input_tensor=photo.clone().requires_grad_(True), targets=[ClassifierOutputTarget(7)], **flags)[0]
+    assert np.abs(ours - ref).max() < 1e-5 and np.abs(ours - plain).max() > 1e-3
+
+
+def test_shapleycam_on_a_face_pair_and_where_its_hessian_term_vanishes(dlib, pair, resnet18_random, photo):
+    """On a face pair (a cosine: not linear in the activations) ShapleyCAM is the package's; on a ResNet's
+    last stage under a linear head the Hessian term is zero and the map is Grad-CAM's, said in the info."""
+    from pytorch_grad_cam import ShapleyCAM
+
+    from famegui.methods import MethodContext
+
+    x, y = pair
+    ours = run_method("shapleycam", dlib, x, Target("similar"), reference=y)
+    with torch.no_grad():
+        r = dlib(y)[0]
+
+    def target(o):
+        return (o * r).sum() / (o.norm().detach() * r.norm())
+
+    z = dlib.normalize(x).clone().requires_grad_(True)
+    with ShapleyCAM(model=dlib.module, target_layers=[dlib.get_layer("stage3")]) as cam:
+        ref = cam(input_tensor=z, targets=[target])[0]
+    assert np.abs(ours - ref).max() < 1e-5 and ours.max() > 0
+    spec = get_method("shapleycam")
+    ctx = MethodContext(model=resnet18_random, x=photo, target=Target("class", class_index=42),
+                        params=spec.resolve({}, "classification"))
+    linear = spec.fn(ctx)
+    assert "Grad-CAM" in ctx.info["note"]
+    np.testing.assert_allclose(linear, run_method("gradcam", resnet18_random, photo,
+                                                  Target("class", class_index=42)), atol=1e-6)

@@ -80,7 +80,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
     print(f"# {model.name}: input {model.input_size[0]}x{model.input_size[1]}, task {model.task}, "
           f"default layer {model.default_layer}")
     for r in rows:
-        print(f"{r.name:<{width}}  {r.type:<20} {'x'.join(map(str, r.shape))}")
+        note = f"  ({r.layout_note})" if r.layout_note else ""
+        print(f"{r.name:<{width}}  {r.type:<20} {'x'.join(map(str, r.shape))}{note}")
     return 0
 
 

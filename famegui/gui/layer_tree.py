@@ -31,8 +31,11 @@ class LayerTree(QTreeWidget):
         chosen = None
         items: dict[str, QTreeWidgetItem] = {}
         for info in layers:  # stages on top, their blocks inside
-            item = QTreeWidgetItem([info.name, info.type, "x".join(map(str, info.shape)), ""])
+            shape = "x".join(map(str, info.shape)) + (f" +{info.prefix}" if info.prefix else "")
+            item = QTreeWidgetItem([info.name, info.type, shape, ""])
             item.setData(0, Qt.UserRole, info.name)
+            if info.layout_note:  # a transformer's tokens or a channels-last map, shown as (C, H, W) cells
+                item.setToolTip(2, info.layout_note)
             parts = info.name.split(".")
             parent = next((items[".".join(parts[:i])] for i in range(len(parts) - 1, 0, -1)
                            if ".".join(parts[:i]) in items), None)

@@ -54,11 +54,22 @@ from .registry import MethodContext, MethodSpec, Param, register
 
 
 def cam_layer(model: ModelWrapper) -> str:
-    """The default CAM target layer of ``model``."""
+    """The default CAM target layer of ``model``: the model's own choice (``extras['cam_layer']``), else its
+    default layer; for a vision transformer (a layer of patch tokens) the first token layer inside that
+    block, the input of its attention: the patch tokens a last block puts out reach the output only through
+    the class token computed inside it, so their gradient is zero (pytorch-grad-cam's advice too)."""
     layer = model.extras.get("cam_layer") or model.default_layer  # a model may name a better CAM layer
     if not layer:
         raise ValueError(f"{model.name} has no default layer for CAM methods; pass --layer NAME "
                          f"(`famegui layers --model {model.source or model.name}` lists them)")
+    if not model.extras.get("cam_layer") and not model.is_scripted:
+        try:
+            info = model.layer_info(layer)
+        except KeyError:
+            return layer
+        if info.layout == "tokens":
+            inner = [i.name for i in model.layers() if i.name.startswith(layer + ".") and i.layout == "tokens"]
+            return inner[0] if inner else layer
     return layer
 
 
@@ -81,6 +92,26 @@ class FoldedNetwork(nn.Module):
         return self.net(self._normalize(x))
 
 
+def reshape_for(model: ModelWrapper, layer: str):
+    """pytorch-grad-cam's ``reshape_transform`` for ``layer``, from its output's layout: None for a (C, H, W)
+    map, the token grid (a vision transformer's patch tokens without the class token) or a channels-last map
+    turned into (B, C, H, W) otherwise."""
+    info = model.layer_info(layer)
+    if not info.is_spatial:
+        raise ValueError(f"layer {layer!r} of {model.name} gives {info.grid_text}, not a grid of cells: CAM "
+                         f"methods need a feature map (`famegui layers --model {model.source or model.name}`)")
+    if info.layout == "chw":
+        return None
+    return functools.partial(_grid_copy, info=info)
+
+
+def _grid_copy(t: torch.Tensor, info) -> torch.Tensor:
+    """The grid as a tensor of its own (the package detaches what it keeps in place: no views)."""
+    from ..models.wrapper import to_grid
+
+    return to_grid(t, info).clone()
+
+
 def _targets(ctx: MethodContext) -> list:
     """The package target of ``ctx.target``, from its kind (a class logit, or cos / 1 - cos to the reference)."""
     return [ctx.target.spec.cam_target(ctx.model, ctx.target, ctx.reference_embedding, ctx.params)]
@@ -90,18 +121,19 @@ _quiet_lock = threading.Lock()
 
 
 @contextmanager
-def _quiet_score_cam():
-    """Silence Score-CAM's tqdm bar for the duration of one run (one run at a time)."""
+def _quiet(cam_class: str):
+    """Silence the tqdm bar of Score-CAM or Ablation-CAM for the duration of one run (one run at a time)."""
     import tqdm as _tqdm
-    from pytorch_grad_cam import score_cam
+    from pytorch_grad_cam import ablation_cam, score_cam
 
+    module = score_cam if cam_class == "ScoreCAM" else ablation_cam
     with _quiet_lock:
-        saved = score_cam.tqdm
-        score_cam.tqdm = SimpleNamespace(tqdm=functools.partial(_tqdm.tqdm, disable=True))
+        saved = module.tqdm
+        module.tqdm = SimpleNamespace(tqdm=functools.partial(_tqdm.tqdm, disable=True))
         try:
             yield
         finally:
-            score_cam.tqdm = saved
+            module.tqdm = saved
 
 
 def run_cam(ctx: MethodContext, cam_class: str, targets: list | None = None) -> np.ndarray:
@@ -118,9 +150,9 @@ def run_cam(ctx: MethodContext, cam_class: str, targets: list | None = None) -> 
     if x.shape[0] != len(targets):
         x = x[:1].expand(len(targets), -1, -1, -1)
     x = x.detach().to(model.device).clone()
-    scorecam = cam_class == "ScoreCAM"
+    scorecam = cam_class in ("ScoreCAM", "AblationCAM")  # one forward pass per channel, with a tqdm bar
     progress_hook: Callable[[int], None] | None = None
-    if scorecam:  # report progress from each forward pass of the channel-masked images
+    if scorecam:  # report progress from each forward pass of the channel-masked (ablated) images
         layer_name = ctx.params.get("layer") or cam_layer(model)
         total = model.layer_info(layer_name).shape[0] * len(targets)  # one masked image per channel
         state = {"first": True, "done": 0}
@@ -135,21 +167,36 @@ def run_cam(ctx: MethodContext, cam_class: str, targets: list | None = None) -> 
         progress_hook = on_batch
 
     folded = FoldedNetwork(model, progress_hook)
+    kwargs: dict = {}
     if cam_class == "FullGrad":
         layers = []  # FullGrad uses every bias layer itself
     else:
-        layers = [model.get_layer(ctx.params.get("layer") or cam_layer(model))]
-    if cam_class not in ("ScoreCAM", "EigenCAM"):
+        layer_name = ctx.params.get("layer") or cam_layer(model)
+        layers = [model.get_layer(layer_name)]
+        kwargs["reshape_transform"] = reshape_for(model, layer_name)
+        if cam_class == "AblationCAM":
+            kwargs["batch_size"] = int(ctx.params.get("batch_size") or 32)
+            if kwargs["reshape_transform"] is not None:  # ablate a channel of every token, not a token
+                from pytorch_grad_cam.ablation_layer import AblationLayerVit
+
+                kwargs["ablation_layer"] = AblationLayerVit()
+    if cam_class not in ("ScoreCAM", "EigenCAM", "KPCA_CAM"):
         x.requires_grad_(True)  # the weights are frozen: gradients reach the layer through the input
+    call: dict = {}
+    if cam_class == "FinerCAM":
+        pass  # its own call: the targets carry the comparison classes
+    else:
+        call = {"aug_smooth": bool(ctx.params.get("aug_smooth")), "eigen_smooth": bool(ctx.params.get("eigen_smooth"))}
     ctx.report(0.0)
     result = None
     with torch.enable_grad():
-        with (_quiet_score_cam() if scorecam else nullcontext()):
-            with cls(model=folded, target_layers=layers) as cam:
-                if scorecam:
+        with (_quiet(cam_class) if scorecam else nullcontext()):
+            with cls(model=folded, target_layers=layers, **kwargs) as cam:
+                if cam_class == "ScoreCAM":
                     cam.batch_size = int(ctx.params.get("batch_size") or 32)
-                result = cam(input_tensor=x, targets=targets)
-                cam.outputs = None  # drop the retained graph now
+                result = cam(input_tensor=x, targets=targets, **call)
+                if hasattr(cam, "outputs"):
+                    cam.outputs = None  # drop the retained graph now
     if result is None:  # the package swallows IndexError in __exit__
         raise RuntimeError(f"{cam_class} failed on layer {ctx.params.get('layer') or cam_layer(model)!r}")
     return np.asarray(result, dtype=np.float32)
@@ -163,10 +210,45 @@ def _finish(ctx: MethodContext, amap: np.ndarray) -> np.ndarray:
 
 def _cam_fn(cam_class: str):
     def fn(ctx: MethodContext) -> np.ndarray:
-        return _finish(ctx, run_cam(ctx, cam_class)[0])
+        if cam_class == "ShapleyCAM":
+            return _finish(ctx, _shapley(ctx))
+        return _finish(ctx, run_cam(ctx, cam_class, _finer_targets(ctx) if cam_class == "FinerCAM" else None)[0])
 
     fn.__name__ = f"_{cam_class.lower()}"
     return fn
+
+
+def _shapley(ctx: MethodContext) -> np.ndarray:
+    """ShapleyCAM; where the target is linear in the layer's activations (a ResNet's last stage under average
+    pooling and a linear classifier) its Hessian term is zero and the package's autograd call fails: the
+    weights are then the mean gradients, i.e. the map is Grad-CAM's, and ``ctx.info`` says so."""
+    layer = ctx.params.get("layer") or cam_layer(ctx.model)
+    if reshape_for(ctx.model, layer) is not None:
+        raise ValueError("ShapleyCAM runs on (C, H, W) feature maps only: the package detaches a transformer's "
+                         "reshaped tokens in place, which torch refuses, and torch's fused attention has no "
+                         "second derivative; use Grad-CAM or another CAM method here")
+    try:
+        return run_cam(ctx, "ShapleyCAM")[0]
+    except RuntimeError as e:
+        if "does not require grad" not in str(e):
+            raise
+    ctx.info["note"] = "the target is linear in this layer: the Hessian term is zero, ShapleyCAM = Grad-CAM"
+    return run_cam(ctx, "GradCAM")[0]
+
+
+def _finer_targets(ctx: MethodContext) -> list:
+    """Finer-CAM's target: the class logit minus ``alpha`` times those of the classes whose logits are
+    nearest to it (the package's FinerWeightedTarget)."""
+    from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+
+    model = ctx.model
+    if ctx.target.kind != "class" or model.task != "classification":
+        raise ValueError("Finer-CAM explains a class of a classifier")
+    t = int(ctx.target.class_index)
+    with torch.no_grad():
+        logits = model(ctx.x[:1].to(model.device))[0]
+    near = [int(k) for k in torch.argsort((logits - logits[t]).abs()) if int(k) != t]
+    return [FinerWeightedTarget(t, near[: int(ctx.params["finer_classes"])], float(ctx.params["finer_alpha"]))]
 
 
 # ----------------------------------------------------------------------------- SDD-CAM
@@ -249,14 +331,38 @@ _CAMS = (
      "(one forward pass per channel)"),
     ("eigencam", "EigenCAM", "EigenCAM", _CLS, False,
      "first principal component of the layer's activations (ignores the target)"),
+    ("eigengradcam", "EigenGradCAM", "EigenGradCAM", _PAIR, True,
+     "first principal component of the layer's activations times their gradients"),
+    ("ablationcam", "Ablation-CAM", "AblationCAM", _PAIR, False,
+     "channel weights = the drop of the target score when the channel is zeroed (Ramaswamy and Desai, "
+     "WACV 2020; one forward pass per channel)"),
+    ("kpcacam", "KPCA-CAM", "KPCA_CAM", _CLS, False,
+     "first kernel principal component of the layer's activations (Karmani et al. 2024; ignores the target)"),
+    ("shapleycam", "ShapleyCAM", "ShapleyCAM", _PAIR, True,
+     "channel weights from gradients and a Hessian-vector product, a Shapley value approximation (Cai, 2024)"),
+    ("finercam", "Finer-CAM", "FinerCAM", _CLS, True,
+     "Grad-CAM of the class logit minus alpha times the logits of the nearest classes (Zhang et al., "
+     "CVPR 2025): what sets the class apart from its look-alikes"),
 )
+
+SMOOTH = (Param("aug_smooth", bool, False, "average the map over flipped and rescaled copies of the input "
+                                           "(the package's test-time augmentation: 6 more passes)"),
+          Param("eigen_smooth", bool, False, "the first principal component of the weighted activations instead "
+                                             "of their sum (less noise)"))
 
 for _name, _label, _cls, _tasks, _grad, _desc in _CAMS:
     _params: tuple = ()
     if _cls != "FullGrad":
         _params += (_layer_param(),)
+    if _cls not in ("FinerCAM",):
+        _params += SMOOTH
     if "verification" in _tasks:
         _params += (DETACH,)
+    if _cls == "FinerCAM":
+        _params += (Param("finer_classes", int, 3, "the nearest classes compared against", 1, 100),
+                    Param("finer_alpha", float, 1.0, "weight of the nearest classes' logits", 0.0, 100.0))
+    if _cls == "AblationCAM":
+        _params += (Param("batch_size", int, 32, "ablated copies per forward pass", 1, 4096),)
     if _cls == "ScoreCAM":
         _params += (Param("batch_size", int, 32, "images per forward pass (progress and cancel between batches)",
                           1, 4096),
@@ -265,7 +371,7 @@ for _name, _label, _cls, _tasks, _grad, _desc in _CAMS:
                           "1 = the plain cosine, which gives nearly uniform weights", 0.01, 1000.0))
     register(MethodSpec(
         name=_name, label=_label, tasks=_tasks, output="pair" if "verification" in _tasks else "single",
-        cost="sampling" if _cls == "ScoreCAM" else "cheap", fn=_cam_fn(_cls), params=_params,
+        cost="sampling" if _cls in ("ScoreCAM", "AblationCAM") else "cheap", fn=_cam_fn(_cls), params=_params,
         description=_desc + " (pytorch_grad_cam)", gradient_based=_grad,
         task_outputs={"classification": "single"},
     ))

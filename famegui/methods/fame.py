@@ -243,7 +243,10 @@ def cell_window(model: ModelWrapper, x: torch.Tensor, targets: Sequence[Target])
     one = x.shape[0] > 1 and x.stride(0) == 0  # one image expanded over the cells
     with torch.no_grad():
         full = model.activation(x[:1] if one else x, layer)
-        crop = model.activation(window.take(x), layer)
+        try:
+            crop = model.activation(window.take(x), layer)
+        except (RuntimeError, AssertionError, ValueError):  # a network that takes only its own input size
+            return None  # (a vision transformer's patch embedding): the whole image
     b = torch.arange(len(targets))
     want = full[torch.zeros_like(b) if one else b, :, [t.cell[0] for t in targets], [t.cell[1] for t in targets]]
     got = crop[b, :, [t.cell[0] for t in moved], [t.cell[1] for t in moved]]

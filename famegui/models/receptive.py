@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .wrapper import ModelWrapper, _StopForward
+from .wrapper import ModelWrapper, _StopForward, to_grid
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def receptive_field(model: ModelWrapper, layer: str, cell: tuple[int, int]) -> B
         pass
     finally:
         handle.remove()
-    a = box[0]
+    a = to_grid(box[0], model.layer_info(layer))  # tokens or channels-last outputs as (B, C, H, W)
     r, c = cell
     (g,) = torch.autograd.grad(a[0, :, r, c].sum(), x)
     support = (g[0].abs().sum(0) > 0).cpu().numpy()

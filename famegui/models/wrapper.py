@@ -26,15 +26,87 @@ class _StopForward(Exception):
     """Raised from a hook to end a forward pass at the target layer."""
 
 
+LAYOUTS = ("chw", "hwc", "tokens")  # how a layer's output holds a grid of cells
+MAX_PREFIX_TOKENS = 8  # class, distillation and register tokens before a transformer's patch tokens
+
+
 @dataclass(frozen=True)
 class LayerInfo:
+    """A layer and its output. ``shape`` is the feature map's (C, H, W) when the output is a grid of cells,
+    whatever its layout (``layout``): ``chw`` (a CNN), ``hwc`` (channels last, e.g. Swin stages) or
+    ``tokens`` ((N, C) patch tokens of a vision transformer, after ``prefix`` class/register tokens);
+    otherwise the output shape itself (``layout`` None). ``raw``: the output shape without the batch
+    dimension, as the layer gives it."""
+
     name: str
     type: str
-    shape: tuple[int, ...]  # output shape without the batch dimension, e.g. (512, 7, 7)
+    shape: tuple[int, ...]  # (C, H, W) for a grid of cells, else the output shape without the batch dimension
+    layout: str | None = "chw"
+    prefix: int = 0  # tokens before the patch grid (layout "tokens")
+    raw: tuple[int, ...] = ()
 
     @property
     def is_spatial(self) -> bool:
-        return len(self.shape) == 3
+        return self.layout in LAYOUTS and len(self.shape) == 3
+
+    @property
+    def layout_note(self) -> str:
+        """What the layer's output is when it is not a plain (C, H, W) map: ``tokens 197x192: 14x14 +1 token``,
+        ``channels last 56x56x96``; else empty."""
+        raw = "x".join(map(str, self.raw or self.shape))
+        if self.layout == "tokens":
+            return f"tokens {raw}: {self.grid_text}"
+        if self.layout == "hwc":
+            return f"channels last {raw}"
+        return ""
+
+    @property
+    def grid_text(self) -> str:
+        """``14x14`` (``+1 token`` for a transformer's class token), or the plain shape."""
+        if not self.is_spatial:
+            return "x".join(map(str, self.shape))
+        text = f"{self.shape[1]}x{self.shape[2]}"
+        return text + (f" +{self.prefix} token{'s' if self.prefix > 1 else ''}" if self.prefix else "")
+
+
+def _near(ratio: float, aspect: float) -> bool:
+    return aspect / 1.5 <= ratio <= aspect * 1.5
+
+
+def grid_layout(raw: tuple[int, ...], input_size: tuple[int, int]) -> tuple[str | None, tuple[int, ...], int]:
+    """(layout, (C, H, W) or ``raw``, prefix tokens) of a layer output of shape ``raw`` (no batch dimension),
+    read from the shape and the input's aspect ratio alone (no class names): a (C, H, W) map whose H:W is the
+    input's; an (H, W, C) map (channels last) whose H:W is; (N, C) tokens whose N is a few prefix tokens plus
+    a grid with the input's aspect ratio."""
+    aspect = input_size[0] / input_size[1]
+    if len(raw) == 3:
+        a, b, c = raw
+        if _near(b / c, aspect):
+            return "chw", tuple(raw), 0
+        if _near(a / b, aspect):
+            return "hwc", (c, a, b), 0
+        return None, tuple(raw), 0
+    if len(raw) == 2:
+        n, c = raw
+        for k in range(0, MAX_PREFIX_TOKENS + 1):
+            cells = n - k
+            if cells < 4:
+                break
+            gh = round((cells * aspect) ** 0.5)
+            if gh > 0 and cells % gh == 0 and abs(gh / (cells // gh) / aspect - 1) <= 0.1:
+                return "tokens", (c, gh, cells // gh), k
+        return None, tuple(raw), 0
+    return None, tuple(raw), 0
+
+
+def to_grid(out: torch.Tensor, info: LayerInfo) -> torch.Tensor:
+    """A layer's output as a (B, C, H, W) feature map, whatever its layout (``info.layout``)."""
+    if info.layout == "hwc":
+        return out.permute(0, 3, 1, 2)
+    if info.layout == "tokens":
+        c, h, w = info.shape
+        return out[:, info.prefix:, :].transpose(1, 2).reshape(out.shape[0], c, h, w)
+    return out
 
 
 @dataclass
@@ -155,10 +227,13 @@ class ModelWrapper:
         order: list[str] = []
         hooks = []
 
+        batch: dict[str, bool] = {}
+
         def make_hook(n: str):
             def hook(_m, _i, out):
                 if isinstance(out, torch.Tensor) and n not in shapes:
                     shapes[n] = tuple(out.shape[1:])
+                    batch[n] = out.ndim > 0 and out.shape[0] == 1  # per image (not Swin's windows)
                     order.append(n)
             return hook
 
@@ -176,21 +251,32 @@ class ModelWrapper:
                 hk.remove()
         # keep the modules' own (definition) order; drop modules never called
         names = [n for n, _ in self.module.named_modules() if n in shapes]
-        self._layers = [LayerInfo(n, types[n], shapes[n]) for n in names]
+        self._layers = []
+        for n in names:
+            layout, shape, prefix = grid_layout(shapes[n], self.input_size) if batch[n] else (None, shapes[n], 0)
+            self._layers.append(LayerInfo(n, types[n], shape, layout, prefix, shapes[n]))
+        self._by_name = {info.name: info for info in self._layers}
         return self._layers
 
     def spatial_layers(self) -> list[LayerInfo]:
         return [layer for layer in self.layers() if layer.is_spatial]
 
     def layer_info(self, name: str) -> LayerInfo:
+        self.layers()
+        found = getattr(self, "_by_name", {}).get(name)
+        if found is not None:
+            return found
         for layer in self.layers():
             if layer.name == name:
                 return layer
         self.get_layer(name)  # raises a KeyError with a hint if the name is unknown
         raise KeyError(f"layer {name!r} of {self.name} produces no tensor output")
 
-    def activation(self, x: torch.Tensor, layer: str, *, normalized_input: bool = False) -> torch.Tensor:
-        """Output of ``layer`` for input ``x``; the forward pass stops right there."""
+    def activation(self, x: torch.Tensor, layer: str, *, normalized_input: bool = False,
+                   raw: bool = False) -> torch.Tensor:
+        """Output of ``layer`` for input ``x``; the forward pass stops right there. A grid of cells comes as a
+        (B, C, H, W) feature map whatever the layer's layout (transformer tokens, channels last), unless
+        ``raw``."""
         self._check_input(x)
         if self.is_scripted:
             raise ValueError(f"{self.name} is a TorchScript model, whose layers cannot be observed; for feature-map "
@@ -217,7 +303,7 @@ class ModelWrapper:
         out = box[0]
         if not isinstance(out, torch.Tensor):
             raise RuntimeError(f"layer {layer!r} of {self.name} does not output a tensor")
-        return out
+        return out if raw else to_grid(out, self.layer_info(layer))
 
     def clone(self) -> ModelWrapper:
         """An independent copy (own module, own hooks) for use in another thread."""
