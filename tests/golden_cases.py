@@ -4,7 +4,9 @@ weights), with few iterations / masks so the whole set runs in a minute.
 ``scripts/make_goldens.py`` writes them to ``tests/golden/``; ``tests/test_golden_maps.py`` recomputes
 each and compares (max abs difference within :func:`tolerance`). The goldens were written before the redesign of the
 package layout, so they pin the behaviour the redesign had to keep. Regenerate only for an intended
-change of a method's numbers (and say so in the commit).
+change of a method's numbers (and say so in the commit). Methods added later may keep a golden file of their
+own (:data:`OWN_GROUP`: the captum baselines in ``captum.npz``, checked by ``tests/test_methods_captum.py``), so
+that adding them leaves the older files as they were.
 """
 from __future__ import annotations
 
@@ -37,6 +39,11 @@ FAST = {
     "fggb": {"max_dims": 16},
 }
 FAST_CLASSIFIER = {"scorecam": {"layer": "layer3", "batch_size": 64}}
+# methods pinned in a golden file of their own (tests/golden/<group>.npz), checked by their own test file
+# (tests/test_methods_captum.py); the groups above leave them out
+OWN_GROUP = {**{name: "captum" for name in ("ig", "saliency", "smoothgrad", "occlusion", "gbp")},
+             **{name: "cams" for name in ("eigengradcam", "ablationcam", "kpcacam", "shapleycam", "finercam")}}
+FAST_CAPTUM = {"ig": {"n_steps": 8}, "smoothgrad": {"samples": 6}, "occlusion": {"window": 40, "stride": 37}}
 
 
 def _load(load_model, *args):
@@ -72,6 +79,8 @@ def face_cases():
     other = prepare_for_model(model, _face("london_005", "neutral.jpg")).tensor
     cases = []
     for spec in methods("verification"):
+        if spec.name in OWN_GROUP:
+            continue
         for kind in ("similar", "dissimilar"):
             def run(spec=spec, kind=kind):
                 return run_method(spec.name, model, probe, Target(kind), FAST.get(spec.name, {}), reference=mate)
@@ -93,12 +102,66 @@ def classifier_cases():
         top = int(model(x).argmax())
     cases = []
     for spec in methods("classification"):
+        if spec.name in OWN_GROUP:
+            continue
         params = {**FAST.get(spec.name, {}), **FAST_CLASSIFIER.get(spec.name, {})}
         cases.append((f"r18/{spec.name}/class", lambda spec=spec, params=params: run_method(
             spec.name, model, x, Target("class", class_index=top), params)))
     cases.append(("r18/fame/cell-layer1", lambda: run_method(
         "fame", model, x, Target("cell", layer="layer1", cell=(20, 30)), FAST["fame"])))
     return cases
+
+
+def _own_group_inputs():
+    """(face model, probe, mate, resnet18 with seeded random weights, its input, its top class) of the groups
+    added after the redesign: the demo pair on dlib, and london_001 on resnet18."""
+    _methods, _run, load_model, prepare_for_model, _target = _api()
+    face = _load(load_model, "dlib-resnet")
+    probe = prepare_for_model(face, _face("london_001", "neutral.jpg")).tensor
+    mate = prepare_for_model(face, _face("london_001", "smiling.jpg")).tensor
+    net = _load(load_model, "resnet18", "random")
+    x = prepare_for_model(net, _face("london_001", "neutral.jpg")).tensor
+    with torch.no_grad():
+        top = int(net(x).argmax())
+    return face, probe, mate, net, x, top
+
+
+def captum_cases():
+    """(key, run) of the captum baselines: e+ and e- on the demo pair (dlib), a class and a cell of resnet18
+    (seeded random weights), with few steps, samples and windows."""
+    methods, run_method, _load_model, _prepare, Target = _api()
+    face, probe, mate, net, x, top = _own_group_inputs()
+    cases = []
+    for name in sorted(n for n, group in OWN_GROUP.items() if group == "captum"):
+        params = FAST_CAPTUM.get(name, {})
+        for kind in ("similar", "dissimilar"):
+            cases.append((f"dlib/{name}/{kind}", lambda name=name, params=params, kind=kind: run_method(
+                name, face, probe, Target(kind), params, reference=mate)))
+        cases.append((f"r18/{name}/class", lambda name=name, params=params: run_method(
+            name, net, x, Target("class", class_index=top), params)))
+        cases.append((f"r18/{name}/cell-layer2", lambda name=name, params=params: run_method(
+            name, net, x, Target("cell", layer="layer2", cell=(10, 17)), params)))
+    return cases
+
+
+def cam_cases():
+    """(key, run) of the CAM methods added after the redesign: e+ and e- on the demo pair where they explain
+    pairs, a class of resnet18 (seeded random weights) for all."""
+    methods, run_method, _load_model, _prepare, Target = _api()
+    face, probe, mate, net, x, top = _own_group_inputs()
+    fast = {"ablationcam": {"layer": "layer3", "batch_size": 64}}
+    cases = []
+    for spec in sorted((m for m in methods() if OWN_GROUP.get(m.name) == "cams"), key=lambda m: m.name):
+        if "verification" in spec.tasks:
+            for kind in ("similar", "dissimilar"):
+                cases.append((f"dlib/{spec.name}/{kind}", lambda spec=spec, kind=kind: run_method(
+                    spec.name, face, probe, Target(kind), {}, reference=mate)))
+        cases.append((f"r18/{spec.name}/class", lambda spec=spec: run_method(
+            spec.name, net, x, Target("class", class_index=top), fast.get(spec.name, {}))))
+    return cases
+
+
+GROUPS = {"dlib": face_cases, "r18": classifier_cases, "captum": captum_cases, "cams": cam_cases}
 
 
 def golden_path(group: str) -> Path:
@@ -117,6 +180,6 @@ class pinned_threads:
 
 
 def compute(group: str) -> dict[str, np.ndarray]:
-    cases = face_cases() if group == "dlib" else classifier_cases()
+    cases = GROUPS[group]()
     with pinned_threads():
         return {key: np.asarray(run(), dtype=np.float32) for key, run in cases}
