@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .version import VERSION as __version__
 
 __all__ = ["__version__", "Explanation", "RunInfo", "cell", "class_target", "compare", "dissimilar", "evaluate",
-           "explain", "load", "open", "sample_image", "similar", "wrap"]
+           "explain", "load", "locality", "open", "sample_image", "similar", "wrap"]
 
 if TYPE_CHECKING:
     from .api import (
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         evaluate,
         explain,
         load,
+        locality,
         open,
         sample_image,
         similar,

@@ -478,3 +478,19 @@ def test_maps_equal_their_goldens():
     bad = {k: v for k, v in worst.items() if v > gc.tolerance(k)}
     assert not bad, f"maps differ from their goldens: {bad}"
     assert all(float(np.ptp(stored[k])) > 0 for k in stored.files)
+
+
+def test_the_compare_tab_offers_and_runs_the_new_methods(win, qtbot):
+    """The window's Compare tab lists captum's baselines and the added CAMs for a face pair (from the registry)
+    and computes their e+ / e- tiles."""
+    from PySide6.QtCore import Qt
+
+    tab = win.compare_tab
+    win.tabs.setCurrentWidget(tab)
+    qtbot.waitUntil(lambda: tab.method_list.count() > 0, timeout=60000)
+    names = {tab.method_list.item(i).data(Qt.UserRole) for i in range(tab.method_list.count())}
+    assert {"ig", "saliency", "smoothgrad", "occlusion", "gbp", "eigengradcam", "ablationcam", "shapleycam"} <= names
+    tab.set_checked(["ig", "eigengradcam"])
+    tab.run()
+    qtbot.waitUntil(lambda: len(tab.results) == 4 and not win.compute.busy, timeout=180000)
+    assert all(np.isfinite(r.map).all() for r in tab.results.values())

@@ -2,11 +2,11 @@
 
 Models (:func:`wrap`, :func:`load`), images (:func:`sample_image`), targets (:func:`cell`,
 :func:`class_target`, :func:`similar`, :func:`dissimilar`), explanations (:func:`explain`,
-:class:`Explanation`), views (:func:`compare`, :func:`evaluate`, :func:`open`).
+:class:`Explanation`), views (:func:`compare`, :func:`evaluate`, :func:`locality`, :func:`open`).
 """
 from ..explanation import Explanation, RunInfo
 from .core import cell, class_target, dissimilar, explain, load, sample_image, similar, wrap
-from .views import compare, evaluate, open
+from .views import compare, evaluate, locality, open
 
 __all__ = ["Explanation", "RunInfo", "cell", "class_target", "compare", "dissimilar", "evaluate", "explain", "load",
-           "open", "sample_image", "similar", "wrap"]
+           "locality", "open", "sample_image", "similar", "wrap"]

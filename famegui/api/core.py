@@ -76,7 +76,7 @@ def wrap(module: nn.Module, input_size: int | tuple[int, int] = 224, mean: Seque
     ...                           torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10))
     >>> model = famegui.wrap(net, input_size=64, task="classification")
     >>> model.task, model.input_size, [l.name for l in model.spatial_layers()]
-    ('classification', (64, 64), ['0', '1'])
+    ('classification', (64, 64), ['0', '1', '2'])
     """
     cls = type(module)
     w = wrap_module(module, name=name or cls.__name__, source=entry_point or f"{MEMORY_PREFIX}{cls.__module__}."

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..explanation import Explanation
-from .core import _inputs, _model, explain
+from .core import _inputs, _model, _progress, explain
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -148,6 +148,68 @@ def evaluate(explanations: Explanation | Sequence[Explanation], metrics: Sequenc
                for e in items]
     return run_metrics(samples, list(metrics), fractions=C.DEFAULT_FRACTIONS if fractions is None else fractions,
                        fill=fill, progress=progress)
+
+
+def locality(model: Any, images: Any = None, layers: str | Sequence[str] | None = None, cells: int | str = 16,
+             iterations: int = 100, *, blur: tuple[int, float] | None = None, seed: int = 0,
+             out: str | os.PathLike | None = None, device: str | None = None, progress: Any = None):
+    """How local each layer's cells are: FAME for a sample of cells per layer and image, and the share of each
+    map's mass under the cell (and in 2x / 4x the cell), with the radius that holds 50 % / 90 % of it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, wrapped model or str
+        As for :func:`famegui.explain`.
+    images : path or list of paths, optional
+        Default: one bundled sample photo per person.
+    layers : "stages", "all" or list of str, optional
+        Default: the model's stages (or its top-level feature maps).
+    cells : int or "all"
+        Cells per layer (drawn once, seeded, the same for every image).
+    iterations : int
+        FAME iterations per map.
+    blur : (kernel, sigma), optional
+        Measure the map after FAME's Gaussian blur (default: before, as the network makes it).
+    seed : int
+        The cells' draw.
+    out : folder, optional
+        Writes parts as they are done (a rerun resumes) and the table, plot and JSON at the end.
+    device : str, optional
+        Moves the model there first.
+    progress : bool or callable, optional
+        True: a progress bar; a callable gets the fraction done.
+
+    Returns
+    -------
+    famegui.evaluation.locality.LocalityResult
+        ``.layers`` (per layer: mean and sd of each measure), ``.cells`` (every map's numbers),
+        ``.table("md" | "csv" | "latex")``, ``.figure()``, ``.save(folder)``.
+
+    Examples
+    --------
+    >>> import famegui
+    >>> r = famegui.locality("dlib-resnet", famegui.sample_image("london_001"), ["stage1", "stage4"], cells=1,
+    ...                      iterations=3)
+    >>> [row["layer"] for row in r.layers]
+    ['stage1', 'stage4']
+    """
+    from ..data.pairs import sample_identities
+    from ..evaluation.locality import locality as measure
+
+    m = _model(model, device)
+    if images is None:
+        images = [str(photos[0]) for photos in sample_identities().values()]
+    elif isinstance(images, (str, os.PathLike)):
+        images = [images]
+    report, close = _progress(progress, len(images))
+    try:
+        result = measure(m, [str(i) for i in images], layers, cells, iterations, blur=blur, seed=seed, out=out,
+                         progress=report)
+    finally:
+        close()
+    if out is not None:
+        result.save(out)
+    return result
 
 
 def _gui_image(item: Any, name: str):

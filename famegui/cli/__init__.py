@@ -23,7 +23,7 @@ group is one module here, imported and listed in ``_MODULES``:
 - :mod:`.launch`: gui
 - :mod:`.explain`: explain, reproduce
 - :mod:`.info`: layers, models, methods, bench, verify;  :mod:`.fetch`: fetch (the one download)
-- :mod:`.evaluate`: sanity, faithfulness
+- :mod:`.evaluate`: sanity, faithfulness;  :mod:`.locality`: locality
 - :mod:`.run`: run, protocol make;  :mod:`.report`: report
 - :mod:`.common`: what they share (flags, model and target resolution, :class:`CliError`, error text)
 
@@ -35,12 +35,12 @@ import argparse
 import sys
 import warnings
 
-from . import evaluate, explain, fetch, info, launch, report, run
+from . import evaluate, explain, fetch, info, launch, locality, report, run
 from .common import EXIT_ERROR, CliError, Parser, one_line
 
 __all__ = ["main", "build_parser", "CliError", "EXIT_ERROR"]
 
-_MODULES = (launch, explain, info, fetch, evaluate, report, run)
+_MODULES = (launch, explain, info, fetch, evaluate, locality, report, run)
 # subcommand -> the function that adds its subparser (and sets ``func``, the command to run)
 PARSERS = {name: add for module in _MODULES for name, add in module.PARSERS.items()}
 # the order of `famegui --help`; a command not listed here follows, in the order of _MODULES
