@@ -79,3 +79,20 @@ def test_command_line_mistakes_are_one_line(args, words, tmp_path, capsys):
     code = main(["locality", "--out", str(tmp_path / "o"), "--iterations", "1", "--cells", "1", *args])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and words in err[0], err
+
+
+def test_the_feature_map_tab_shows_the_curve_for_the_probe(win, qtbot):
+    """The window's button measures the probe image's stages (and the layer on screen, marked) in the
+    background and shows the curve in a window of its own."""
+    from PySide6.QtCore import Qt
+
+    tab = win.feature_map
+    win.param_form.set_value("iterations", 5)
+    assert tab.select_layer("stage2.0")
+    qtbot.mouseClick(tab.locality_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: tab.locality_result is not None, timeout=180000)
+    layers = [r["layer"] for r in tab.locality_result.layers]
+    assert {"stage1", "stage2.0", "stage4"} <= set(layers) and layers.index("stage2.0") < layers.index("stage4")
+    assert all(r["n"] == 4 for r in tab.locality_result.layers)
+    assert tab.locality_dialog.isVisible() and tab.locality_canvas.image_shape() is not None
+    assert "<b>stage2.0" in tab.locality_text.text()

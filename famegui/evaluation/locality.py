@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.pipeline import prepare_for_model
+from ..data.pipeline import ModelInput, prepare_for_model
 from ..explanation import Row, explain_rows
 from ..models.receptive import Box, footprint, mass_inside, receptive_field
 from ..paths import file_sha256
@@ -161,8 +161,9 @@ class LocalityResult:
                               r"\midrule", *rows, r"\bottomrule", r"\end{tabular}"]) + "\n"
         raise ValueError(f"format must be md, csv or latex, got {fmt!r}")
 
-    def figure(self, width: float = 6.0, height: float = 3.6, dpi: int = 100) -> np.ndarray:
-        """The shares against depth (mean and standard deviation), as an (H, W, 3) uint8 picture."""
+    def figure(self, width: float = 6.0, height: float = 3.6, dpi: int = 100, mark: str | None = None) -> np.ndarray:
+        """The shares against depth (mean and standard deviation), as an (H, W, 3) uint8 picture; ``mark``: a
+        layer to mark (the one on screen)."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
@@ -175,6 +176,10 @@ class LocalityResult:
             sd = np.array([r[m]["sd"] for r in self.layers], dtype=float)
             ax.errorbar(x, mean, yerr=np.nan_to_num(sd), fmt=style, capsize=3, label=WORDS[m])
         ax.set_xticks(x, [r["layer"] for r in self.layers], rotation=30, ha="right", fontsize=8)
+        names = [r["layer"] for r in self.layers]
+        if mark in names:
+            ax.axvline(names.index(mark), color="0.4", lw=6, alpha=0.25, zorder=0)
+            ax.get_xticklabels()[names.index(mark)].set_fontweight("bold")
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("share")
         ax.set_title(f"{self.model}: locality over layers", fontsize=10)
@@ -252,7 +257,7 @@ def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[
     ----------
     model : ModelWrapper
         The network (:func:`famegui.load` or :func:`famegui.wrap`).
-    images : sequence of paths
+    images : sequence of paths (or prepared ModelInput)
         Photos (face models align them as the window does).
     layers : "stages", "all", or layer names
         Default: the model's stages (or its top-level feature maps).
@@ -297,9 +302,11 @@ def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[
     total = max(1, len(images) * sum(len(v) for v in plan.values()))
     done, reused, measured = 0, 0, []
     for image in images:
-        path = Path(image)
-        sha = file_sha256(path)
-        inp = None
+        if isinstance(image, ModelInput):  # an image already prepared for the model (the window's probe)
+            inp, path, sha = image, Path(image.image.path), image.image.sha256
+        else:
+            inp, path = None, Path(image)
+            sha = file_sha256(path)
         for layer in chosen:
             part = parts / f"{sha[:16]}-{_safe(layer)}.json" if parts is not None else None
             if part is not None and part.is_file():
@@ -337,7 +344,8 @@ def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[
             if progress is not None:
                 progress(done / total)
     result = LocalityResult(model.name, {**params, "cells": cells, "seed": seed, "layers": chosen,
-                                         "images": [str(i) for i in images]}, measured, reused=reused)
+                                         "images": [str(getattr(getattr(i, "image", None), "path", i))
+                                                    for i in images]}, measured, reused=reused)
     result.layers = summarise(model, chosen, measured)
     return result
 

@@ -6,7 +6,7 @@ import math
 import cv2
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout
+from PySide6.QtWidgets import QDialog, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout
 
 from ...core.render import overlay
 from ...methods import get_method
@@ -21,6 +21,9 @@ from .base import Tab
 def is_stale(res: MapResult, params: dict) -> bool:
     """Whether ``res`` was computed with other settings than ``params`` would give now."""
     return get_method(res.method).resolve(params, task_of(res.target)) != res.params
+
+
+LOCALITY_CELLS = 4  # cells per layer of the window's locality curve (the command line measures more)
 
 
 class FeatureMapTab(Tab):
@@ -48,11 +51,19 @@ class FeatureMapTab(Tab):
         self.recompute_button = QPushButton("Recompute with current settings")
         self.recompute_button.hide()
         self.recompute_button.clicked.connect(self.recompute)
+        self.locality_button = QPushButton("Locality over layers")
+        self.locality_button.setToolTip(
+            f"FAME for {LOCALITY_CELLS} cells of each stage (and of the layer on screen) of the probe image: how "
+            "much of each map lies under its cell, against depth; the layer on screen is marked")
+        self.locality_button.clicked.connect(self.show_locality)
+        self.locality_result = None  # the last measurement (tests and scripts read it)
+        self.locality_dialog: QDialog | None = None
         lay = QVBoxLayout(self)
         lay.addWidget(split, 1)
         row = QHBoxLayout()
         row.addWidget(self.cell_info, 1)
         row.addWidget(self.recompute_button)
+        row.addWidget(self.locality_button)
         lay.addLayout(row)
         self.fmap_canvas.hovered.connect(self._on_hover)
         self.fmap_canvas.clicked.connect(self._on_click)
@@ -209,6 +220,51 @@ class FeatureMapTab(Tab):
         job = self._job = self.ctx.submit(self.ctx.compute, work, f"FAME {target.label()}", done=self.show_result,
                                           progress=progress, cancelled=lambda: ended("cancelled"),
                                           failed=lambda m: ended("failed", m))
+
+    # ------------------------------------------------------------------ locality over layers
+    def show_locality(self) -> None:
+        """Measure the locality curve of the probe image in the background and show it in a window of its own."""
+        model, inp = self.session.model, self.session.inputs.get("probe")
+        if model is None or inp is None or not model.spatial_layers():
+            self.ctx.show_status("locality needs a model with feature maps and a probe image")
+            return
+        from ...evaluation.locality import default_layers
+
+        depth = {info.name: i for i, info in enumerate(model.layers())}
+        layers = sorted(set(default_layers(model)) | ({self.layer} if self.layer else set()),
+                        key=lambda n: depth.get(n, 0))
+        iterations = int(self.ctx.current_params().get("iterations") or 100)
+        mark = self.layer
+
+        def work(job):
+            from ...evaluation.locality import locality
+
+            return locality(model, [inp], layers, LOCALITY_CELLS, iterations,
+                            progress=lambda f: job.progress(f), cancel=job.cancelled)
+
+        self.ctx.submit(self.ctx.compute, work, f"locality over {len(layers)} layers",
+                        done=lambda r: self._show_locality(r, mark))
+
+    def _show_locality(self, result, mark: str | None) -> None:
+        self.locality_result = result
+        if self.locality_dialog is None:
+            self.locality_dialog = QDialog(self)
+            self.locality_dialog.setWindowTitle("Locality over layers")
+            box = QVBoxLayout(self.locality_dialog)
+            self.locality_canvas = ImageCanvas("locality", min_side=200)
+            self.locality_text = QLabel()
+            self.locality_text.setWordWrap(True)
+            box.addWidget(self.locality_canvas, 1)
+            box.addWidget(self.locality_text)
+            self.locality_dialog.resize(640, 480)
+        self.locality_canvas.set_image(result.figure(mark=mark))
+        self.locality_canvas.set_title(f"{result.model}: {LOCALITY_CELLS} cells per layer, this image")
+        inside = {r["layer"]: r["inside"]["mean"] for r in result.layers}
+        self.locality_text.setText("Mass inside the cell's footprint: " + ", ".join(
+            f"{'<b>' if n == mark else ''}{n} {v:.0%}{'</b>' if n == mark else ''}" for n, v in inside.items()
+            if v is not None) + ". <i>famegui locality</i> measures more cells and images.")
+        self.locality_dialog.show()
+        self.locality_dialog.raise_()
 
     def recompute(self) -> None:
         """The selected cell again, with the current settings."""
