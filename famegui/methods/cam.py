@@ -331,7 +331,9 @@ _CAMS = (
      "(one forward pass per channel)"),
     ("eigencam", "EigenCAM", "EigenCAM", _CLS, False,
      "first principal component of the layer's activations (ignores the target)"),
-    ("eigengradcam", "EigenGradCAM", "EigenGradCAM", _PAIR, True,
+    # EigenGradCAM's principal component has no sign: cos and 1 - cos (opposite gradients) give the same map
+    # (to 1e-7 on the demo pair), so like FullGrad it offers no e+/e- and stays a classification method
+    ("eigengradcam", "EigenGradCAM", "EigenGradCAM", _CLS, True,
      "first principal component of the layer's activations times their gradients"),
     ("ablationcam", "Ablation-CAM", "AblationCAM", _PAIR, False,
      "channel weights = the drop of the target score when the channel is zeroed (Ramaswamy and Desai, "
