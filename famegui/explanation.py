@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .methods import get_method, run_method
+from .methods.fame import X_FINAL
 from .records import EmptyMapError, check_map, explain_record, write_outputs
 from .targets import Target
 
@@ -144,6 +145,13 @@ class Explanation:
         The weights file the model was loaded from (recorded in the sidecar).
     threshold : float or None
         Pair targets: the cosine decision threshold the map was made with (the model's default unless given).
+    counterfactual : numpy.ndarray or None
+        FAME: the perturbed image x_T (H, W, 3) in [0, 1] at the model's input size, i.e. the change of the
+        probe that suppresses the target ("what change makes this a non-match"); None for other methods
+        and for cells run on a crop.
+    scores : dict or None
+        With a counterfactual: the explained output before and after, ``{"score": "cosine", "before": 0.95,
+        "after": 0.41}`` (a class's probability, a pair's cosine or 1 - cosine, a cell's activation).
 
     Examples
     --------
@@ -166,6 +174,8 @@ class Explanation:
     non_mate: Any = field(repr=False, default=None)
     weights: str | None = field(repr=False, default=None)
     threshold: float | None = field(repr=False, default=None)
+    counterfactual: np.ndarray | None = field(repr=False, default=None)
+    scores: dict | None = field(repr=False, default=None)
 
     @property
     def signed(self) -> bool:
@@ -402,6 +412,8 @@ def _finish(model, rows: list[Row], indices, runs, spec, params: dict, weights, 
     out = []
     for i, (amap, info, seconds, n) in zip(indices, runs):
         row = rows[i]
+        x_final = info.pop(X_FINAL, None)
+        counterfactual, scores = _counterfactual(model, row, x_final) if x_final is not None else (None, None)
         problem = check_map(amap, model, row.tensor(), row.target, info, params, row.tensor("reference"))
         if problem is not None and problem.fatal and fatal == "raise":
             raise EmptyMapError(problem.text)
@@ -411,5 +423,23 @@ def _finish(model, rows: list[Row], indices, runs, spec, params: dict, weights, 
             info=RunInfo.from_dict(info, seconds, n, problem), model=model, probe=row.prepared(),
             reference=row.prepared("reference"),
             non_mate=row.prepared("non_mate") if spec.uses_non_mate else None, weights=weights,
-            threshold=threshold if row.target.needs_reference else None))
+            threshold=threshold if row.target.needs_reference else None, counterfactual=counterfactual,
+            scores=scores))
     return out
+
+
+def _counterfactual(model, row: Row, x_final: torch.Tensor) -> tuple[np.ndarray | None, dict | None]:
+    """FAME's x_T as an (H, W, 3) image and the explained output before and after (the target kind's
+    ``explained_score``); (None, None) when it cannot be scored (e.g. NaN weights)."""
+    x0 = row.tensor()[:1].to(model.device)
+    xt = x_final.reshape(1, *x0.shape[1:]).to(device=model.device, dtype=x0.dtype).clamp(0.0, 1.0)
+    ref = row.tensor("reference")
+    try:
+        with torch.no_grad():
+            r = model(ref[:1].to(model.device)) if ref is not None else None
+            fn, name = row.target.spec.explained_score(model, row.target, r)
+            before, after = float(fn(x0)[0]), float(fn(xt)[0])
+    except (RuntimeError, ValueError):
+        return None, None
+    image = xt[0].permute(1, 2, 0).float().cpu().numpy()
+    return image, {"score": name, "before": before, "after": after}

@@ -44,13 +44,15 @@ class MapResult:
     non_mate: str | None = None  # a third image of another identity, for triplet methods
     # what the one explain path gave: its map is ``map``, its images the session's (not counted by the cache)
     explanation: Explanation | None = field(default=None, repr=False, metadata={"shared": True})
+    counterfactual: np.ndarray | None = field(default=None, repr=False)  # FAME's x_T (counted by the cache)
+    scores: dict | None = None  # the explained output before and after x_T
 
     @classmethod
     def of(cls, e: Explanation, slot: str, other: str | None, key: tuple = (), non_mate: str | None = None
            ) -> MapResult:
         """The Session's record of an :class:`~famegui.explanation.Explanation` (``info`` as a dict)."""
         return cls(e.map, e.method, e.target, e.params, slot, other, e.info.seconds, e.info.to_dict(), key,
-                   non_mate if e.non_mate is not None else None, e)
+                   non_mate if e.non_mate is not None else None, e, e.counterfactual, e.scores)
 
     @property
     def signed(self) -> bool:

@@ -210,6 +210,7 @@ def sanity_check(name: str, model: ModelWrapper, x: torch.Tensor, target: Target
     network explains its own similarity. ``prior=True`` adds a second random network.
     """
     from ..methods import get_method, run_method
+    from ..methods.fame import X_FINAL
 
     nets = randomised if randomised is not None else RandomisedModels(model, seed, depth, prior)
     runs = [model, nets.first] + ([nets.second] if prior and nets.second is not None else [])
@@ -223,6 +224,7 @@ def sanity_check(name: str, model: ModelWrapper, x: torch.Tensor, target: Target
 
         maps.append(run_method(name, net, x, target, params, reference=reference, cancel=cancel,
                                progress=part, info=info if i == 0 else None))
+    info.pop(X_FINAL, None)  # FAME's perturbed image: not part of a sanity result
     res = SanityResult(method=name, target=target, region=box, inside=compare_maps(maps[0], maps[1], box),
                        full=compare_maps(maps[0], maps[1]), trained=maps[0], randomised=maps[1],
                        threshold=threshold, seconds=time.perf_counter() - t0, info=info,

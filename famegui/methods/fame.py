@@ -20,6 +20,7 @@ from .registry import MethodContext, MethodSpec, Param, register
 if TYPE_CHECKING:
     from ..models.wrapper import ModelWrapper
 
+X_FINAL = "_x_final"  # info key of the perturbed image x_T (taken out by explanation.py, never in a sidecar)
 MAP_INTERVAL_S = 0.2  # shortest time between two intermediate maps sent to a viewer
 # the fast settings the GUI starts with (gui/params.py) and `famegui bench --against-reference` measures:
 # stop when the map correlates >= 0.999 with the map 20 iterations before (README, Speed: e- maps then
@@ -323,6 +324,8 @@ def _fame(ctx: MethodContext) -> np.ndarray:
                     iterations=int(res.iterations[0]), empty=bool(res.empty[0]))
     if res.window is not None:
         ctx.info["crop"] = list(res.window.size)
+    else:  # the perturbed image x_T, FAME's counterfactual (not for a crop: it is not the whole image)
+        ctx.info[X_FINAL] = res.x_final[0].detach()
     return res.maps[0]
 
 
@@ -410,6 +413,8 @@ def _fame_chunk(model, rows, pairs: bool, fp: FameParams, callback, cancel) -> l
             info["threads"] = torch.get_num_threads()
         if res.window is not None:
             info["crop"] = list(res.window.size)
+        else:
+            info[X_FINAL] = res.x_final[j].detach()
         finite = np.isfinite(amap)
         if not finite.all():
             info["non_finite_values"] = int(amap.size - finite.sum())

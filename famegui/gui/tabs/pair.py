@@ -11,6 +11,7 @@ import html
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QGridLayout,
     QLabel,
@@ -87,6 +88,11 @@ class PairTab(Tab):
         self.scores.setWordWrap(True)
         self.info = QLabel("")
         self.info.setWordWrap(True)
+        self.show_xt = QCheckBox("show x_T")
+        self.show_xt.setToolTip("FAME's counterfactual: the probe as FAME changed it to suppress the target "
+                                "(the explained score before and after is in the line below)")
+        self.show_xt.setEnabled(False)
+        self.show_xt.toggled.connect(lambda _on: self.redraw())
         lay = QVBoxLayout(self)
         lay.addWidget(split, 1)
         grid = QGridLayout()  # two short rows (more with a plug-in's kinds): the controls fit a narrow window
@@ -97,7 +103,8 @@ class PairTab(Tab):
         grid.addWidget(self.compare_with, 0, 3)
         grid.addWidget(QLabel("demo"), 1, 2)
         grid.addWidget(self.demo_combo, 1, 3)
-        grid.setColumnStretch(4, 1)
+        grid.addWidget(self.show_xt, 0, 4)
+        grid.setColumnStretch(5, 1)
         lay.addLayout(grid)
         lay.addWidget(self.scores)
         lay.addWidget(self.info)
@@ -205,8 +212,13 @@ class PairTab(Tab):
     def show_result(self, res: MapResult) -> None:
         self.result, self._inputs = res, self.inputs_of(res)
         self._draw_images()
-        self.info.setText(f"{get_method(res.method).label} {res.target.label()} for the {res.slot} (against the "
-                          f"{res.other}), {res.seconds:.2f} s.")
+        text = (f"{get_method(res.method).label} {res.target.label()} for the {res.slot} (against the "
+                f"{res.other}), {res.seconds:.2f} s.")
+        if res.scores:
+            text += (f" FAME's x_T takes the {res.scores['score']} from {res.scores['before']:.4f} to "
+                     f"{res.scores['after']:.4f}.")
+        self.info.setText(text)
+        self.show_xt.setEnabled(res.counterfactual is not None)
         self.ctx.announce(res)
 
     def open_result(self, res: MapResult) -> None:
@@ -240,6 +252,10 @@ class PairTab(Tab):
                 continue
             if partial is not None and partial[0] == slot:
                 self.draw_map(canvas, slot, partial[1], partial[2])
+            elif partial is None and res is not None and res.slot == slot and self._xt_shown(res):
+                canvas.set_image(to_uint8(res.counterfactual))
+                canvas.set_colorbar(None)
+                canvas.set_note(None)
             elif partial is None and res is not None and res.slot == slot:
                 self.draw_map(canvas, slot, res.map, res.signed, res)
             else:
@@ -249,7 +265,11 @@ class PairTab(Tab):
             shown = res is not None and res.slot == slot and partial is None
             who = person_of(self.session.images[slot].path) if slot in self.session.images else None
             canvas.set_title(slot + (f" ({who})" if who else "")
-                             + (f": {get_method(res.method).label} {res.target.label()}" if shown else ""))
+                             + (f": {get_method(res.method).label} {res.target.label()}" if shown else "")
+                             + (" - x_T, FAME's changed image" if shown and self._xt_shown(res) else ""))
+
+    def _xt_shown(self, res: MapResult) -> bool:
+        return self.show_xt.isChecked() and res.counterfactual is not None
 
     def load_demo_pair(self, index: int) -> None:
         """The demo's genuine (0) or impostor (1) pair as probe and reference."""
