@@ -150,8 +150,8 @@ class Explanation:
         probe that suppresses the target ("what change makes this a non-match"); None for other methods
         and for cells run on a crop.
     scores : dict or None
-        With a counterfactual: the explained output before and after, ``{"score": "cosine", "before": 0.95,
-        "after": 0.41}`` (a class's probability, a pair's cosine or 1 - cosine, a cell's activation).
+        With a counterfactual: FAME's loss before and after it, ``{"score": "cosine", "before": 0.95,
+        "after": 0.41}`` (a class's logit, a pair's cosine or 1 - cosine, a cell's L1 activation).
 
     Examples
     --------
@@ -413,7 +413,7 @@ def _finish(model, rows: list[Row], indices, runs, spec, params: dict, weights, 
     for i, (amap, info, seconds, n) in zip(indices, runs):
         row = rows[i]
         x_final = info.pop(X_FINAL, None)
-        counterfactual, scores = _counterfactual(model, row, x_final) if x_final is not None else (None, None)
+        counterfactual, scores = _counterfactual(row, x_final, info) if x_final is not None else (None, None)
         problem = check_map(amap, model, row.tensor(), row.target, info, params, row.tensor("reference"))
         if problem is not None and problem.fatal and fatal == "raise":
             raise EmptyMapError(problem.text)
@@ -428,18 +428,13 @@ def _finish(model, rows: list[Row], indices, runs, spec, params: dict, weights, 
     return out
 
 
-def _counterfactual(model, row: Row, x_final: torch.Tensor) -> tuple[np.ndarray | None, dict | None]:
-    """FAME's x_T as an (H, W, 3) image and the explained output before and after (the target kind's
-    ``explained_score``); (None, None) when it cannot be scored (e.g. NaN weights)."""
-    x0 = row.tensor()[:1].to(model.device)
-    xt = x_final.reshape(1, *x0.shape[1:]).to(device=model.device, dtype=x0.dtype).clamp(0.0, 1.0)
-    ref = row.tensor("reference")
-    try:
-        with torch.no_grad():
-            r = model(ref[:1].to(model.device)) if ref is not None else None
-            fn, name = row.target.spec.explained_score(model, row.target, r)
-            before, after = float(fn(x0)[0]), float(fn(xt)[0])
-    except (RuntimeError, ValueError):
-        return None, None
-    image = xt[0].permute(1, 2, 0).float().cpu().numpy()
-    return image, {"score": name, "before": before, "after": after}
+def _counterfactual(row: Row, x_final: torch.Tensor, info: dict) -> tuple[np.ndarray, dict | None]:
+    """FAME's x_T as an (H, W, 3) image, and its loss before and after (what the target measures: a logit,
+    a cosine, 1 - cosine, a cell's activation; no extra forward pass: the loop measured both)."""
+    x0 = row.tensor()
+    xt = x_final.reshape(x0.shape[1:]).clamp(0.0, 1.0)
+    image = xt.permute(1, 2, 0).float().cpu().numpy()
+    before, after = info.get("initial_loss"), info.get("final_loss")
+    if before is None or after is None:
+        return image, None
+    return image, {"score": row.target.spec.loss_name, "before": float(before), "after": float(after)}

@@ -33,7 +33,10 @@ def test_batched_cells_and_classes_keep_theirs_and_other_methods_have_none(resne
     assert all(c.counterfactual.shape == (224, 224, 3) and c.scores["after"] < c.scores["before"] for c in cells)
     assert not np.array_equal(cells[0].counterfactual, cells[1].counterfactual)
     cls = famegui.explain(resnet18_random, x, famegui.class_target(3), iterations=4)
-    assert cls.scores["score"] == "class probability" and cls.scores["after"] <= cls.scores["before"]
+    with torch.no_grad():
+        logit = resnet18_random(x)[0, 3].item()
+    assert cls.scores["score"] == "logit" and abs(cls.scores["before"] - logit) < 1e-4
+    assert cls.scores["after"] < cls.scores["before"]
     g = famegui.explain(resnet18_random, x, famegui.class_target(3), "gradcam")
     assert g.counterfactual is None and g.scores is None
 

@@ -171,16 +171,19 @@ class LocalityResult:
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         x = np.arange(len(self.layers))
+        top = 1.05
         for m, style in (("inside", "o-"), ("inside_2x", "s--"), ("inside_4x", "^:"), ("r90_rf", "d-.")):
-            mean = np.array([r[m]["mean"] for r in self.layers], dtype=float)
-            sd = np.array([r[m]["sd"] for r in self.layers], dtype=float)
+            mean = np.array([np.nan if r[m]["mean"] is None else r[m]["mean"] for r in self.layers], dtype=float)
+            sd = np.array([np.nan if r[m]["sd"] is None else r[m]["sd"] for r in self.layers], dtype=float)
             ax.errorbar(x, mean, yerr=np.nan_to_num(sd), fmt=style, capsize=3, label=WORDS[m])
+            if np.isfinite(mean + np.nan_to_num(sd)).any():
+                top = max(top, float(np.nanmax(mean + np.nan_to_num(sd))) * 1.05)
         ax.set_xticks(x, [r["layer"] for r in self.layers], rotation=30, ha="right", fontsize=8)
         names = [r["layer"] for r in self.layers]
         if mark in names:
             ax.axvline(names.index(mark), color="0.4", lw=6, alpha=0.25, zorder=0)
             ax.get_xticklabels()[names.index(mark)].set_fontweight("bold")
-        ax.set_ylim(0, 1.05)
+        ax.set_ylim(0, top)  # r90 can exceed the theoretical radius (a disc is not the receptive field's box)
         ax.set_ylabel("share")
         ax.set_title(f"{self.model}: locality over layers", fontsize=10)
         ax.legend(fontsize=7, loc="best")
@@ -246,6 +249,7 @@ def summarise(model, layers: Sequence[str], cells: list[dict]) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------- the measurement
+# long: most of it is the public docstring (Parameters, Returns, Examples)
 def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[str] | None = None,
              cells: int | str = 16, iterations: int = 100, *, blur: tuple[int, float] | None = None,
              seed: int = 0, out: str | os.PathLike | None = None, align: bool = True,
@@ -309,38 +313,21 @@ def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[
             sha = file_sha256(path)
         for layer in chosen:
             part = parts / f"{sha[:16]}-{_safe(layer)}.json" if parts is not None else None
-            if part is not None and part.is_file():
-                try:
-                    rows = json.loads(part.read_text())["cells"]
-                    measured += rows
-                    reused += 1
-                    done += len(plan[layer])
-                    continue
-                except (OSError, ValueError, KeyError):
-                    pass  # a broken part (a killed run): measured again
-            if cancel is not None and cancel():
-                from ..core.fame import Cancelled
+            rows = _read_part(part)
+            if rows is not None:
+                reused += 1
+            else:
+                if cancel is not None and cancel():
+                    from ..core.fame import Cancelled
 
-                raise Cancelled("cancelled")
-            inp = inp or prepare_for_model(model, str(path), align=align)
-            targets = [Target("cell", layer=layer, cell=rc) for rc in plan[layer]]
-            t0 = time.perf_counter()
-            exps = explain_rows(model, [Row(inp, t) for t in targets], "fame", params, cancel=cancel,
-                                progress=_within(progress, done, len(targets), total))
-            seconds = (time.perf_counter() - t0) / max(len(targets), 1)
-            rows = []
-            grid = tuple(model.layer_info(layer).shape[1:])
-            for t, e in zip(targets, exps):
-                fp = footprint(model.input_size, grid, t.cell)
-                rf = receptive_field(model, layer, t.cell)
-                m = measure(e.map, fp, rf)
-                rows.append({"image": f"{path.parent.name}/{path.name}", "image_sha256": sha, "layer": layer,
-                             "row": t.cell[0], "col": t.cell[1], **{k: _finite(v) for k, v in m.items()},
-                             "seconds": seconds})
-            if part is not None:
-                _atomic(part, json.dumps({"cells": rows}, allow_nan=False))
+                    raise Cancelled("cancelled")
+                inp = inp or prepare_for_model(model, str(path), align=align)
+                rows = _measure_layer(model, inp, path, sha, layer, plan[layer], params, cancel,
+                                      _within(progress, done, len(plan[layer]), total))
+                if part is not None:
+                    _atomic(part, json.dumps({"cells": rows}, allow_nan=False))
             measured += rows
-            done += len(targets)
+            done += len(plan[layer])
             if progress is not None:
                 progress(done / total)
     result = LocalityResult(model.name, {**params, "cells": cells, "seed": seed, "layers": chosen,
@@ -348,6 +335,34 @@ def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[
                                                     for i in images]}, measured, reused=reused)
     result.layers = summarise(model, chosen, measured)
     return result
+
+
+def _read_part(part: Path | None) -> list[dict] | None:
+    """The cells of a part an earlier run wrote (None: none, or a broken one from a killed run)."""
+    if part is None or not part.is_file():
+        return None
+    try:
+        rows = json.loads(part.read_text())["cells"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return rows if isinstance(rows, list) else None
+
+
+def _measure_layer(model, inp, path: Path, sha: str, layer: str, cells: list, params: dict, cancel,
+                   progress) -> list[dict]:
+    """FAME for ``cells`` of ``layer`` on one image (one batch), each map measured."""
+    targets = [Target("cell", layer=layer, cell=rc) for rc in cells]
+    t0 = time.perf_counter()
+    exps = explain_rows(model, [Row(inp, t) for t in targets], "fame", params, cancel=cancel, progress=progress)
+    seconds = (time.perf_counter() - t0) / max(len(targets), 1)
+    grid = tuple(model.layer_info(layer).shape[1:])
+    rows = []
+    for t, e in zip(targets, exps):
+        m = measure(e.map, footprint(model.input_size, grid, t.cell), receptive_field(model, layer, t.cell))
+        rows.append({"image": f"{path.parent.name}/{path.name}", "image_sha256": sha, "layer": layer,
+                     "row": t.cell[0], "col": t.cell[1], **{k: _finite(v) for k, v in m.items()},
+                     "seconds": seconds})
+    return rows
 
 
 def _within(progress, done: int, n: int, total: int):

@@ -112,6 +112,23 @@ def _grid_copy(t: torch.Tensor, info) -> torch.Tensor:
     return to_grid(t, info).clone()
 
 
+def _layers_and_options(ctx: MethodContext, cam_class: str) -> tuple[list, dict]:
+    """(target layers, the CAM class's options): the layer's reshape from its layout; Ablation-CAM's batch and,
+    on tokens, its ablation of a channel of every token."""
+    if cam_class == "FullGrad":
+        return [], {}  # FullGrad uses every bias layer itself
+    model = ctx.model
+    layer_name = ctx.params.get("layer") or cam_layer(model)
+    kwargs: dict = {"reshape_transform": reshape_for(model, layer_name)}
+    if cam_class == "AblationCAM":
+        kwargs["batch_size"] = int(ctx.params.get("batch_size") or 32)
+        if kwargs["reshape_transform"] is not None:
+            from pytorch_grad_cam.ablation_layer import AblationLayerVit
+
+            kwargs["ablation_layer"] = AblationLayerVit()
+    return [model.get_layer(layer_name)], kwargs
+
+
 def _targets(ctx: MethodContext) -> list:
     """The package target of ``ctx.target``, from its kind (a class logit, or cos / 1 - cos to the reference)."""
     return [ctx.target.spec.cam_target(ctx.model, ctx.target, ctx.reference_embedding, ctx.params)]
@@ -167,25 +184,11 @@ def run_cam(ctx: MethodContext, cam_class: str, targets: list | None = None) -> 
         progress_hook = on_batch
 
     folded = FoldedNetwork(model, progress_hook)
-    kwargs: dict = {}
-    if cam_class == "FullGrad":
-        layers = []  # FullGrad uses every bias layer itself
-    else:
-        layer_name = ctx.params.get("layer") or cam_layer(model)
-        layers = [model.get_layer(layer_name)]
-        kwargs["reshape_transform"] = reshape_for(model, layer_name)
-        if cam_class == "AblationCAM":
-            kwargs["batch_size"] = int(ctx.params.get("batch_size") or 32)
-            if kwargs["reshape_transform"] is not None:  # ablate a channel of every token, not a token
-                from pytorch_grad_cam.ablation_layer import AblationLayerVit
-
-                kwargs["ablation_layer"] = AblationLayerVit()
+    layers, kwargs = _layers_and_options(ctx, cam_class)
     if cam_class not in ("ScoreCAM", "EigenCAM", "KPCA_CAM"):
         x.requires_grad_(True)  # the weights are frozen: gradients reach the layer through the input
-    call: dict = {}
-    if cam_class == "FinerCAM":
-        pass  # its own call: the targets carry the comparison classes
-    else:
+    call: dict = {}  # Finer-CAM has its own call: the targets carry the comparison classes
+    if cam_class != "FinerCAM":
         call = {"aug_smooth": bool(ctx.params.get("aug_smooth")), "eigen_smooth": bool(ctx.params.get("eigen_smooth"))}
     ctx.report(0.0)
     result = None

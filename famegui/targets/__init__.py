@@ -160,6 +160,7 @@ class TargetKind:
     cli: CliFlag | None = None  # its command-line flag (None: not asked for on the command line)
     gui: GuiChoice | None = None  # its choice in the window (None: not offered there)
     run: RunTarget | None = None  # its target in protocol runs (None: not run)
+    loss_name: str = "FAME loss"  # what its FAME loss is, in words (the score before and after FAME's x_T)
 
     def validate(self, target: Target) -> None:
         """Raise ValueError when ``target`` lacks a field this kind needs."""

@@ -15,6 +15,7 @@ class CellKind(TargetKind):
 
     name = "cell"
     task = "cell"
+    loss_name = "cell L1 activation"
     cli = CliFlag("--cell", metavar="LAYER:ROW,COL")  # in the window: the Feature map view's clicks
 
     def validate(self, target: Target) -> None:
@@ -58,6 +59,7 @@ class ClassKind(TargetKind):
     name = "class"
     task = "classification"
     model_task = "classification"
+    loss_name = "logit"
     cli = CliFlag("--class", metavar="K|NAME|top1", dest="class_")
     gui = GuiChoice("class logit", "the raw logit (score) of the class")
     run = RunTarget("class", default=True)
@@ -187,6 +189,7 @@ class SimilarityKind(TargetKind):
     def __init__(self, name: str, dissimilar: bool, gui: GuiChoice, run: str) -> None:
         self.name = name
         self.dissimilar = dissimilar
+        self.loss_name = "1 - cosine" if dissimilar else "cosine"
         self.cli = CliFlag(choice=name, in_both=True)
         self.gui = gui
         self.run = RunTarget(run, default=True)
