@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from .version import VERSION as __version__
 
 __all__ = ["__version__", "Explanation", "RunInfo", "cell", "class_target", "compare", "dissimilar", "evaluate",
-           "explain", "load", "locality", "open", "sample_image", "similar", "wrap"]
+           "explain", "load", "locality", "open", "regions", "sample_image", "similar", "wrap"]
 
 if TYPE_CHECKING:
     from .api import (
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         load,
         locality,
         open,
+        regions,
         sample_image,
         similar,
         wrap,

@@ -4,7 +4,8 @@ import importlib
 
 import pytest
 
-MODULES = ("famegui", "famegui.api.core", "famegui.api.views", "famegui.explanation", "famegui.evaluation.locality")
+MODULES = ("famegui", "famegui.api.core", "famegui.api.views", "famegui.explanation", "famegui.evaluation.locality",
+           "famegui.evaluation.regions")
 
 
 @pytest.mark.parametrize("name", MODULES)

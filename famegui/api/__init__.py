@@ -6,7 +6,7 @@ Models (:func:`wrap`, :func:`load`), images (:func:`sample_image`), targets (:fu
 """
 from ..explanation import Explanation, RunInfo
 from .core import cell, class_target, dissimilar, explain, load, sample_image, similar, wrap
-from .views import compare, evaluate, locality, open
+from .views import compare, evaluate, locality, open, regions
 
 __all__ = ["Explanation", "RunInfo", "cell", "class_target", "compare", "dissimilar", "evaluate", "explain", "load",
-           "locality", "open", "sample_image", "similar", "wrap"]
+           "locality", "open", "regions", "sample_image", "similar", "wrap"]

@@ -212,6 +212,43 @@ def locality(model: Any, images: Any = None, layers: str | Sequence[str] | None 
     return result
 
 
+def regions(explanation: Any, alignment: str | None = None) -> dict[str, float]:
+    """Where on the face a map looks: the share of its mass in each region of the aligned face (eyes, brows,
+    mouth, nose, cheeks, forehead, the rest of the face, outside it); the shares add up to 1.
+
+    Parameters
+    ----------
+    explanation : Explanation or numpy.ndarray
+        A map of a face model (its alignment is the model's), or a map of an aligned chip.
+    alignment : {"dlib150", "arcface112"}, optional
+        For a bare map: the alignment of its chip.
+
+    Returns
+    -------
+    dict
+        Region name -> share (NaN for an empty map).
+
+    Examples
+    --------
+    >>> import famegui
+    >>> e = famegui.explain("dlib-resnet", famegui.sample_image("london_001"),
+    ...                     famegui.similar(famegui.sample_image("london_001", "smiling.jpg")), "gradcam")
+    >>> shares = famegui.regions(e)
+    >>> sorted(shares)[:3], round(sum(shares.values()), 6)
+    (['brows', 'cheeks', 'eyes'], 1.0)
+    """
+    from ..evaluation.regions import region_shares
+
+    if isinstance(explanation, Explanation):
+        alignment = alignment or explanation.model.alignment
+        amap = explanation.map
+    else:
+        amap = np.asarray(explanation)
+    if not alignment:
+        raise ValueError("face regions need a face model's map (or alignment='dlib150' / 'arcface112')")
+    return region_shares(amap, alignment)
+
+
 def _gui_image(item: Any, name: str):
     """A file path as it is; an array, tensor or PIL image as an image in memory."""
     import torch
