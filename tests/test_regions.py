@@ -44,3 +44,5 @@ def test_report_regions_of_a_run(tmp_path, capsys):
     lines = [ln for ln in text.splitlines() if ln.startswith("| gradcam")]
     assert len(lines) == 2 and all(" 2 " in ln for ln in lines)  # e+ and e-, two items each
     assert "eyes" in text and (tmp_path / "bars.png").is_file()
+    assert main(["report", str(out), str(out), "--regions"]) == 1
+    assert "one run folder" in capsys.readouterr().err

@@ -32,6 +32,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..export import atomic_write_bytes, write_png
 
     if args.other_run is not None:
+        if args.regions:
+            raise CliError("--regions reports one run: give one run folder")
         return _compare(args)
     if args.regions:
         return _regions(args)
