@@ -17,7 +17,7 @@ pytest.importorskip("pytestqt")
 
 from famegui.core.render import overlay, to_uint8  # noqa: E402
 from famegui.evaluation import rundir  # noqa: E402
-from famegui.gui.run_browser import RunBrowser, open_run, open_run_dialog  # noqa: E402
+from famegui.gui.run_browser import RunBrowser, compare_runs_dialog, open_run, open_run_dialog  # noqa: E402
 from famegui.gui.run_model import method_label  # noqa: E402
 
 LONG = 120000  # ms: the waits are on conditions, never on a time
@@ -163,6 +163,46 @@ def test_open_hands_the_items_photos_to_the_callback(qtbot, browser, pair_run):
     req = browser.opened[-1]  # a relative path of a list given by a relative path: found beside the run
     assert req.paths == (pair_run.parent / "corrupt.jpg", type(req.paths[0])(GENUINE[1]))
     assert len(browser.opened) == 2
+
+
+@RUN
+def test_two_runs_show_both_maps_of_an_item_with_their_agreement(qtbot, tmp_path, pair_run, monkeypatch):
+    """Run B: a copy of run A whose Grad-CAM e+ map of item 2 is turned upside down (another setting's map);
+    the browser shows A's and B's maps of the item, the agreement measured as famegui report A B does."""
+    import shutil
+
+    from PySide6.QtWidgets import QFileDialog
+
+    from famegui.evaluation.compare_runs import map_agreement
+
+    other = tmp_path / "b"
+    shutil.copytree(pair_run, other)
+    flipped = np.load(pair_run / "maps" / "2" / "gradcam_e+.npy")[::-1].copy()
+    np.save(other / "maps" / "2" / "gradcam_e+.npy", flipped)
+    monkeypatch.setenv("FAMEGUI_LOG_DIR", str(tmp_path / "logs"))
+    w = window(qtbot, tmp_path)
+    picks = iter([str(pair_run), str(other)])
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: next(picks)))
+    b = compare_runs_dialog(w)  # File > Compare two runs...: A, then B
+    assert b is not None and b.other is not None and "vs B b" in b.windowTitle()
+    with qtbot.waitSignal(b.row_shown, timeout=LONG):
+        b.select(row_of(b, 2, "e+"))
+    maps = [t for t in b.tiles if t.method is not None]
+    assert sorted((t.run, t.method, t.target) for t in maps) == sorted(
+        (r, m, t) for r in "AB" for m in METHODS for t in ("e+", "e-"))
+    assert len(b.map_labels) == 8
+    a_map = np.load(pair_run / "maps" / "2" / "gradcam_e+.npy")
+    rho, top = map_agreement(a_map, flipped)
+    tile = next(t for t in maps if (t.run, t.method, t.target) == ("B", "gradcam", "e+"))
+    assert f"Spearman {rho:.2f}, top-10% {top:.2f}" in tile.caption and rho < 0.99
+    same = next(t for t in maps if (t.run, t.method, t.target) == ("B", "xssab", "e+"))
+    assert "Spearman 1.00, top-10% 1.00" in same.caption
+    assert np.array_equal(same.rgb, next(t.rgb for t in maps if (t.run, t.method, t.target) == ("A", "xssab", "e+")))
+    # a run of another protocol (one item fewer) is refused in one line
+    (other / "results" / "part-000001.parquet").unlink()
+    assert open_run(w, pair_run, other) is None
+    assert "do not hold the same protocol" in w.last_error and "\n" not in w.last_error
+    w.close()
 
 
 def window(qtbot, tmp_path):

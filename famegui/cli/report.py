@@ -23,6 +23,9 @@ def add_report(sub) -> None:
     r.add_argument("--regions", action="store_true",
                    help="face models: the mean share of each method x target's maps per face region (eyes, brows, "
                         "mouth, nose, cheeks, forehead, face, outside) with its 95%% CI; --plot draws the bars")
+    r.add_argument("--by", default=None, metavar="COLUMN[,COLUMN]",
+                   help="split every table by item columns of the run's list (a header such as "
+                        "pathA,pathB,label,group names them; 'label' splits genuine / impostor): one table per group")
     r.set_defaults(func=cmd_report)
 
 
@@ -31,17 +34,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..evaluation import report_tables as rt
     from ..export import atomic_write_bytes, write_png
 
+    by = [c.strip() for c in args.by.split(",") if c.strip()] if args.by else []
+    if args.by is not None and not by:
+        raise CliError("--by needs a column name, e.g. --by group")
     if args.other_run is not None:
         if args.regions:
             raise CliError("--regions reports one run: give one run folder")
+        if by:
+            raise CliError("--by splits one run's tables: give one run folder")
         return _compare(args)
     if args.regions:
-        return _regions(args)
+        return _regions(args, by)
     run = rt.load_run(args.run_dir)
     rep = rt.summarise(run)
     if not rep.rows:
         raise CliError(f"{args.run_dir} has no result rows")
-    text = rt.render(rep, args.format)
+    try:
+        text = rt.render_by(run, by, args.format) if by else rt.render(rep, args.format)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     if args.plot:
         write_png(args.plot, rt.curves_picture(run))
     if args.out:
@@ -58,12 +69,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _regions(args: argparse.Namespace) -> int:
+def _regions(args: argparse.Namespace, by: list[str]) -> int:
     from ..evaluation.regions import regions_chart, render_regions, run_regions
     from ..export import atomic_write_bytes, write_png
 
     try:
-        rows = run_regions(args.run_dir)
+        rows = run_regions(args.run_dir, by)
     except ValueError as e:
         raise CliError(str(e)) from None
     if not rows:

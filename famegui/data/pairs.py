@@ -11,8 +11,16 @@ Fields are separated by commas (CSV quoting allowed) or, on a line without a
 comma, by whitespace. The label is ``1`` / ``0``, ``same`` / ``different``
 (also ``genuine`` / ``impostor``, ``true`` / ``false``; any case). Relative
 paths are relative to the list's own folder. A first line whose label field is
-literally ``label`` is taken as a CSV header and skipped. Every problem is a
-``ValueError`` whose one-line message names the file and the line number.
+literally ``label`` is taken as a CSV header and skipped. A list may carry extra
+columns (``group``, ``pose``, ...) when its header names them::
+
+    pathA,pathB,label,group,pose
+    a.jpg,b.jpg,1,female,frontal
+
+their values are kept with each pair (:attr:`Pair.attrs`) and a protocol run
+keeps them, so that ``famegui report RUN --by group`` splits its tables. Every
+problem is a ``ValueError`` whose one-line message names the file and the line
+number.
 
 :func:`sample_pairs` gives all genuine and impostor pairs of the photos shipped
 in ``resources/faces`` and :func:`demo_pairs` one pair of each for the app's
@@ -34,6 +42,7 @@ __all__ = [
     "PairList",
     "LABEL_WORDS",
     "HARD_CASES_AS_OBAMA",
+    "extra_columns",
     "parse_label",
     "read_pairs",
     "write_pairs",
@@ -72,6 +81,7 @@ class Pair:
     b: Path
     same: bool
     line: int = 0
+    attrs: tuple[tuple[str, str], ...] = ()  # the extra columns' (name, value), in the header's order
 
     @property
     def label(self) -> int:
@@ -84,9 +94,10 @@ class Pair:
 class PairList(list):
     """A list of :class:`Pair` that also knows where it came from and splits by label."""
 
-    def __init__(self, pairs: Iterable[Pair] = (), source: str = "") -> None:
+    def __init__(self, pairs: Iterable[Pair] = (), source: str = "", columns: tuple[str, ...] = ()) -> None:
         super().__init__(pairs)
         self.source = source
+        self.columns = tuple(columns)  # the names of the extra columns (the header's fields after the label)
 
     @property
     def genuine(self) -> list[Pair]:
@@ -121,6 +132,19 @@ def _fields(line: str) -> list[str]:
     return line.split()
 
 
+def extra_columns(names: list[str], where: str) -> tuple[str, ...]:
+    """The extra column names of a header line (after the fixed fields): non-empty, distinct, and none of
+    the run table's own column names."""
+    reserved = {"item", "item_index", "label", "method", "target", "metric", "path", "class"}
+    out = tuple(n.strip() for n in names)
+    bad = [n for n in out if not n or n.lower() in reserved]
+    if bad:
+        raise ValueError(f"{where}: an extra column needs a name of its own, got {bad[0]!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{where}: extra column names repeat: {', '.join(out)}")
+    return out
+
+
 def _resolve(field: str, folder: Path) -> Path:
     p = Path(os.path.expanduser(field))
     return p if p.is_absolute() else folder / p
@@ -133,6 +157,7 @@ def read_pairs(path: str | os.PathLike, *, check_files: bool = True) -> PairList
     text = read_text_file(path, "pair list", encoding="utf-8-sig")
     folder = path.resolve().parent
     pairs = PairList(source=str(path))
+    columns: tuple[str, ...] = ()
     first = True
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -143,12 +168,18 @@ def read_pairs(path: str | os.PathLike, *, check_files: bool = True) -> PairList
             fields = _fields(line)
         except csv.Error as e:
             raise ValueError(f"{where}: cannot parse {line!r} ({e})") from None
-        if len(fields) != 3 or not all(fields):
-            raise ValueError(f"{where}: expected 'pathA,pathB,label' (3 fields), got {len(fields)}: {line!r}")
-        if first and fields[2].lower() == "label":
+        if first and len(fields) >= 3 and fields[2].lower() == "label":
             first = False
-            continue  # a CSV header
+            columns = extra_columns(fields[3:], where)  # a CSV header, perhaps naming extra columns
+            pairs.columns = columns
+            continue
         first = False
+        if len(fields) != 3 + len(columns) or not all(fields[:3]):
+            extra = (f" plus the header's {', '.join(columns)}" if columns else
+                     "; extra columns need a header line naming them, e.g. pathA,pathB,label,group"
+                     if len(fields) > 3 else "")
+            raise ValueError(f"{where}: expected 'pathA,pathB,label' ({3 + len(columns)} fields{extra}), "
+                             f"got {len(fields)}: {line!r}")
         try:
             same = parse_label(fields[2])
         except ValueError as e:
@@ -158,14 +189,15 @@ def read_pairs(path: str | os.PathLike, *, check_files: bool = True) -> PairList
             for p in (a, b):
                 if not p.is_file():
                     raise ValueError(f"{where}: image not found: {p}")
-        pairs.append(Pair(a, b, same, lineno))
+        pairs.append(Pair(a, b, same, lineno, tuple(zip(columns, fields[3:]))))
     if not pairs:
         raise ValueError(f"{path.name}: no pairs found (expected lines 'pathA,pathB,label')")
     return pairs
 
 
 def write_pairs(path: str | os.PathLike, pairs: Iterable[Pair]) -> Path:
-    """Write ``pairs`` as a CSV pair list, paths relative to its folder where possible."""
+    """Write ``pairs`` as a CSV pair list, paths relative to its folder where possible; pairs with
+    :attr:`Pair.attrs` get a header line naming their extra columns."""
     path = Path(path)
     folder = path.resolve().parent
 
@@ -175,11 +207,15 @@ def write_pairs(path: str | os.PathLike, pairs: Iterable[Pair]) -> Path:
         except ValueError:  # another drive (Windows)
             return str(Path(p).resolve())
 
+    pairs = list(pairs)
+    columns = [n for n, _v in pairs[0].attrs] if pairs else []
     with open(path, "w", newline="", encoding="utf-8") as f:
         f.write("# pathA,pathB,label (1 = same person, 0 = different)\n")
         w = csv.writer(f)
+        if columns:
+            w.writerow(["pathA", "pathB", "label", *columns])
         for p in pairs:
-            w.writerow([rel(p.a), rel(p.b), p.label])
+            w.writerow([rel(p.a), rel(p.b), p.label, *(v for _n, v in p.attrs)])
     return path
 
 

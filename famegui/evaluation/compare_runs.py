@@ -6,6 +6,9 @@ settings, compared on the same items.
 - The maps: per (method, target) present in both runs, for every item with a map in both, the Spearman rank
   correlation of the two maps' pixels and the overlap of their top 10 % pixels (the share of run A's top
   pixels that are also run B's); their mean over items. Identical runs agree with 1.0.
+- The decisions (face verification runs): each item's unperturbed cosine in each run (read back from its
+  deletion curve at 0 % removed, or its insertion curve at 100 % kept) against each run's own threshold;
+  how many decisions agree, each run's accuracy, and every item where they differ.
 
 The runs must hold the same protocol: the same items by index and name (a one-line ValueError says what
 differs). Maps are read from inside each run folder only (``allow_pickle=False``).
@@ -49,6 +52,8 @@ class RunComparison:
     b: str
     tables: list[dict] = field(default_factory=list)
     agreement: list[dict] = field(default_factory=list)
+    decisions: dict = field(default_factory=dict)  # items, same, differ, accuracy_a/_b, thresholds (verification)
+    differ: list[dict] = field(default_factory=list)  # one dict per item whose decision differs
 
     def render(self, fmt: str = "md") -> str:
         """Both tables as Markdown (``md``), ``csv`` or ``latex``."""
@@ -66,6 +71,10 @@ class RunComparison:
             w.writerow(["table", *a_cols])
             for r in self.agreement:
                 w.writerow(["agreement", *[_raw(r[c]) for c in a_cols]])
+            if self.decisions:
+                w.writerow(["table", *D_COLS])
+                for r in self.differ:
+                    w.writerow(["decision", *[_raw(r[c]) for c in D_COLS]])
             return buf.getvalue()
         t_rows = [[r["target"], r["metric"], r["method"], *(_num(r[c]) for c in t_cols[3:8]), str(r["items"])]
                   for r in self.tables]
@@ -75,10 +84,73 @@ class RunComparison:
             out = [f"# {self.a} (A) vs {self.b} (B)", "", "## Mean AUC and gain", ""]
             out += _md(t_cols, t_rows) + ["", "## Map agreement per item (mean over items)", ""]
             out += _md(a_cols, a_rows)
+            if self.decisions:
+                out += ["", "## Decisions", "", self.decisions_line(), ""]
+                out += _md(D_COLS, self._differ_rows()) if self.differ else ["no item's decision differs"]
             return "\n".join(out) + "\n"
         if fmt == "latex":
-            return _tex(t_cols, t_rows) + "\n" + _tex(a_cols, a_rows)
+            dec = ("\n% " + self.decisions_line() + "\n" + _tex(D_COLS, self._differ_rows())) if self.decisions else ""
+            return _tex(t_cols, t_rows) + "\n" + _tex(a_cols, a_rows) + dec
         raise ValueError(f"format must be md, csv or latex, got {fmt!r}")
+
+
+    def decisions_line(self) -> str:
+        d = self.decisions
+        return (f"{d['items']} items: {d['same']} decided alike, {d['differ']} differently; accuracy A "
+                f"{_num(d['accuracy_a'])} (threshold {_num(d['threshold_a'])}), B {_num(d['accuracy_b'])} "
+                f"(threshold {_num(d['threshold_b'])})")
+
+    def _differ_rows(self) -> list[list[str]]:
+        return [[r["item"], r["label"], _num(r["cosine_a"]), r["decision_a"], _num(r["cosine_b"]), r["decision_b"]]
+                for r in self.differ]
+
+
+D_COLS = ["item", "label", "cosine_a", "decision_a", "cosine_b", "decision_b"]
+
+
+def item_cosines(run: Run) -> dict[int, float]:
+    """Item index -> the unperturbed cosine of its probe and reference, read from a deletion curve at 0 %
+    removed (or an insertion curve at 100 % kept) of any method; e- curves score 1 - cosine."""
+    out: dict[int, float] = {}
+    for prefer in ("deletion", "insertion"):
+        for r in run.rows:
+            if r.get("metric") != prefer or r.get("error") or r.get("score") not in ("cosine", "1 - cosine"):
+                continue
+            fr, cv = list(r.get("fractions") or ()), list(r.get("curve") or ())
+            if not fr or len(fr) != len(cv):
+                continue
+            v = cv[0] if prefer == "deletion" and fr[0] == 0 else cv[-1] if prefer == "insertion" and fr[-1] == 1 \
+                else None
+            if v is None or not math.isfinite(v):
+                continue
+            out.setdefault(int(r["item_index"]), float(v) if r["score"] == "cosine" else 1.0 - float(v))
+    return out
+
+
+def _decisions(ra: Run, rb: Run, out: RunComparison) -> None:
+    ta, tb = ra.meta.get("threshold"), rb.meta.get("threshold")
+    if not isinstance(ta, (int, float)) or not isinstance(tb, (int, float)):
+        return  # not a verification run
+    ca, cb = item_cosines(ra), item_cosines(rb)
+    labels = {int(r["item_index"]): (str(r["item"]), str(r.get("label"))) for r in ra.rows}
+    common = sorted(set(ca) & set(cb))
+    if not common:
+        return
+    right_a = right_b = same = 0
+    for i in common:
+        da, db = ca[i] >= ta, cb[i] >= tb
+        key, label = labels[i]
+        truth = {"genuine": True, "triplet": True, "impostor": False}.get(label)
+        right_a += truth is not None and da == truth
+        right_b += truth is not None and db == truth
+        same += da == db
+        if da != db:
+            word = {True: "same", False: "different"}
+            out.differ.append({"item": key, "label": label, "cosine_a": ca[i], "cosine_b": cb[i],
+                               "decision_a": word[da], "decision_b": word[db]})
+    n = len(common)
+    out.decisions = {"items": n, "same": same, "differ": n - same, "accuracy_a": right_a / n,
+                     "accuracy_b": right_b / n, "threshold_a": float(ta), "threshold_b": float(tb)}
 
 
 def _md(cols: list[str], rows: list[list[str]]) -> list[str]:
@@ -142,7 +214,8 @@ def compare_runs(a: str | Path, b: str | Path) -> RunComparison:
     Returns
     -------
     RunComparison
-        ``tables``, ``agreement`` and ``render(fmt)``.
+        ``tables``, ``agreement``, ``decisions`` (a summary; empty for classification runs), ``differ``
+        (the items decided differently) and ``render(fmt)``.
     """
     ra, rb = load_run(a), load_run(b)
     ia, ib = _items(ra), _items(rb)
@@ -174,4 +247,5 @@ def compare_runs(a: str | Path, b: str | Path) -> RunComparison:
         out.agreement.append({"method": method, "target": target, "items": len(values),
                               "spearman": float(np.mean(rho)) if rho else math.nan,
                               "top10_overlap": float(np.mean(top)) if top else math.nan})
+    _decisions(ra, rb, out)
     return out

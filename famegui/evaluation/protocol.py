@@ -15,7 +15,12 @@ own folder:
 
 :func:`read_protocol` tells them apart by the first data line: two fields are an
 image list, three fields whose last is a pair label a pair list, three paths a
-triplet list. :func:`make_protocol` builds pairs (every genuine pair of a
+triplet list. Any of the three may carry extra columns (``group``, ``pose``, ...)
+when its header line names them (``pathA,pathB,label,group``,
+``probe,mate,non_mate,group``, ``path,class,group``): each item keeps their
+values (``attrs``), a run keeps them in ``items.parquet`` and
+``famegui report RUN --by group`` splits its tables by them.
+:func:`make_protocol` builds pairs (every genuine pair of a
 folder of identity folders and as many impostors, seeded) and triplets from a
 gallery; :func:`demo_protocol` does the same over the photos shipped in
 ``resources/faces`` so that everything runs offline.
@@ -29,7 +34,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.pairs import IMAGE_SUFFIXES, Pair, parse_label, read_pairs, sample_identities, write_pairs
+from ..data.pairs import IMAGE_SUFFIXES, Pair, extra_columns, parse_label, read_pairs, sample_identities, write_pairs
 
 KINDS = ("pairs", "triplets", "images")
 
@@ -39,6 +44,7 @@ class PairItem:
     a: Path  # the probe (explained)
     b: Path  # the reference
     same: bool
+    attrs: tuple[tuple[str, str], ...] = ()  # extra columns of the list: (name, value)
 
     @property
     def label(self) -> str:
@@ -53,6 +59,7 @@ class TripletItem:
     probe: Path  # explained
     mate: Path  # the reference: same person
     non_mate: Path  # another person (the hiding game; gweEBP)
+    attrs: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -66,6 +73,7 @@ class TripletItem:
 class ImageItem:
     path: Path
     class_label: str  # a class name of the model, or a class index
+    attrs: tuple[tuple[str, str], ...] = ()
 
     @property
     def label(self) -> str:
@@ -95,8 +103,16 @@ class Protocol:
     def __len__(self) -> int:
         return len(self.items)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The names of the items' extra columns (a header's fields after the fixed ones); () if none."""
+        return tuple(n for n, _v in self.items[0].attrs) if self.items else ()
+
     def describe(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "path": self.path, "items": len(self.items)}
+        out = {"name": self.name, "kind": self.kind, "path": self.path, "items": len(self.items)}
+        if self.columns:  # absent without extra columns, so that runs made before them still resume
+            out["columns"] = list(self.columns)
+        return out
 
     def key(self, index: int) -> str:
         """A stable key: ``0007:london_001/neutral.jpg|london_001/smiling.jpg`` (paths relative to ``root``)."""
@@ -147,48 +163,66 @@ def _resolve(text: str, folder: Path, where: str, check: bool) -> Path:
 def detect_kind(path: str | os.PathLike) -> str:
     """"pairs", "triplets" or "images", from the first data line of ``path``."""
     for lineno, fields in _data_lines(Path(path)):
+        low = [f.lower() for f in fields]
+        # a header line, perhaps naming extra columns after the fixed ones
+        if low[:3] == ["probe", "mate", "non_mate"]:
+            return "triplets"
+        if len(low) >= 3 and low[2] == "label":
+            return "pairs"
+        if low[:2] in (["path", "class"], ["path", "label"]):
+            return "images"
         if len(fields) == 2:
             return "images"
         if len(fields) == 3:
-            if [f.lower() for f in fields] == ["probe", "mate", "non_mate"]:
-                return "triplets"
             try:
                 parse_label(fields[2])
                 return "pairs"
             except ValueError:
-                return "pairs" if fields[2].lower() == "label" else "triplets"
+                return "triplets"
         raise ValueError(f"{Path(path).name} line {lineno}: expected 2 fields (path,class) or 3 "
-                         f"(pathA,pathB,label / probe,mate,non_mate), got {len(fields)}")
+                         f"(pathA,pathB,label / probe,mate,non_mate), got {len(fields)}; extra columns need a "
+                         "header line naming them")
     raise ValueError(f"{Path(path).name}: no items found")
 
 
-def _read_rows(path: Path, n: int, header: tuple[tuple[str, ...], ...]) -> list[tuple[int, list[str]]]:
-    out = []
+def _read_rows(path: Path, n: int, header: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], list]:
+    """(extra column names, [(line number, fields)]): a header line (one of ``header``, perhaps followed by
+    extra column names) is skipped; every data line has ``n`` fields plus one per extra column."""
+    out: list[tuple[int, list[str]]] = []
+    columns: tuple[str, ...] = ()
+    first = True
     for lineno, fields in _data_lines(path):
         where = f"{path.name} line {lineno}"
-        if len(fields) != n or not all(fields):
-            raise ValueError(f"{where}: expected {n} fields, got {len(fields)}")
-        if not out and tuple(f.lower() for f in fields) in header:
+        if first and tuple(f.lower() for f in fields[:n]) in header:
+            first = False
+            columns = extra_columns(fields[n:], where)
             continue
+        first = False
+        if len(fields) != n + len(columns) or not all(fields[:n]):
+            hint = (f" plus the header's {', '.join(columns)}" if columns else
+                    "; extra columns need a header line naming them" if len(fields) > n else "")
+            raise ValueError(f"{where}: expected {n + len(columns)} fields{hint}, got {len(fields)}")
         out.append((lineno, fields))
     if not out:
         raise ValueError(f"{path.name}: no items found")
-    return out
+    return columns, out
 
 
 def read_triplets(path: str | os.PathLike, *, check_files: bool = True) -> list[TripletItem]:
     path = Path(path)
     folder = path.resolve().parent
-    rows = _read_rows(path, 3, (("probe", "mate", "non_mate"),))
-    return [TripletItem(*(_resolve(f, folder, f"{path.name} line {ln}", check_files) for f in fields))
+    columns, rows = _read_rows(path, 3, (("probe", "mate", "non_mate"),))
+    return [TripletItem(*(_resolve(f, folder, f"{path.name} line {ln}", check_files) for f in fields[:3]),
+                        tuple(zip(columns, fields[3:])))
             for ln, fields in rows]
 
 
 def read_images(path: str | os.PathLike, *, check_files: bool = True) -> list[ImageItem]:
     path = Path(path)
     folder = path.resolve().parent
-    rows = _read_rows(path, 2, (("path", "class"), ("path", "label")))
-    return [ImageItem(_resolve(fields[0], folder, f"{path.name} line {ln}", check_files), fields[1])
+    columns, rows = _read_rows(path, 2, (("path", "class"), ("path", "label")))
+    return [ImageItem(_resolve(fields[0], folder, f"{path.name} line {ln}", check_files), fields[1],
+                      tuple(zip(columns, fields[2:])))
             for ln, fields in rows]
 
 
@@ -197,7 +231,7 @@ def read_protocol(path: str | os.PathLike, *, check_files: bool = True) -> Proto
     path = Path(path)
     kind = detect_kind(path)
     if kind == "pairs":
-        items = [PairItem(p.a, p.b, p.same) for p in read_pairs(path, check_files=check_files)]
+        items = [PairItem(p.a, p.b, p.same, p.attrs) for p in read_pairs(path, check_files=check_files)]
     elif kind == "triplets":
         items = read_triplets(path, check_files=check_files)
     else:

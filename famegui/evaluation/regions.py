@@ -19,6 +19,8 @@ up to 1. ``docs/face_regions.png`` is :func:`regions_picture` for both alignment
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 REGIONS = ("eyes", "brows", "mouth", "nose", "cheeks", "forehead", "face", "outside")
@@ -119,26 +121,30 @@ def regions_picture(alignment: str, size: int | None = None, face: np.ndarray | 
 
 
 # ----------------------------------------------------------------------------- over a protocol run
-def run_regions(path) -> list[dict]:
+def run_regions(path, by: Sequence[str] = ()) -> list[dict]:
     """Per method x target of a face model's run: the mean share of its maps' mass per region over the items,
-    with a 95 % confidence interval (Student's t), from the run's maps."""
+    with a 95 % confidence interval (Student's t), from the run's maps. ``by``: item columns of the run's list
+    (``group``, ``pose``): one row per group as well, its values under ``"by"``."""
     from .compare_runs import map_paths, read_map
-    from .report_tables import load_run, mean_ci
+    from .report_tables import item_values, load_run, mean_ci
 
     run = load_run(path)
     alignment = (run.meta.get("model") or {}).get("alignment")
     if alignment not in ("dlib150", "arcface112"):
         raise ValueError(f"{path}: face regions need a run of an aligned face model (this one: "
                          f"{alignment or 'no alignment'})")
-    shares: dict[tuple[str, str], list[dict]] = {}
-    for (_index, method, target), rel in sorted(map_paths(run).items()):
+    values = item_values(run, by) if by else {}
+    shares: dict[tuple, list[dict]] = {}
+    for (index, method, target), rel in sorted(map_paths(run).items()):
         amap = read_map(run, rel)
         if amap is None or amap.ndim != 2 or amap.shape[0] != amap.shape[1]:
             continue
-        shares.setdefault((method, target), []).append(region_shares(amap, alignment))
+        shares.setdefault((values.get(index, ()), method, target), []).append(region_shares(amap, alignment))
     out = []
-    for (method, target), items in shares.items():
+    for (group, method, target), items in sorted(shares.items(), key=lambda kv: kv[0][0]):  # stable: groups
         row = {"method": method, "target": target, "items": len(items)}
+        if by:
+            row["by"] = dict(zip(by, group))
         for r in REGIONS:
             m, lo, hi = mean_ci([s[r] for s in items])
             row[r] = {"mean": m, "low": lo, "high": hi}
@@ -147,34 +153,46 @@ def run_regions(path) -> list[dict]:
 
 
 def render_regions(rows: list[dict], fmt: str = "md") -> str:
-    """The regions table: method, target, items, then each region's mean share [95 % CI]."""
+    """The regions table: method, target, items, then each region's mean share [95 % CI]. Rows of a run
+    split by item columns (``"by"``): one table per group in Markdown and LaTeX, the columns first in CSV."""
     def cell(v: dict) -> str:
         if not np.isfinite(v["mean"]):
             return "n/a"
         ci = f" [{100 * v['low']:.1f}, {100 * v['high']:.1f}]" if np.isfinite(v["low"]) else ""
         return f"{100 * v['mean']:.1f}%{ci}"
 
+    by = list(rows[0].get("by", {})) if rows else []
     if fmt == "csv":
-        head = ["method", "target", "items"] + [f"{r}_{k}" for r in REGIONS for k in ("mean", "low", "high")]
+        head = [*by, "method", "target", "items"] + [f"{r}_{k}" for r in REGIONS for k in ("mean", "low", "high")]
         lines = [",".join(head)]
         for row in rows:
-            vals = [row["method"], row["target"], str(row["items"])]
+            vals = [*(row["by"][c] for c in by), row["method"], row["target"], str(row["items"])]
             vals += ["" if not np.isfinite(row[r][k]) else f"{row[r][k]:.6g}" for r in REGIONS
                      for k in ("mean", "low", "high")]
             lines.append(",".join(vals))
         return "\n".join(lines) + "\n"
-    body = [[row["method"], row["target"], str(row["items"]), *(cell(row[r]) for r in REGIONS)] for row in rows]
+    if fmt not in ("md", "latex"):
+        raise ValueError(f"format must be md, csv or latex, got {fmt!r}")
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get("by", {}).values()), []).append(row)
     cols = ["method", "target", "items", *REGIONS]
-    if fmt == "md":
-        return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-                         + ["| " + " | ".join(b) + " |" for b in body]) + "\n"
-    if fmt == "latex":
-        from .report_tables import tex_escape
+    out = []
+    for values, members in groups.items():
+        body = [[row["method"], row["target"], str(row["items"]), *(cell(row[r]) for r in REGIONS)]
+                for row in members]
+        name = ", ".join(f"{c} = {v}" for c, v in zip(by, values))
+        if fmt == "md":
+            out.append("\n".join(([f"### {name}", ""] if by else []) + ["| " + " | ".join(cols) + " |",
+                                  "|" + "---|" * len(cols)] + ["| " + " | ".join(b) + " |" for b in body]) + "\n")
+        else:
+            from .report_tables import tex_escape
 
-        return "\n".join([r"\begin{tabular}{" + "l" * len(cols) + "}", " & ".join(cols) + r" \\", r"\hline",
-                          *(" & ".join(tex_escape(v).replace("%", r"\%") for v in b) + r" \\" for b in body),
-                          r"\end{tabular}"]) + "\n"
-    raise ValueError(f"format must be md, csv or latex, got {fmt!r}")
+            out.append("\n".join(([f"% {tex_escape(name)}"] if by else [])
+                                 + [r"\begin{tabular}{" + "l" * len(cols) + "}", " & ".join(cols) + r" \\",
+                                    r"\hline", *(" & ".join(tex_escape(v).replace("%", r"\%") for v in b) + r" \\"
+                                                 for b in body), r"\end{tabular}"]) + "\n")
+    return "\n".join(out)
 
 
 def regions_chart(rows: list[dict], width: float = 7.0, height: float = 3.6, dpi: int = 100) -> np.ndarray:
@@ -190,8 +208,9 @@ def regions_chart(rows: list[dict], width: float = 7.0, height: float = 3.6, dpi
     for i, row in enumerate(rows):
         mean = np.array([row[r]["mean"] for r in REGIONS], dtype=float)
         err = np.array([[row[r]["mean"] - row[r]["low"], row[r]["high"] - row[r]["mean"]] for r in REGIONS]).T
+        group = " ".join(str(v) for v in row.get("by", {}).values())
         ax.bar(x + i * w - 0.4 + w / 2, np.nan_to_num(mean), w, yerr=np.nan_to_num(err), capsize=2,
-               label=f"{row['method']} {row['target']}")
+               label=f"{row['method']} {row['target']}" + (f" ({group})" if group else ""))
     ax.set_xticks(x, REGIONS, fontsize=8)
     ax.set_ylabel("share of the map's mass")
     ax.legend(fontsize=7)

@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -374,6 +375,64 @@ def render(rep: Report, fmt: str = "md") -> str:
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return FORMATS[fmt](rep)
+
+
+# --------------------------------------------------------------------------- split by item columns
+def item_values(run: Run, by: Sequence[str]) -> dict[int, tuple[str, ...]]:
+    """Item index -> its values of the extra columns ``by`` (a pair list's ``group``, ``pose``, ...), from
+    the run's ``items.parquet``; a one-line ValueError for a run without them or an unknown column."""
+    from .rundir import ITEMS, read_items
+
+    items = read_items(run.path)
+    if items is None:
+        raise ValueError(f"{run.path} has no {ITEMS} (a run made before famegui kept item columns): run it again "
+                         "to split its tables")
+    have = [c for c in (items[0] if items else {}) if c not in ("item_index", "item", "label")]
+    wanted = [c for c in by if c != "label"]
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        raise ValueError(f"{run.path}: no item column {missing[0]!r} (its list has "
+                         f"{', '.join(have + ['label']) if have else 'only label'})")
+    return {int(r["item_index"]): tuple(str(r[c] if c != "label" else r["label"]) for c in by) for r in items}
+
+
+def group_label(by: Sequence[str], values: Sequence[str]) -> str:
+    return ", ".join(f"{c} = {v}" for c, v in zip(by, values))
+
+
+def split_run(run: Run, by: Sequence[str]) -> list[tuple[tuple[str, ...], Run]]:
+    """The run cut by the values of the item columns ``by``: [(values, a Run of those items' rows)], in the
+    order the values first occur in the protocol."""
+    values = item_values(run, by)
+    groups: dict[tuple[str, ...], list[dict]] = {v: [] for v in dict.fromkeys(values[i] for i in sorted(values))}
+    for r in run.rows:
+        v = values.get(int(r["item_index"]))
+        if v is not None:
+            groups[v].append(r)
+    return [(v, Run(run.path, run.meta, rows)) for v, rows in groups.items() if rows]
+
+
+def render_by(run: Run, by: Sequence[str], fmt: str = "md") -> str:
+    """One table per group of items (see :func:`split_run`): Markdown and LaTeX give one table each under
+    its group's name; CSV gives one table with the ``by`` columns first."""
+    parts = []
+    for i, (values, sub) in enumerate(split_run(run, by)):
+        rep = summarise(sub)
+        items = len({r["item"] for r in sub.rows})
+        rep.title = f"{run.title}: {group_label(by, values)} ({items} items)"
+        if fmt == "csv":
+            lines = to_csv(rep).splitlines()
+            head = [] if i else [",".join([*by, lines[0]])]
+            parts.append("\n".join(head + [",".join([*(_csv_field(v) for v in values), ln]) for ln in lines[1:]]))
+        else:
+            parts.append(render(rep, fmt))
+    return ("\n".join(parts) + "\n") if fmt == "csv" else "\n".join(parts)
+
+
+def _csv_field(v: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([v])
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- curves

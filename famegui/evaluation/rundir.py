@@ -3,6 +3,7 @@
 Layout (``famegui report`` reads it)::
 
     RUN_DIR/run.json                         the configuration (see :func:`check_or_write_config`)
+    RUN_DIR/items.parquet                    one row per item: index, key, label, the list's extra columns
     RUN_DIR/results/part-000007.parquet      the rows of item 7 (every method x target x metric)
     RUN_DIR/maps/7/fame_e+.npy               one float32 map
 
@@ -109,6 +110,41 @@ def check_or_write_config(out_dir: str | os.PathLike, config: dict) -> dict:
     text = (json.dumps(new, indent=2) + "\n").encode()
     _atomic_write(path, lambda f: f.write(text))
     return new
+
+
+ITEMS = "items.parquet"
+
+
+def write_items(out_dir: str | os.PathLike, protocol) -> Path:
+    """``items.parquet``: one row per item of ``protocol`` (``item_index``, ``item`` key, ``label`` and one
+    string column per extra column of its list, e.g. ``group``), so that a report can split its tables by
+    them without the list. Written whole (atomically) at the start of every run into the folder."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = list(protocol.columns)
+    data: dict[str, list] = {"item_index": list(range(len(protocol))),
+                             "item": [protocol.key(i) for i in range(len(protocol))],
+                             "label": [it.label for it in protocol.items]}
+    for name in columns:
+        data[name] = [dict(it.attrs).get(name, "") for it in protocol.items]
+    table = pa.table(data, schema=pa.schema([("item_index", pa.int64()), ("item", pa.string()),
+                                             ("label", pa.string()), *((n, pa.string()) for n in columns)]))
+    return _atomic_write(Path(out_dir) / ITEMS, lambda f: pq.write_table(table, f))
+
+
+def read_items(out_dir: str | os.PathLike) -> list[dict] | None:
+    """The rows of ``items.parquet`` (None for a run made before it existed); ValueError if unreadable."""
+    import pyarrow.parquet as pq
+
+    path = Path(out_dir) / ITEMS
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as e:  # noqa: BLE001 - pyarrow's own errors for a truncated or foreign file
+        raise ValueError(f"{path} is not a readable parquet file: {str(e).splitlines()[0] if str(e) else e!r}"
+                         ) from None
 
 
 def map_path(index: int, method: str, target: str) -> str:

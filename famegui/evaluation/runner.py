@@ -340,6 +340,7 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     config = run_config(protocol, model, spec, resolved, targets, metrics, fractions, fill, threshold, engine_info,
                         masks, preset, fame_batch)
     rundir.check_or_write_config(out_dir, config)
+    rundir.write_items(out_dir, protocol)
     cfg = {"methods": resolved, "targets": targets, "metrics": metrics, "fractions": [float(f) for f in fractions],
            "fill": fill, "masks": masks, "threshold": threshold, "align": align, "fame_batch": fame_batch}
     cfg["kinds"] = run_kinds(task, targets)  # the target kinds, for workers that lack one (a plug-in's)

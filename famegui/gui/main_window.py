@@ -146,6 +146,7 @@ class MainWindow(QMainWindow):
         act(m, "Open third image...", lambda: dock.choose_image("third"))
         self.recent_menu = m.addMenu("Recent images")
         act(m, "Open run...", self.open_run)
+        act(m, "Compare two runs...", lambda: self.open_run(two=True))
         m.addSeparator()
         act(m, "Load weights or TorchScript...", dock.choose_weights, "Ctrl+W")
         m.addSeparator()
@@ -165,14 +166,15 @@ class MainWindow(QMainWindow):
             panels.addAction(dock_widget.toggleViewAction())
         self._fill_recent()
 
-    def open_run(self) -> None:
-        """File > Open run...: a protocol run folder (the run browser, when it is installed)."""
+    def open_run(self, two: bool = False) -> None:
+        """File > Open run... (a protocol run folder) or Compare two runs... (two runs of one protocol): the
+        run browser, when it is installed."""
         try:
-            from .run_browser import open_run_dialog
+            from .run_browser import compare_runs_dialog, open_run_dialog
         except ImportError as e:
             self.ctx.show_error(f"opening runs is not available in this installation ({e})")
             return
-        open_run_dialog(self)
+        (compare_runs_dialog if two else open_run_dialog)(self)
 
     def _fill_recent(self) -> None:
         self.recent.fill_menu(self.recent_menu, lambda p: self.load_image("probe", p))

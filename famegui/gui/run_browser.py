@@ -6,6 +6,10 @@ undefined values last) and the errors; selecting a row shows the item's stored m
 of every method and target on the photo as the run's model saw it, the row's target first; "Open in
 Pair view" (or a double click) hands the item's photos to ``on_open`` (:class:`OpenRequest`), which
 :func:`open_in_window` turns into the window's Pair view (pairs, triplets) or Classes view (images).
+
+With a second run of the same protocol (File > Compare two runs..., ``other=``), each item shows run A's
+maps and, under them, run B's map of the same method and target with the agreement of the two (Spearman
+rank correlation, top-10 % overlap, as ``famegui report A B`` measures it).
 """
 from __future__ import annotations
 
@@ -65,6 +69,7 @@ class Tile:
     target: str | None
     rgb: np.ndarray  # (H, W, 3) uint8, exactly what the tile shows
     caption: str
+    run: str = ""  # "" for one run; "A" or "B" when two runs are shown
 
 
 def _pixmap(rgb: np.ndarray) -> QPixmap:
@@ -84,9 +89,17 @@ class RunBrowser(QDialog):
     row_shown = Signal(int)  # the table row (of the run, not of the sorted view) whose maps are shown
 
     def __init__(self, run_dir: str | Path, on_open: Callable[[OpenRequest], None] | None = None,
-                 display: DisplaySettings | None = None, parent: QWidget | None = None) -> None:
+                 display: DisplaySettings | None = None, parent: QWidget | None = None,
+                 other: str | Path | None = None) -> None:
         super().__init__(parent)
         self.run: RunTable = read_run_table(run_dir)
+        self.other: RunTable | None = None if other is None else read_run_table(other)
+        if self.other is not None:
+            keys_a = {(r.index, r.key) for r in self.run.rows}
+            keys_b = {(r.index, r.key) for r in self.other.rows}
+            if keys_a != keys_b:
+                diff = sorted(keys_a ^ keys_b)[0][1]
+                raise ValueError(f"{run_dir} and {other} do not hold the same protocol (e.g. item {diff})")
         self.on_open = on_open
         self.display = display or DisplaySettings(parent=self)
         self.tiles: list[Tile] = []
@@ -94,7 +107,8 @@ class RunBrowser(QDialog):
         self.map_labels: list[QLabel] = []
         self.current: TableRow | None = None
         self._views: dict[Path, np.ndarray | str] = {}  # photo -> model view, or why it cannot be shown
-        self.setWindowTitle(f"Run: {self.run.title}")
+        self.setWindowTitle(f"Run: {self.run.title}" if self.other is None else
+                            f"Runs: A {self.run.path.name} vs B {self.other.path.name}")
         self.resize(1200, 760)
         self._build()
         self.display.changed.connect(self.redraw)
@@ -122,9 +136,12 @@ class RunBrowser(QDialog):
         header.setStretchLastSection(True)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_selection())
         self.table.doubleClicked.connect(lambda _i: self.open_current())
+        both = "" if self.other is None else (
+            f" Maps of run A ({self.run.path}) above those of run B ({self.other.path}, {self.other.title}), "
+            "with their agreement; the table is run A's.")
         self.summary = QLabel(f"{self.run.title}: {len({r.index for r in self.run.rows})} items, "
                               f"{len(self.run.rows)} rows (item x target). Click a column to sort; "
-                              "undefined values (n/a) stay last.")
+                              "undefined values (n/a) stay last." + both)
         self.summary.setWordWrap(True)
         self.info = QLabel("")
         self.info.setWordWrap(True)
@@ -206,24 +223,33 @@ class RunBrowser(QDialog):
                 notes.append(f"{p.name}: {v}")
         tiles = [Tile(None, None, to_uint8(v), f"{role}: {p.parent.name}/{p.name}")
                  for p, v, role in zip(photos, views, ("probe", "reference", "non-mate")) if not isinstance(v, str)]
+        runs = [("", self.run)] if self.other is None else [("A", self.run), ("B", self.other)]
         for method in self.run.methods:
             signed = self.run.signed(method)
             for target in self.run.targets:  # (the run's targets: every map has its column)
-                f = self.run.map_file(row, method, target)
-                if f is None:
-                    continue
-                amap = np.load(f)
-                base = views[0] if not isinstance(views[0], str) and views[0].shape[:2] == amap.shape else \
-                    np.full((*amap.shape, 3), MISSING_GRAY, np.float32)
-                m = scaled([amap], [signed], shared=False)[0]
-                rgb = overlay(base, m, self.display.opacity, self.display.colormap_for(signed))
-                tiles.append(Tile(method, target, rgb, self._caption(row, method, target)))
+                files = [run.map_file(row, method, target) for _name, run in runs]
+                maps = [None if f is None else np.load(f, allow_pickle=False) for f in files]
+                for (name, run), amap in zip(runs, maps):
+                    if amap is None:
+                        continue
+                    base = views[0] if not isinstance(views[0], str) and views[0].shape[:2] == amap.shape else \
+                        np.full((*amap.shape, 3), MISSING_GRAY, np.float32)
+                    m = scaled([amap], [signed], shared=False)[0]
+                    rgb = overlay(base, m, self.display.opacity, self.display.colormap_for(signed))
+                    caption = self._caption(run, row, method, target)
+                    if name == "B" and maps[0] is not None and maps[0].shape == amap.shape:
+                        from ..evaluation.compare_runs import map_agreement
+
+                        rho, top = map_agreement(maps[0], amap)
+                        caption += f"\nvs A: Spearman {rho:.2f}, top-10% {top:.2f}"
+                    tiles.append(Tile(method, target, rgb, f"{name}: {caption}" if name else caption, name))
         return tiles, notes
 
-    def _caption(self, row: TableRow, method: str, target: str) -> str:
-        """``Grad-CAM e+`` and the AUCs of that map on the item (the first metrics that fit)."""
-        other = next((r for r in self.run.rows if r.index == row.index and r.target == target), row)
-        aucs = [f"{metric[:3]} {c.auc:.3f}" for metric in self.run.metrics
+    @staticmethod
+    def _caption(run: RunTable, row: TableRow, method: str, target: str) -> str:
+        """``Grad-CAM e+`` and the AUCs of that map on the item in ``run`` (the first metrics that fit)."""
+        other = next((r for r in run.rows if r.index == row.index and r.target == target), row)
+        aucs = [f"{metric[:3]} {c.auc:.3f}" for metric in run.metrics
                 if (c := other.cells.get((method, metric))) is not None and np.isfinite(c.auc)]
         return f"{method_label(method)} {target}" + (f"\n{', '.join(aucs[:3])}" if aucs else "")
 
@@ -252,9 +278,9 @@ class RunBrowser(QDialog):
         grid = QGridLayout(host)
         photos = [t for t in self.tiles if t.method is None]
         maps = [t for t in self.tiles if t.method is not None]
-        lines = list(dict.fromkeys(t.method for t in maps))  # the methods that have a map here
+        lines = list(dict.fromkeys((t.method, t.run) for t in maps))  # the methods (x runs) with a map here
         places = [(0, i) for i in range(len(photos))]
-        places += [(2 + 2 * lines.index(t.method), self.run.targets.index(t.target)) for t in maps]
+        places += [(2 + 2 * lines.index((t.method, t.run)), self.run.targets.index(t.target)) for t in maps]
         self.photo_labels, self.map_labels = [], []
         for t, (line, col) in zip(photos + maps, places):
             picture = QLabel()
@@ -322,12 +348,12 @@ def _say(window, message: str) -> None:
         QMessageBox.warning(window, "Open run", message)
 
 
-def open_run(window, folder: str | Path) -> RunBrowser | None:
-    """The browser of the run in ``folder`` over ``window`` (shown, not modal); a folder that is not a run
-    gives one error line in the window and None."""
+def open_run(window, folder: str | Path, other: str | Path | None = None) -> RunBrowser | None:
+    """The browser of the run in ``folder`` (and of ``other``, a second run of its protocol, beside it) over
+    ``window`` (shown, not modal); a folder that is not a run gives one error line in the window and None."""
     try:
         browser = RunBrowser(folder, on_open=lambda req: open_in_window(window, req),
-                             display=getattr(window, "display", None), parent=window)
+                             display=getattr(window, "display", None), parent=window, other=other)
     except ValueError as e:
         _say(window, str(e).splitlines()[0] if str(e) else f"{folder} is not a run directory")
         return None
@@ -342,3 +368,15 @@ def open_run_dialog(window) -> RunBrowser | None:
     if not folder:
         return None
     return open_run(window, folder)
+
+
+def compare_runs_dialog(window) -> RunBrowser | None:
+    """File > Compare two runs...: ask for run A, then run B (the same protocol), then show both."""
+    a = QFileDialog.getExistingDirectory(window, "Compare two runs: run A (a folder written by famegui run --out)")
+    if not a:
+        return None
+    b = QFileDialog.getExistingDirectory(window, "Compare two runs: run B (the same protocol, another model or "
+                                                 "settings)", str(Path(a).parent))
+    if not b:
+        return None
+    return open_run(window, a, b)
