@@ -152,7 +152,8 @@ def evaluate(explanations: Explanation | Sequence[Explanation], metrics: Sequenc
 
 def locality(model: Any, images: Any = None, layers: str | Sequence[str] | None = None, cells: int | str = 16,
              iterations: int = 100, *, blur: tuple[int, float] | None = None, seed: int = 0,
-             out: str | os.PathLike | None = None, device: str | None = None, progress: Any = None):
+             out: str | os.PathLike | None = None, device: str | None = None, progress: Any = None,
+             engine: str | None = None, workers: int = 1, address: str | None = None):
     """How local each layer's cells are: FAME for a sample of cells per layer and image, and the share of each
     map's mass under the cell (and in 2x / 4x the cell), with the radius that holds 50 % / 90 % of it.
 
@@ -178,6 +179,13 @@ def locality(model: Any, images: Any = None, layers: str | Sequence[str] | None 
         Moves the model there first.
     progress : bool or callable, optional
         True: a progress bar; a callable gets the fraction done.
+    engine : {"local", "ray"}, optional
+        Compute in ``workers`` worker processes or Ray actors (``address``: a running cluster), as a
+        protocol run does; ``model`` must then be a name or a file the workers can load.
+    workers : int
+        Workers of the engine.
+    address : str, optional
+        Ray: the cluster to join.
 
     Returns
     -------
@@ -196,15 +204,18 @@ def locality(model: Any, images: Any = None, layers: str | Sequence[str] | None 
     from ..data.pairs import sample_identities
     from ..evaluation.locality import locality as measure
 
+    if engine is not None and not isinstance(model, (str, os.PathLike)):
+        raise ValueError("an engine loads the model in its workers: give the model's name or file, not an object")
     m = _model(model, device)
     if images is None:
         images = [str(photos[0]) for photos in sample_identities().values()]
     elif isinstance(images, (str, os.PathLike)):
         images = [images]
+    spec = {"model": str(model), "weights": None, "device": device or "cpu"} if engine is not None else None
     report, close = _progress(progress, len(images))
     try:
         result = measure(m, [str(i) for i in images], layers, cells, iterations, blur=blur, seed=seed, out=out,
-                         progress=report)
+                         progress=report, engine=engine, workers=workers, address=address, spec=spec)
     finally:
         close()
     if out is not None:

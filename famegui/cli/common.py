@@ -140,13 +140,8 @@ def add_method_param_flags(parser: argparse.ArgumentParser) -> None:
 
 
 # --------------------------------------------------------------------------- model and inputs
-def load_model(args):
-    from ..core import threads
-    from ..models.zoo import load_model as load
-
-    threads.configure("cli")
-    threads.adapt(block=True)  # the cores other processes leave free (a fraction of a second)
-
+def model_options(args) -> dict:
+    """The loader options the model flags give (input size, task, ONNX mean / std / channel order)."""
     options = {}
     if getattr(args, "input_size", None):
         options["input_size"] = args.input_size
@@ -166,7 +161,21 @@ def load_model(args):
             options[key] = values * 3 if len(values) == 1 else values
     if getattr(args, "channel_order", None):
         options["channel_order"] = args.channel_order
-    model = load(args.model, args.weights, **options)
+    return options
+
+
+def model_spec(args) -> dict:
+    """What a worker process needs to load the model of the flags (:func:`famegui.evaluation.runner.load_spec`)."""
+    return {"model": args.model, "weights": args.weights, "device": args.device, "options": model_options(args)}
+
+
+def load_model(args):
+    from ..core import threads
+    from ..models.zoo import load_model as load
+
+    threads.configure("cli")
+    threads.adapt(block=True)  # the cores other processes leave free (a fraction of a second)
+    model = load(args.model, args.weights, **model_options(args))
     return model.to(args.device) if args.device != "cpu" else model
 
 

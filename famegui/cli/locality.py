@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import CliError, add_model_args, load_model, number
+from .common import CliError, add_model_args, load_model, model_spec, number
 
 
 def add_locality(sub) -> None:
@@ -25,6 +25,12 @@ def add_locality(sub) -> None:
     p.add_argument("--blur", default=None, metavar="K,SIGMA",
                    help="measure the map after FAME's Gaussian blur (default: before it)")
     p.add_argument("--seed", type=number(0, 2 ** 31 - 1, integral=True), default=0, help="the cells' draw")
+    p.add_argument("--engine", choices=("local", "ray"), default=None,
+                   help="compute the (image, layer) parts in worker processes (local) or Ray actors, as a "
+                        "protocol run does (default: in this process)")
+    p.add_argument("--workers", type=number(1, 1024, integral=True), default=1,
+                   help="processes (local) or actors (ray)")
+    p.add_argument("--address", default=None, help="ray: the address of a running cluster (default: a local Ray)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_locality)
@@ -86,7 +92,8 @@ def cmd_locality(args: argparse.Namespace) -> int:
                    bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
     try:
         result = locality(model, images, layers, cells if cells == "all" else int(cells), args.iterations,
-                          blur=blur, seed=args.seed, out=args.out,
+                          blur=blur, seed=args.seed, out=args.out, engine=args.engine, workers=args.workers,
+                          address=args.address, spec=model_spec(args) if args.engine else None,
                           progress=(lambda f: bar.update(int(1000 * f) - bar.n)) if bar is not None else None)
     except ValueError as e:
         raise CliError(str(e)) from None

@@ -12,7 +12,10 @@ map is measured against the cell's footprint (the patch under it) and its theore
 
 Maps are measured before FAME's Gaussian blur by default (``blur=None``): the blur alone spreads a point over
 some 50 pixels and would be measured as much as the network. One part per (image, layer) is written to
-``out/parts`` as it is done, so an interrupted run resumes where it stopped.
+``out/parts`` as it is done, so an interrupted run resumes where it stopped. The parts can be computed in
+this process or by a protocol run's engines (``engine="local"``: worker processes; ``"ray"``: Ray actors,
+on a cluster with ``address``), each worker loading the model once from its spec; only this process
+writes files.
 """
 from __future__ import annotations
 
@@ -253,7 +256,8 @@ def summarise(model, layers: Sequence[str], cells: list[dict]) -> list[dict]:
 def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[str] | None = None,
              cells: int | str = 16, iterations: int = 100, *, blur: tuple[int, float] | None = None,
              seed: int = 0, out: str | os.PathLike | None = None, align: bool = True,
-             progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None
+             progress: Callable[[float], None] | None = None, cancel: Callable[[], bool] | None = None,
+             engine: str | None = None, workers: int = 1, address: str | None = None, spec: dict | None = None
              ) -> LocalityResult:
     """FAME for a sample of cells of each layer on each image, measured against the cells' footprints.
 
@@ -278,7 +282,17 @@ def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[
     align : bool
         Face models: align the faces (False: centre crop).
     progress, cancel : callable, optional
-        ``progress(fraction)``; ``cancel()`` True stops at the next map.
+        ``progress(fraction)``; ``cancel()`` True stops at the next map (in this process).
+    engine : {"local", "ray"}, optional
+        Compute the (image, layer) parts in ``workers`` worker processes or Ray actors (``address``: a
+        running Ray cluster) as a protocol run does; default: in this process.
+    workers : int
+        Workers of the engine.
+    address : str, optional
+        Ray: the cluster to join.
+    spec : dict, optional
+        With an engine: how a worker loads the model (``{"model", "weights", "device", "options"}``, as
+        :func:`famegui.evaluation.runner.load_spec` reads it); images must be paths.
 
     Returns
     -------
@@ -304,6 +318,20 @@ def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[
         parts.mkdir(parents=True, exist_ok=True)
     plan = {layer: choose_cells(tuple(model.layer_info(layer).shape[1:]), cells, seed) for layer in chosen}
     total = max(1, len(images) * sum(len(v) for v in plan.values()))
+    if engine is not None:
+        measured, reused = _on_engine(images, chosen, plan, params, parts, engine, workers, address, spec, align,
+                                      progress, total)
+    else:
+        measured, reused = _in_process(model, images, chosen, plan, params, parts, align, progress, cancel, total)
+    result = LocalityResult(model.name, {**params, "cells": cells, "seed": seed, "layers": chosen,
+                                         "images": [str(getattr(getattr(i, "image", None), "path", i))
+                                                    for i in images]}, measured, reused=reused)
+    result.layers = summarise(model, chosen, measured)
+    return result
+
+
+def _in_process(model, images, chosen, plan, params, parts, align, progress, cancel, total):
+    """(measured cells, parts reused): every (image, layer) part computed here, in order."""
     done, reused, measured = 0, 0, []
     for image in images:
         if isinstance(image, ModelInput):  # an image already prepared for the model (the window's probe)
@@ -330,11 +358,55 @@ def locality(model, images: Sequence[str | os.PathLike], layers: str | Sequence[
             done += len(plan[layer])
             if progress is not None:
                 progress(done / total)
-    result = LocalityResult(model.name, {**params, "cells": cells, "seed": seed, "layers": chosen,
-                                         "images": [str(getattr(getattr(i, "image", None), "path", i))
-                                                    for i in images]}, measured, reused=reused)
-    result.layers = summarise(model, chosen, measured)
-    return result
+    return measured, reused
+
+
+def _on_engine(images, chosen, plan, params, parts, engine, workers, address, spec, align, progress, total):
+    """(measured cells, parts reused): the missing (image, layer) parts computed by the protocol engines
+    (:func:`famegui.evaluation.engines.run_items`), written here as they come back, read in order."""
+    from . import engines
+    from .runner import load_spec
+
+    if engine not in engines.ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(engines.ENGINES)}, got {engine!r}")
+    if not isinstance(spec, dict) or "model" not in spec:
+        raise ValueError("an engine loads the model in its workers: give spec={'model': NAME or FILE, ...}")
+    if any(isinstance(i, ModelInput) for i in images):
+        raise ValueError("an engine reads the images itself: give file paths")
+    if int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    keys = [(str(Path(i)), file_sha256(Path(i)), layer) for i in images for layer in chosen]
+    got: dict[tuple[str, str], list[dict]] = {}
+    reused = 0
+    for _path, sha, layer in keys:
+        rows = _read_part(parts / f"{sha[:16]}-{_safe(layer)}.json" if parts is not None else None)
+        if rows is not None:
+            got[sha, layer] = rows
+            reused += 1
+    jobs = list(dict.fromkeys((p, sha, layer, tuple(plan[layer])) for p, sha, layer in keys if (sha, layer) not in got))
+    done = sum(len(plan[layer]) for _p, _sha, layer in keys if (_sha, layer) in got)
+    if progress is not None:
+        progress(done / total)
+    if jobs:
+        cfg = {"params": params, "align": align}
+        for sha, layer, rows in engines.run_items(engine, jobs, {**spec, "align": align}, cfg, load=load_spec,
+                                                  work=measure_part, workers=min(int(workers), len(jobs)),
+                                                  address=address):
+            if parts is not None:
+                _atomic(parts / f"{sha[:16]}-{_safe(layer)}.json", json.dumps({"cells": rows}, allow_nan=False))
+            got[sha, layer] = rows
+            done += len(plan[layer])
+            if progress is not None:
+                progress(done / total)
+    return [row for _p, sha, layer in keys for row in got[sha, layer]], reused
+
+
+def measure_part(model, job: tuple, cfg: dict) -> tuple[str, str, list[dict]]:
+    """One (image, layer) part in an engine's worker: (image sha256, layer, measured cells)."""
+    path, sha, layer, cells = job
+    inp = prepare_for_model(model, path, align=cfg["align"])
+    return sha, layer, _measure_layer(model, inp, Path(path), sha, layer, [tuple(c) for c in cells], cfg["params"],
+                                      None, None)
 
 
 def _read_part(part: Path | None) -> list[dict] | None:
