@@ -150,6 +150,7 @@ def evaluate(explanations: Explanation | Sequence[Explanation], metrics: Sequenc
                        fill=fill, progress=progress)
 
 
+# long: most of it is the public docstring (Parameters, Returns, Examples)
 def locality(model: Any, images: Any = None, layers: str | Sequence[str] | None = None, cells: int | str = 16,
              iterations: int = 100, *, blur: tuple[int, float] | None = None, seed: int = 0,
              out: str | os.PathLike | None = None, device: str | None = None, progress: Any = None,
