@@ -23,11 +23,18 @@ GOLDEN_DIR = Path(__file__).parent / "golden"
 # method moves its map by far more (1e-2 and up). Goldens are written and checked with two threads.
 TOLERANCE = 5e-5
 TOLERANCE_ITERATIVE = 5e-3  # FAME
+# Occlusion's map is the difference of two nearly equal outputs (the score with and without one small patch)
+# divided by the largest such difference: the cancellation scales the kernels' last-bit differences up
+# (measured: 7.7e-5 on e- of the dlib pair on an AMD EPYC against goldens written on another CPU)
+TOLERANCE_DIFFERENCE = 2e-4
 THREADS = 2
 
 
 def tolerance(key: str) -> float:
-    return TOLERANCE_ITERATIVE if key.split("/")[1] == "fame" else TOLERANCE
+    method = key.split("/")[1]
+    if method == "fame":
+        return TOLERANCE_ITERATIVE
+    return TOLERANCE_DIFFERENCE if method == "occlusion" else TOLERANCE
 
 # cheap settings: the maps need not be good, only reproducible
 FAST = {
