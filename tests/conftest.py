@@ -88,6 +88,32 @@ from torch import nn  # noqa: E402
 from famegui.paths import resource_path  # noqa: E402
 
 
+def drop_item(run_dir, index: int) -> None:
+    """Lose one finished item of a run folder, as a crash before its write would have: its rows leave every
+    part file and its maps leave the map store (the files rewritten without them)."""
+    import shutil
+    import zipfile
+    from pathlib import Path
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from famegui.evaluation import rundir
+
+    run_dir = Path(run_dir)
+    for part in rundir.part_files(run_dir):
+        table = pq.read_table(part)
+        keep = [r for r in table.to_pylist() if r["item_index"] != index]
+        pq.write_table(pa.Table.from_pylist(keep, schema=table.schema), part)
+    shutil.rmtree(run_dir / "maps" / str(index), ignore_errors=True)
+    for block in run_dir.glob("maps/block-*.npz"):
+        with zipfile.ZipFile(block) as z:
+            members = [(n, z.read(n)) for n in z.namelist() if not n.startswith(f"maps/{index}/")]
+        with zipfile.ZipFile(block, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for n, data in members:
+                z.writestr(n, data)
+
+
 def face(*parts: str) -> str:
     return str(resource_path("faces", *parts))
 

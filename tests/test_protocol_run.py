@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import face
+from conftest import drop_item, face
 
 from famegui.evaluation import rundir
 from famegui.evaluation.protocol import (
@@ -89,6 +89,14 @@ def assert_same_table(a, b, tol=1e-6):
         np.testing.assert_allclose(x["curve"], y["curve"], atol=tol)
 
 
+def assert_same_maps(a, b, tol=1e-6):
+    """Every map that run ``a`` recorded is in run ``b`` too, equal within ``tol`` (whatever their layout)."""
+    maps = sorted({r["map"] for r in _rows(a) if r["map"]})
+    assert maps
+    for rel in maps:
+        np.testing.assert_allclose(rundir.read_map(a, rel), rundir.read_map(b, rel), atol=tol, err_msg=rel)
+
+
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     """The shared configuration, one local worker: (run dir, summary)."""
@@ -109,7 +117,9 @@ def test_demo_run_writes_the_run_directory(base_run):
     assert cfg["targets"] == ["e+", "e-"] and cfg["metrics"] == ["deletion", "insertion"] and cfg["fill"] == "mean"
     assert cfg["preset"] == "famegui" and cfg["masks"] == "rank"
     assert cfg["engine"]["name"] == "local" and "torch" in cfg["versions"] and cfg["created"]
-    assert len(rundir.part_files(out)) == LIMIT
+    # compacted at the end: one part, one map block, no loose files
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "items.parquet", "maps/block-000001.npz", "results/part-m000001.parquet", "run.json"]
     rows = _rows(out)
     assert len(rows) == N_ROWS
     assert {r["method"] for r in rows} == {"random", *METHODS} and {r["target"] for r in rows} == {"e+", "e-"}
@@ -127,7 +137,7 @@ def test_demo_run_writes_the_run_directory(base_run):
             assert r["map"] is None
         else:
             assert r["map"] == f"maps/{r['item_index']}/{r['method']}_{r['target']}.npy"
-            m = np.load(out / r["map"])
+            m = rundir.read_map(out, r["map"])
             assert m.dtype == np.float32 and m.shape == (150, 150)
 
 
@@ -196,8 +206,7 @@ def test_two_workers_give_the_same_table(base_run, tmp_path):
     s = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=2, **RUN)
     assert s.done == LIMIT
     assert_same_table(base_run[0], out)
-    for p in (base_run[0] / "maps").rglob("*.npy"):
-        np.testing.assert_allclose(np.load(p), np.load(out / p.relative_to(base_run[0])), atol=1e-6)
+    assert_same_maps(base_run[0], out)
 
 
 @pytest.mark.slow
@@ -227,23 +236,11 @@ def test_a_resumed_block_is_computed_whole_and_its_finished_items_kept(base_run,
 
     out = tmp_path / "resumed"
     shutil.copytree(base_run[0], out)
-    lost = [p for p in rundir.part_files(out) if pq_items(p) == [1]]
-    assert len(lost) == 1
-    lost[0].unlink()
-    shutil.rmtree(out / "maps" / "1")
-    kept = {p: p.stat().st_mtime_ns for p in rundir.part_files(out)}
+    drop_item(out, 1)
     s = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=1, **RUN)
-    assert (s.done, s.skipped) == (1, LIMIT - 1)
-    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # item 0 was not written again
+    assert (s.done, s.skipped) == (1, LIMIT - 1)  # item 0 was not written again
     assert_same_table(base_run[0], out)
-    for p in (base_run[0] / "maps" / "1").rglob("*.npy"):
-        np.testing.assert_allclose(np.load(p), np.load(out / p.relative_to(base_run[0])), atol=1e-6)
-
-
-def pq_items(path) -> list[int]:
-    import pyarrow.parquet as pq
-
-    return sorted(set(pq.read_table(path, columns=["item_index"]).column("item_index").to_pylist()))
+    assert_same_maps(base_run[0], out)
 
 
 @pytest.mark.slow
@@ -254,10 +251,10 @@ def test_fame_maps_in_batches_equal_one_by_one(base_run, tmp_path):
     out = tmp_path / "single"
     s = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, workers=1, **{**RUN, "fame_batch": 1})
     assert s.done == LIMIT and json.loads((out / "run.json").read_text())["fame_batch"] == 1
-    fame = sorted((base_run[0] / "maps").rglob("fame_*.npy"))
+    fame = sorted({r["map"] for r in _rows(base_run[0]) if r["method"] == "fame"})
     assert len(fame) == 2 * LIMIT
-    for p in fame:  # FAME's normalised steps carry last-bit differences into the map (as other thread counts do)
-        a, b = np.load(p).ravel(), np.load(out / p.relative_to(base_run[0])).ravel()
+    for rel in fame:  # FAME's normalised steps carry last-bit differences into the map (as other thread counts do)
+        a, b = rundir.read_map(base_run[0], rel).ravel(), rundir.read_map(out, rel).ravel()
         assert np.corrcoef(a, b)[0, 1] >= 0.999 and np.abs(a - b).max() <= 1e-2
     ra, rb = _rows(base_run[0]), _rows(out)
     assert [(r["item"], r["method"], r["target"], r["metric"]) for r in ra] == \
@@ -277,7 +274,8 @@ def test_ray_engine_gives_the_same_table(base_run, tmp_path):
     finally:
         ray.shutdown()
     assert s.done == LIMIT
-    assert json.loads((out / "run.json").read_text())["engine"] == {"name": "ray", "workers": 2}
+    assert json.loads((out / "run.json").read_text())["engine"] == {"name": "ray", "workers": 2,
+                                                                    "evaluation": "batched"}
     assert_same_table(base_run[0], out)
 
 
@@ -291,7 +289,7 @@ def test_image_protocol_on_a_classifier(tmp_path):
     rows = _rows(out)
     assert len(rows) == 2 * 2 * 2 and {r["target"] for r in rows} == {"class"}
     assert all((r["error"] is None) == (r["item_index"] == 0) for r in rows)
-    assert (out / "maps" / "0" / "gradcam_class.npy").is_file()
+    assert rundir.read_map(out, "maps/0/gradcam_class.npy").shape == (224, 224)
 
 
 def test_triplet_protocol_plays_the_hiding_game(tmp_path):
@@ -344,5 +342,5 @@ def test_decision_target_reuses_the_map_of_the_pairs_own_decision(tmp_path):
     rows = [r for r in _rows(out) if r["method"] == "gradcam"]
     for index, label in {(r["item_index"], r["label"]) for r in rows}:
         own = "e+" if label == "genuine" else "e-"
-        a = np.load(out / f"maps/{index}/gradcam_decision.npy")
-        np.testing.assert_array_equal(a, np.load(out / f"maps/{index}/gradcam_{own}.npy"))
+        a = rundir.read_map(out, f"maps/{index}/gradcam_decision.npy")
+        np.testing.assert_array_equal(a, rundir.read_map(out, f"maps/{index}/gradcam_{own}.npy"))

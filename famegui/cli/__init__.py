@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else EXIT_ERROR
     if args.command in (None, "gui"):
         return launch.cmd_gui(args)
+    args.argv = ["famegui", *argv]  # the command as typed, for the provenance of what it writes
     with warnings.catch_warnings(record=True) as caught:  # shown after the result, never before an error
         code = _run(args)
     _show_warnings(caught, code, args.debug)

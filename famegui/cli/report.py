@@ -55,6 +55,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     if args.plot:
         write_png(args.plot, rt.curves_picture(run))
+    made = rt.provenance_text(run.meta, args.format)
+    if args.format != "csv":
+        text += made  # under the table; a CSV stays one table, its provenance goes to stderr
+    elif made:
+        print(made, end="", file=sys.stderr)
     if args.out:
         atomic_write_bytes(args.out, text.encode("utf-8"))
         print(f"wrote {args.out} ({len(rep.rows)} rows, {len(rep.errors)} errors)")

@@ -38,6 +38,9 @@ def add_run(sub) -> None:
     r.add_argument("--fame-batch", dest="fame_batch", type=int, default=None, metavar="N",
                    help="FAME maps of pairs computed N at a time in one batch (default 4 with FAME on pairs, "
                         "else 1; part of the run's configuration: the batch changes float sums)")
+    r.add_argument("--per-step", dest="per_step", action="store_true",
+                   help="score every curve and flip share by its own forward passes (the slower path before "
+                        "the one-scan curves; the same table, for benchmarks)")
     r.add_argument("--address", default=None, help="ray: the address of a running cluster (default: a local Ray)")
     r.add_argument("--out", required=True, metavar="RUN_DIR")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -114,7 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                                engine=args.engine, workers=args.workers, address=args.address,
                                method_params=_per_method_params(args, [n for n in names if n != "random"]),
                                align=not args.no_align, fill=args.fill_with, masks=args.mask_rule,
-                               preset=args.preset, fame_batch=args.fame_batch, progress=show)
+                               preset=args.preset, fame_batch=args.fame_batch, batched=not args.per_step,
+                               command=getattr(args, "argv", None), progress=show)
     finally:
         if bar is not None:
             bar.close()

@@ -190,17 +190,11 @@ def map_paths(run: Run) -> dict[tuple[int, str, str], str]:
 
 
 def read_map(run: Run, rel) -> np.ndarray | None:
-    """A map of ``run`` by its recorded relative path; None when absent or outside the run folder."""
-    if not isinstance(rel, str) or not rel:
-        return None
-    root = Path(run.path).resolve()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or path.suffix != ".npy" or not path.is_file():
-        return None
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
+    """A map of ``run`` by its recorded relative path (a loose file or a member of the run's map store,
+    :func:`.rundir.read_map`); None when absent or outside the run folder."""
+    from .rundir import read_map as stored
+
+    return stored(run.path, rel)
 
 
 def compare_runs(a: str | Path, b: str | Path) -> RunComparison:

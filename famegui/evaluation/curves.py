@@ -221,6 +221,75 @@ def flip_fraction(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor,
     return float(fractions[hits[0]]) if len(hits) else None
 
 
+class _Replay:
+    """A batch's embeddings, already computed, handed to a score function that asks "the model" for them
+    (:meth:`famegui.targets.TargetKind.explained_score` of a pair kind): the cosine and the explained score
+    of one forward pass."""
+
+    def __init__(self, model: ModelWrapper, emb: torch.Tensor):
+        self.extras, self.device, self._emb = model.extras, model.device, emb
+
+    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
+        if xs.shape[0] != self._emb.shape[0]:
+            raise ValueError("the replayed batch is another batch")
+        return self._emb
+
+
+@torch.no_grad()
+def curve_and_flip(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor, amap: np.ndarray, target: Target,
+                   threshold: float, mode: str = "deletion", *, fractions: Sequence[float] = DEFAULT_FRACTIONS,
+                   step: float = 0.01, fill: str = "mean", batch: int = 32, method: str = "",
+                   masks: str = "rank") -> tuple[Curve, float | None]:
+    """:func:`curve` and :func:`flip_fraction` of one map from one scan of the fine grid (``step``), with the
+    same numbers: the curve's fractions are points of the fine grid (0.1 = 10/100 exactly), so their images
+    are computed once; the fine points go through the network in batches, in order, only until the flip is
+    found (the first fine point whose decision differs, which a coarser or bisecting search could miss).
+    Each batch's embeddings give both the cosine (the decision) and the explained score (the curve).
+    Fractions off the grid fall back to the two separate functions."""
+    n = int(round(1.0 / step))
+    fine = [i / n for i in range(n + 1)]
+    at = {f: i for i, f in enumerate(fine)}
+    if any(float(f) not in at for f in fractions):
+        return (curve(model, x, amap, target, mode, reference=reference, fractions=fractions, fill=fill,
+                      method=method, masks=masks),
+                flip_fraction(model, x, reference, amap, threshold, mode, step=step, fill=fill, masks=masks))
+    x = x.to(model.device)
+    r = model(reference.to(model.device)).detach()
+    cos: dict[int, float] = {}
+    score: dict[int, float] = {}
+    name = ""
+
+    def run(indices: list[int]) -> None:
+        nonlocal name
+        xs = perturbed(x, amap, [fine[i] for i in indices], mode, fill, masks)
+        emb = model(xs)
+        fn, name = target.spec.explained_score(_Replay(model, emb), target, r)
+        got_cos = F.cosine_similarity(emb, r, dim=1).cpu().numpy()
+        got_score = fn(xs).float().cpu().numpy()
+        for k, i in enumerate(indices):
+            cos[i], score[i] = float(got_cos[k]), float(got_score[k])
+
+    def missing_from(i: int) -> list[int]:
+        return [j for j in range(i, n + 1) if j not in cos][:batch]
+
+    needed = list(dict.fromkeys([at[float(f)] for f in fractions] + [0, n]))
+    run(needed + [j for j in missing_from(0) if j not in needed][:max(0, batch - len(needed))])
+    same = {i: c >= threshold for i, c in cos.items()}
+    clean = same[0] if mode == "deletion" else same[n]
+    flip = None
+    if not (mode == "insertion" and same[0] == clean):
+        for i in range(n + 1):
+            if i not in cos:
+                run(missing_from(i))
+                same.update((j, c >= threshold) for j, c in cos.items() if j not in same)
+            if (same[i] != clean) if mode == "deletion" else (same[i] == clean):
+                flip = float(fine[i])
+                break
+    c = Curve(mode, [float(f) for f in fractions], [score[at[float(f)]] for f in fractions], name, method,
+              {"fill": fill})
+    return c, flip
+
+
 @torch.no_grad()
 def hiding_curve(model: ModelWrapper, x: torch.Tensor, mate: torch.Tensor, non_mate: torch.Tensor, amap: np.ndarray,
                  *, fractions: Sequence[float] = DEFAULT_FRACTIONS, batch: int = 16, method: str = "",

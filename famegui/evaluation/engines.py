@@ -9,7 +9,8 @@ here beyond handing items to the pool / the actors.
 - ``local``: ``multiprocessing`` with the spawn context (no fork of a process
   holding torch threads); the initializer loads the model.
 - ``ray``: one actor per worker, each holding a model (``num_gpus=1`` when the
-  device is cuda), fed through ``ray.util.ActorPool``. Ray is imported only
+  device is cuda), spread over the cluster's nodes and fed through ``ray.util.ActorPool``; an actor whose
+  process or node dies is started again by Ray and its block retried (:data:`ACTOR_RESTARTS`). Ray is imported only
   here; ``ray.init(num_cpus=workers)`` starts a local Ray, ``address`` joins a
   cluster, and an already initialised Ray (e.g. by a test) is used as it is.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 ENGINES = ("local", "ray")
+ACTOR_RESTARTS = 3  # Ray: times an actor is started again after its process or node died (its block is retried)
 
 _WORKER: dict = {}  # this worker process's model and work function (local engine)
 
@@ -30,8 +32,15 @@ def _init_worker(load: Callable, work: Callable, spec: dict) -> None:
 
 
 def _work(args: tuple):
+    """(the work's result, the worker's stamp: which process, when the block started and ended)."""
+    import time
+
+    from .provenance import worker_stamp
+
     job, cfg = args
-    return _WORKER["work"](_WORKER["model"], job, cfg)
+    started = time.time()
+    result = _WORKER["work"](_WORKER["model"], job, cfg)
+    return result, worker_stamp(started, time.time())
 
 
 def local_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, work: Callable) -> Iterator:
@@ -65,7 +74,13 @@ def ray_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, w
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
         started = True
     gpus = 1 if str(spec.get("device", "cpu")).startswith("cuda") else 0
-    actor = ray.remote(num_cpus=1, num_gpus=gpus)(Explainer)
+    # a node lost mid-run (a machine switched off, a spot instance taken back): Ray starts its actors again
+    # where there is room and sends them the blocks they held (blocks are deterministic, so the table is
+    # the one an uninterrupted run writes); SPREAD puts the actors on as many nodes as it can
+    # (retries without a bound: Ray spends them while the new actor still loads its model; the restarts bound
+    # them, after which the block's call raises ActorDiedError)
+    actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=-1,
+                       scheduling_strategy="SPREAD")(Explainer)
     actors = [actor.remote(load, work, spec) for _ in range(workers)]
     cfg_ref = ray.put(cfg)
     try:
@@ -79,14 +94,24 @@ def ray_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, w
 
 
 def run_items(engine: str, jobs: list, spec: dict, cfg: dict, *, load: Callable, work: Callable, workers: int = 1,
-              address: str | None = None):
+              address: str | None = None, stamps: list | None = None):
     """Results of ``jobs`` as they finish: ``work(model, job, cfg)`` in workers whose model is ``load(spec)``.
 
     ``load`` and ``work`` are module-level functions (they are pickled by reference), so this module
-    needs nothing from the runner that calls it.
+    needs nothing from the runner that calls it. ``stamps``, if given, receives each block's worker stamp
+    (:func:`.provenance.worker_stamp`) as its result comes back.
     """
     if engine == "local":
-        return local_items(jobs, spec, cfg, workers, load, work)
-    if engine == "ray":
-        return ray_items(jobs, spec, cfg, workers, load, work, address)
-    raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        results = local_items(jobs, spec, cfg, workers, load, work)
+    elif engine == "ray":
+        results = ray_items(jobs, spec, cfg, workers, load, work, address)
+    else:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    return _unstamped(results, stamps)
+
+
+def _unstamped(results: Iterator, stamps: list | None) -> Iterator:
+    for result, stamp in results:
+        if stamps is not None:
+            stamps.append(stamp)
+        yield result

@@ -25,9 +25,13 @@ def baseline(sample: Sample, seed: int = 0) -> Sample:
     return dataclasses.replace(sample, amap=amap, method=RANDOM, params={})
 
 
-def _metrics(metrics: Sequence[str | Metric], fractions, fill, masks: str = "rank") -> list[Metric]:
-    return [m if isinstance(m, Metric) else get_metric(m, fractions=fractions, fill=fill, masks=masks)
-            for m in metrics]
+def _metrics(metrics: Sequence[str | Metric], fractions, fill, masks: str = "rank",
+             batched: bool = True) -> list[Metric]:
+    chosen = [m if isinstance(m, Metric) else get_metric(m, fractions=fractions, fill=fill, masks=masks)
+              for m in metrics]
+    for m in chosen:
+        m.batched = batched and getattr(m, "batched", True)  # set, not passed: a plug-in's __init__ may lack it
+    return chosen
 
 
 def compute_map(sample: Sample, cancel: Callable[[], bool] | None = None) -> Sample:
@@ -44,17 +48,18 @@ def compute_map(sample: Sample, cancel: Callable[[], bool] | None = None) -> Sam
 def evaluate(samples: Sequence[Sample], metrics: Sequence[str | Metric], *,
              fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str = "mean", masks: str = "rank",
              progress: Callable[[float], None] | None = None,
-             cancel: Callable[[], bool] | None = None) -> list:
+             cancel: Callable[[], bool] | None = None, batched: bool = True) -> list:
     """Every metric that applies to each sample, in order: one result per (sample, metric).
 
     Curves get ``extra["target"]`` (the sample's group, default the target's label),
     ``extra["seconds"]`` (map plus metrics) and, for a map that ranks its pixels, ``extra["gain"]``: the
     area between the curve and the same curve along the reversed ranking (:meth:`Metric.add_gain`; the
-    random ranking's expected gain is 0). ``cancel()`` is polled between samples.
+    random ranking's expected gain is 0). ``cancel()`` is polled between samples. ``batched=False``: each
+    measure by its own forward passes (the path before the one-scan curves; the same numbers).
     """
     from ..core.fame import Cancelled
 
-    chosen = _metrics(metrics, fractions, fill, masks)
+    chosen = _metrics(metrics, fractions, fill, masks, batched)
     out = []
     for i, sample in enumerate(samples):
         if cancel is not None and cancel():

@@ -80,7 +80,9 @@ def _read_meta(path: Path) -> dict:
 
 
 def _read_parts(path: Path) -> list[dict]:
-    parts = sorted((path / "results").glob("part-*.parquet"))
+    from .rundir import part_files
+
+    parts = part_files(path)
     if not parts:
         raise ValueError(f"no results in {path}: results/part-*.parquet is missing")
     try:
@@ -375,6 +377,21 @@ def render(rep: Report, fmt: str = "md") -> str:
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     return FORMATS[fmt](rep)
+
+
+def provenance_text(meta: dict, fmt: str = "md") -> str:
+    """What made the run (``run.json``'s sessions, :func:`.provenance.lines`) to print under its table:
+    a markdown section, LaTeX comment lines, or plain lines (CSV: for stderr). Empty for an older run."""
+    from .provenance import lines
+
+    got = lines(meta)
+    if not got:
+        return ""
+    if fmt == "md":
+        return "\n## Provenance\n\n```\n" + "\n".join(got) + "\n```\n"
+    if fmt == "latex":
+        return "".join(f"% {line}\n" for line in got)
+    return "".join(f"{line}\n" for line in got)
 
 
 # --------------------------------------------------------------------------- split by item columns

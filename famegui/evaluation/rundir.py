@@ -1,29 +1,32 @@
-"""The run directory: ``run.json``, ``results/part-*.parquet`` and ``maps/<item_index>/<method>_<target>.npy``.
+"""The run directory: ``run.json``, ``items.parquet``, ``results/*.parquet`` and one map store ``maps/``.
 
-Layout (``famegui report`` reads it)::
+Layout (``famegui report``, the run browser and :func:`read_map` read it)::
 
-    RUN_DIR/run.json                         the configuration (see :func:`check_or_write_config`)
-    RUN_DIR/items.parquet                    one row per item: index, key, label, the list's extra columns
-    RUN_DIR/results/part-000007.parquet      the rows of item 7 (every method x target x metric)
-    RUN_DIR/maps/7/fame_e+.npy               one float32 map
+    RUN_DIR/run.json                      the configuration and each session's provenance
+    RUN_DIR/items.parquet                 one row per item: index, key, label, the list's extra columns
+    RUN_DIR/results/part-000007-<t>.parquet  the rows of one finished item (every method x target x metric)
+    RUN_DIR/results/part-m000002.parquet  compacted rows of many items (names its sources in its metadata)
+    RUN_DIR/maps/7/fame_e+.npy            one finished item's map, until it is compacted
+    RUN_DIR/maps/block-000002.npz         compacted maps, one ``.npy`` member per map, deflated
 
-Why one parquet part file per item rather than one ``results.parquet``:
-parquet files cannot be appended to, so a single table would be rewritten after
-every item (quadratic I/O over a long run) and a crash during the rewrite would
-need extra care. A part file per finished item is written to a hidden temporary
-name in the same folder and then ``os.replace``-d into place, which is atomic on
-POSIX and Windows: a SIGKILL leaves either the whole part or none of it (a
-stray ``.part-*.tmp`` is ignored and overwritten), so the table is never corrupt
-and the finished items are exactly the part files present. Readers open the
-folder as one dataset (``pyarrow.parquet.read_table(RUN_DIR / "results")``,
-which skips names starting with ``.``), or use :func:`read_results`.
+Every finished item is written at once, crash-safe, as before: its maps as ``.npy`` files, then its
+part file, each to a hidden temporary name and ``os.replace``-d into place (atomic on POSIX and
+Windows), so a SIGKILL loses at most the items in flight and the finished items are exactly the rows
+present. Parquet files cannot be appended to, and one file per map and per item means tens of
+thousands of files for an LFW-sized run, so the writer (:class:`RunWriter`) compacts: every
+:data:`COMPACT_EVERY` items and at the end of a run it moves the loose maps into one new ``.npz``
+block and the loose parts into one merged part, then deletes what it moved. The merged part lists the
+parts it replaces in its schema metadata, so a reader that finds both (a crash between writing the merge
+and deleting its sources) counts each row once; a map found twice is the same array. At the end of a run
+the blocks and merged parts are compacted again into one of each: a finished run is ``run.json``,
+``items.parquet``, one parquet and one ``.npz``.
 
-Why ``.npy`` per map rather than zarr: one map is one small array read whole;
-a ``.npy`` is one file, so temp file + ``os.replace`` makes it atomic, it needs
-no extra dependency and every numpy reads it. A zarr store is many files (chunks
-and metadata) with no atomic commit of a whole array, which is what crash safety
-needs here. Maps are written before the item's part file, so a part file never
-points at a missing map.
+Why ``.npz`` blocks rather than zarr: a block is one file, so temp file + ``os.replace`` commits it
+whole, which zarr (many chunk files, no atomic commit) cannot; every numpy reads it without another
+dependency; its members are read one at a time (a zip's central directory), so a reader opens one map
+of a large run without reading the rest, also while the run goes on. The ``map`` column keeps each
+map's logical path (``maps/7/fame_e+.npy``) in either layout: :func:`read_map` looks for the loose
+file first, then in the blocks, so runs written before the store existed read as they did.
 
 Only the parent process writes here; workers return rows and maps.
 """
@@ -32,13 +35,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 
 RUN_FORMAT = 2  # 2: gain and reverse columns, masks and preset in run.json
 # configuration fields that may differ between runs into the same directory
-_FREE = ("engine", "created", "versions")
+_FREE = ("engine", "created", "versions", "provenance")
+COMPACT_EVERY = 64  # loose items (part file + .npy maps) before the writer compacts them
+MERGED = "famegui_sources"  # a merged part's schema metadata: the JSON list of the part files it replaces
 
 _SCHEMA = None
 
@@ -112,6 +118,22 @@ def check_or_write_config(out_dir: str | os.PathLike, config: dict) -> dict:
     return new
 
 
+def record_session(out_dir: str | os.PathLike, record: dict, index: int | None = None) -> int:
+    """Append ``record`` to ``run.json``'s ``provenance`` list (or replace entry ``index``); its index."""
+    path = Path(out_dir) / "run.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    sessions = list(meta.get("provenance") or [])
+    if index is None or not 0 <= index < len(sessions):
+        sessions.append(record)
+        index = len(sessions) - 1
+    else:
+        sessions[index] = record
+    meta["provenance"] = sessions
+    text = (json.dumps(meta, indent=2) + "\n").encode()
+    _atomic_write(path, lambda f: f.write(text))
+    return index
+
+
 ITEMS = "items.parquet"
 
 
@@ -148,14 +170,19 @@ def read_items(out_dir: str | os.PathLike) -> list[dict] | None:
 
 
 def map_path(index: int, method: str, target: str) -> str:
-    """The map's path relative to the run directory."""
+    """The map's logical path relative to the run directory (a loose file, or a member of a block)."""
     return f"maps/{index}/{method}_{target}.npy"
+
+
+def _write_parquet(path: Path, table) -> Path:
+    import pyarrow.parquet as pq
+
+    return _atomic_write(path, lambda f: pq.write_table(table, f))
 
 
 def write_item(out_dir: str | os.PathLike, index: int, rows: list[dict], maps: dict[str, np.ndarray]) -> Path:
     """Write one finished item: its maps (``relative path -> array``), then its part file (atomic)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     out = Path(out_dir)
     for rel, arr in maps.items():
@@ -163,16 +190,37 @@ def write_item(out_dir: str | os.PathLike, index: int, rows: list[dict], maps: d
         p.parent.mkdir(parents=True, exist_ok=True)
         data = np.ascontiguousarray(arr, dtype=np.float32)
         _atomic_write(p, lambda f, d=data: np.save(f, d))
-    table = pa.Table.from_pylist(rows, schema=schema())
-    return _atomic_write(out / "results" / f"part-{index:06d}.parquet", lambda f: pq.write_table(table, f))
+    # a name never used before in this folder (an item lost and computed again gets a new one), so that a
+    # merged part's list of the parts it replaces never names a later file
+    name = f"part-{index:06d}-{time.time_ns():x}.parquet"
+    return _write_parquet(out / "results" / name, pa.Table.from_pylist(rows, schema=schema()))
+
+
+def _sources(path: Path) -> list[str]:
+    """The part files a merged part replaces (none for an item's own part)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(MERGED.encode())
+    return [str(n) for n in json.loads(raw)] if raw else []
 
 
 def part_files(out_dir: str | os.PathLike) -> list[Path]:
-    return sorted((Path(out_dir) / "results").glob("part-*.parquet"))
+    """The run's part files, less those a merged part replaces (left by a crash during compaction)."""
+    found = sorted((Path(out_dir) / "results").glob("part-*.parquet"))
+    covered: set[str] = set()
+    for p in found:
+        if p.name.startswith("part-m"):
+            try:
+                covered.update(_sources(p))
+            except Exception as e:  # noqa: BLE001 - pyarrow's own errors for a truncated or foreign file
+                raise ValueError(f"{p} is not a readable parquet file: {str(e).splitlines()[0] if str(e) else e!r}"
+                                 ) from None
+    return [p for p in found if p.name not in covered]
 
 
 def finished_keys(out_dir: str | os.PathLike) -> set[str]:
-    """The item keys that have a part file."""
+    """The item keys that have rows."""
     import pyarrow.parquet as pq
 
     keys: set[str] = set()
@@ -190,3 +238,155 @@ def read_results(out_dir: str | os.PathLike):
     table = pa.concat_tables(parts) if parts else schema().empty_table()
     return table.sort_by([("item_index", "ascending"), ("method", "ascending"), ("target", "ascending"),
                           ("metric", "ascending")])
+
+
+# --------------------------------------------------------------------------- the map store
+def _blocks(out: Path) -> list[Path]:
+    return sorted((out / "maps").glob("block-*.npz"))
+
+
+def _next_name(folder: Path, prefix: str, suffix: str) -> Path:
+    taken = [int(p.name[len(prefix):-len(suffix)]) for p in folder.glob(f"{prefix}*{suffix}")
+             if p.name[len(prefix):-len(suffix)].isdigit()]
+    return folder / f"{prefix}{max(taken, default=0) + 1:06d}{suffix}"
+
+
+_INDEX: dict[str, tuple[tuple, dict[str, Path]]] = {}  # run folder -> (its blocks' state, {map: block})
+
+
+def _block_index(out: Path) -> dict[str, Path]:
+    """{logical map path: the newest block that holds it}, cached while the blocks stay as they are."""
+    import zipfile
+
+    blocks = _blocks(out)
+    state = tuple((p.name, p.stat().st_mtime_ns) for p in blocks if p.exists())
+    cached = _INDEX.get(str(out))
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    index: dict[str, Path] = {}
+    for p in blocks:  # oldest first: a newer block's copy wins (the same array)
+        try:
+            with zipfile.ZipFile(p) as z:
+                index.update((name, p) for name in z.namelist())
+        except (OSError, zipfile.BadZipFile):
+            continue
+    _INDEX[str(out)] = (state, index)
+    return index
+
+
+def read_map(out_dir: str | os.PathLike, rel) -> np.ndarray | None:
+    """The map recorded as ``rel`` (the results' ``map`` column, e.g. ``maps/7/fame_e+.npy``): the loose
+    file if there is one, else its member of a block; None when absent, broken or outside the run folder."""
+    import zipfile
+
+    if not isinstance(rel, str) or not rel.startswith("maps/") or not rel.endswith(".npy"):
+        return None
+    root = Path(out_dir).resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root / "maps"):
+        return None
+    try:
+        if path.is_file():
+            return np.load(path, allow_pickle=False)
+        for _attempt in range(2):  # a block compacted away while we looked: index again
+            block = _block_index(root).get(rel)
+            if block is None:
+                return None
+            try:
+                with zipfile.ZipFile(block) as z, z.open(rel) as f:
+                    return np.lib.format.read_array(f, allow_pickle=False)
+            except FileNotFoundError:
+                _INDEX.pop(str(root), None)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+    return None
+
+
+def _write_block(out: Path, members) -> Path | None:
+    """One new block of ``members`` ((logical path, .npy bytes) pairs); None if there are none."""
+    import zipfile
+
+    members = list(members)
+    if not members:
+        return None
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
+            for name, data in members:
+                z.writestr(name, data)
+
+    return _atomic_write(_next_name(out / "maps", "block-", ".npz"), write)
+
+
+def compact(out_dir: str | os.PathLike, whole: bool = False) -> None:
+    """Move the loose maps into one new block and the loose item parts into one merged part, then delete
+    what was moved. ``whole``: also merge every block into one and every part into one (the end of a run).
+    Crash-safe at every step: the new files are complete before anything is deleted, and readers count a
+    row or a map that is in two places once."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    loose = sorted(p for p in (out / "maps").glob("*/*.npy") if p.parent.name.isdigit())
+    blocks = _blocks(out) if whole else []
+    members: dict[str, bytes] = {}
+    for p in loose:
+        members[p.relative_to(out).as_posix()] = p.read_bytes()
+    if blocks and (len(blocks) > 1 or loose):
+        import zipfile
+
+        for b in reversed(blocks):  # newest first: the first copy of a map is kept
+            with zipfile.ZipFile(b) as z:
+                for name in z.namelist():
+                    members.setdefault(name, z.read(name))
+    else:
+        blocks = []
+    _write_block(out, sorted(members.items(), key=lambda kv: _map_order(kv[0])))
+    parts = part_files(out)
+    for p in set((out / "results").glob("part-*.parquet")) - set(parts):
+        p.unlink(missing_ok=True)  # left by a crash after a merge: its merged part holds the rows
+    merge = parts if whole else [p for p in parts if not p.name.startswith("part-m")]
+    if len(merge) > 1 or (merge and not merge[0].name.startswith("part-m")):
+        table = pa.concat_tables([pq.read_table(p, schema=schema()) for p in merge])
+        table = table.sort_by([("item_index", "ascending"), ("method", "ascending"), ("target", "ascending"),
+                               ("metric", "ascending")])
+        replaced = [p.name for p in merge] + [n for p in merge if p.name.startswith("part-m") for n in _sources(p)]
+        names = json.dumps(replaced).encode()
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), MERGED.encode(): names})
+        _write_parquet(_next_name(out / "results", "part-m", ".parquet"), table)
+        for p in merge:
+            p.unlink(missing_ok=True)
+    for p in loose:
+        p.unlink(missing_ok=True)
+    for d in {p.parent for p in loose}:
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+    for b in blocks:
+        b.unlink(missing_ok=True)
+    _INDEX.pop(str(out.resolve()), None)
+
+
+def _map_order(name: str) -> tuple[int, str]:
+    head = name.split("/")
+    return (int(head[1]) if len(head) > 2 and head[1].isdigit() else -1, name)
+
+
+class RunWriter:
+    """The parent's writer: each finished item at once (:func:`write_item`), compacted every
+    :data:`COMPACT_EVERY` items and, by :meth:`close`, into one part and one block."""
+
+    def __init__(self, out_dir: str | os.PathLike, every: int = COMPACT_EVERY):
+        self.out, self.every, self.loose = Path(out_dir), int(every), 0
+
+    def add(self, index: int, rows: list[dict], maps: dict[str, np.ndarray]) -> None:
+        write_item(self.out, index, rows, maps)
+        self.loose += 1
+        if self.loose >= self.every:
+            compact(self.out)
+            self.loose = 0
+
+    def close(self) -> None:
+        compact(self.out, whole=True)
+        self.loose = 0

@@ -137,7 +137,7 @@ def _method_rows(base: Sample, method: str, index: int, tname: str, head: tuple,
             made[method, base.target.kind] = (s.amap, 0.0)
         map_seconds = time.perf_counter() - started + earlier
         curves = evaluate([s], cfg["metrics"], fractions=cfg["fractions"], fill=cfg["fill"],
-                          masks=cfg.get("masks", "rank"))
+                          masks=cfg.get("masks", "rank"), batched=cfg.get("batched", True))
     except Exception as e:  # one bad method must not stop the item
         err = _one_line(e)
         return [_row(*head, method, tname, m, cfg, error=err) for m in cfg["metrics"]], None
@@ -300,6 +300,7 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
                  device: str = "cpu", address: str | None = None, align: bool = True,
                  fractions: Sequence[float] = C.DEFAULT_FRACTIONS, fill: str | None = None,
                  masks: str | None = None, preset: str = "famegui", fame_batch: int | None = None,
+                 batched: bool = True, command: Sequence[str] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> RunSummary:
     """Explain and score every item of ``protocol`` into the run directory ``out_dir`` (resumable).
 
@@ -308,8 +309,11 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     given explicitly. ``fame_batch``: FAME maps of pairs computed that many at a time in one batch
     (default :data:`FAME_BATCH` when FAME runs on pairs, else 1); the items are taken in fixed blocks of
     that size, so a resumed run recomputes a block whole and every block sees the same batch (the same
-    float sums). ``progress(done, to_do)`` is called after each item written. Returns counts for the
-    summary line.
+    float sums). ``batched=False`` scores each curve and flip share by its own forward passes (the path
+    before :func:`.curves.curve_and_flip`; the same table, slower: for the benchmark and the equality test;
+    recorded under ``engine`` in ``run.json``). ``command``: the command line to record in the run's
+    provenance (default: this process's). ``progress(done, to_do)`` is called after each item written.
+    Returns counts for the summary line.
     """
     from ..explanation import decision_threshold
     from . import engines
@@ -331,28 +335,56 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     given = {m: {**chosen.method_params.get(m, {}), **(method_params or {}).get(m, {})} for m in methods}
     resolved = resolve_methods(model, task, [m for m in methods if m != RANDOM], given, iterations)
     threshold = decision_threshold(model) if task == "verification" else None
-    if fame_batch is None:
-        fame_batch = FAME_BATCH if "fame" in resolved and task == "verification" else 1
-    if not 1 <= int(fame_batch) <= 256:
-        raise ValueError(f"fame batch must be between 1 and 256, got {fame_batch}")
-    fame_batch = int(fame_batch)
-    engine_info = {"name": engine, "workers": workers, **({"address": address} if address else {})}
+    fame_batch = _fame_batch(fame_batch, "fame" in resolved and task == "verification")
+    engine_info = {"name": engine, "workers": workers, **({"address": address} if address else {}),
+                   "evaluation": "batched" if batched else "per-step"}
     config = run_config(protocol, model, spec, resolved, targets, metrics, fractions, fill, threshold, engine_info,
                         masks, preset, fame_batch)
     rundir.check_or_write_config(out_dir, config)
     rundir.write_items(out_dir, protocol)
     cfg = {"methods": resolved, "targets": targets, "metrics": metrics, "fractions": [float(f) for f in fractions],
-           "fill": fill, "masks": masks, "threshold": threshold, "align": align, "fame_batch": fame_batch}
+           "fill": fill, "masks": masks, "threshold": threshold, "align": align, "fame_batch": fame_batch,
+           "batched": bool(batched)}
     cfg["kinds"] = run_kinds(task, targets)  # the target kinds, for workers that lack one (a plug-in's)
     del model  # the workers load their own
-    done, skipped, errors = _run_blocks(protocol, out_dir, fame_batch, spec, cfg, engine, workers, address, progress)
+    done, skipped, errors = _recorded(
+        out_dir, str(spec.get("device") or "cpu"), engine_info, command,
+        lambda stamps: _run_blocks(protocol, out_dir, fame_batch, spec, cfg, engine, workers, address, progress,
+                                   stamps))
     return RunSummary(done, skipped, errors, time.perf_counter() - started, len(protocol))
 
 
+def _fame_batch(given: int | None, pairs_with_fame: bool) -> int:
+    """The FAME batch of a run: the given one (1 to 256), else :data:`FAME_BATCH` for FAME on pairs, else 1."""
+    if given is None:
+        return FAME_BATCH if pairs_with_fame else 1
+    if not 1 <= int(given) <= 256:
+        raise ValueError(f"fame batch must be between 1 and 256, got {given}")
+    return int(given)
+
+
+def _recorded(out_dir, device: str, engine_info: dict, command: Sequence[str] | None, compute: Callable):
+    """``compute(stamps)`` as one session of the run's provenance (:mod:`.provenance`): recorded in
+    ``run.json`` when it starts and again, with its workers and items, when it ends (or fails)."""
+    from . import provenance
+
+    record = provenance.session(device, engine_info, None if command is None else list(command))
+    at = rundir.record_session(out_dir, record)
+    stamps: list[dict] = []
+    before = len(rundir.finished_keys(out_dir))
+    try:
+        return compute(stamps)
+    finally:
+        record = provenance.finish(record, len(rundir.finished_keys(out_dir)) - before, stamps)
+        rundir.record_session(out_dir, record, at)
+
+
 def _run_blocks(protocol: Protocol, out_dir, size: int, spec: dict, cfg: dict, engine: str, workers: int,
-                address: str | None, progress: Callable[[int, int], None] | None) -> tuple[int, int, int]:
+                address: str | None, progress: Callable[[int, int], None] | None,
+                stamps: list | None = None) -> tuple[int, int, int]:
     """Compute the blocks of ``size`` items (fixed by index) that hold an unfinished item and write each
-    unfinished item as it comes back; (items written, items already finished, items with errors)."""
+    unfinished item as it comes back (:class:`.rundir.RunWriter`: compacted as it goes and at the end);
+    (items written, items already finished, items with errors)."""
     from . import engines
 
     finished = rundir.finished_keys(out_dir)
@@ -364,14 +396,18 @@ def _run_blocks(protocol: Protocol, out_dir, size: int, spec: dict, cfg: dict, e
     if not blocks:
         return done, len(protocol) - len(todo), errors
     results = engines.run_items(engine, blocks, spec, cfg, load=load_spec, work=explain_block,
-                                workers=min(workers, len(blocks)), address=address)
-    for block in results:
-        for index, rows, maps in block:
-            if protocol.key(index) in finished:
-                continue  # computed again only for its block's batch: the table keeps the first
-            rundir.write_item(out_dir, index, rows, maps)
-            done += 1
-            errors += any(r["error"] for r in rows)
-            if progress is not None:
-                progress(done, len(todo))
+                                workers=min(workers, len(blocks)), address=address, stamps=stamps)
+    writer = rundir.RunWriter(out_dir)
+    try:
+        for block in results:
+            for index, rows, maps in block:
+                if protocol.key(index) in finished:
+                    continue  # computed again only for its block's batch: the table keeps the first
+                writer.add(index, rows, maps)
+                done += 1
+                errors += any(r["error"] for r in rows)
+                if progress is not None:
+                    progress(done, len(todo))
+    finally:
+        writer.close()
     return done, len(protocol) - len(todo), errors

@@ -2,7 +2,7 @@
 
 The browser reads a run folder (``famegui run ... --out RUN_DIR``) and computes nothing: the table
 (:mod:`.run_model`) has one row per item x target with the AUC of every method x metric (sortable,
-undefined values last) and the errors; selecting a row shows the item's stored maps (``maps/*.npy``)
+undefined values last) and the errors; selecting a row shows the item's stored maps (``maps/``)
 of every method and target on the photo as the run's model saw it, the row's target first; "Open in
 Pair view" (or a double click) hands the item's photos to ``on_open`` (:class:`OpenRequest`), which
 :func:`open_in_window` turns into the window's Pair view (pairs, triplets) or Classes view (images).
@@ -227,8 +227,7 @@ class RunBrowser(QDialog):
         for method in self.run.methods:
             signed = self.run.signed(method)
             for target in self.run.targets:  # (the run's targets: every map has its column)
-                files = [run.map_file(row, method, target) for _name, run in runs]
-                maps = [None if f is None else np.load(f, allow_pickle=False) for f in files]
+                maps = [run.map_array(row, method, target) for _name, run in runs]
                 for (name, run), amap in zip(runs, maps):
                     if amap is None:
                         continue

@@ -102,12 +102,12 @@ class RunTable:
     def headers(self) -> list[str]:
         return [*FIXED_COLUMNS, *(f"{method_label(m)} {k}" for m, k in self.columns), "errors"]
 
-    def map_file(self, row: TableRow, method: str, target: str | None = None) -> Path | None:
-        """The stored map of ``method`` on the item of ``row`` for ``target`` (default: the row's), if any."""
+    def map_array(self, row: TableRow, method: str, target: str | None = None) -> np.ndarray | None:
+        """The stored map of ``method`` on the item of ``row`` for ``target`` (default: the row's), if any
+        (a loose file or a member of the run's map store)."""
         if method == RANDOM:
             return None  # the baseline's ranking is drawn anew from its seed; the run keeps no map of it
-        p = self.path / rundir.map_path(row.index, method, target or row.target)
-        return p if p.is_file() else None
+        return rundir.read_map(self.path, rundir.map_path(row.index, method, target or row.target))
 
     def signed(self, method: str) -> bool:
         """Whether ``method``'s maps are signed, as the method declares for the run's parameters."""
