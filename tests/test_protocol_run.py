@@ -267,7 +267,7 @@ def test_fame_maps_in_batches_equal_one_by_one(base_run, tmp_path):
 @pytest.mark.slow
 def test_ray_engine_gives_the_same_table(base_run, tmp_path):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         out = tmp_path / "ray"
         s = run_protocol(demo_protocol(limit=LIMIT), "dlib-resnet", out_dir=out, engine="ray", workers=2, **RUN)

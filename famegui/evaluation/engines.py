@@ -11,7 +11,8 @@ here beyond handing items to the pool / the actors.
 - ``ray``: one actor per worker, each holding a model (``num_gpus=1`` when the
   device is cuda), spread over the cluster's nodes and fed through ``ray.util.ActorPool``; an actor whose
   process or node dies is started again by Ray and its block retried (:data:`ACTOR_RESTARTS`). Ray is imported only
-  here; ``ray.init(num_cpus=workers)`` starts a local Ray, ``address`` joins a
+  here; ``ray.init(address="local", num_cpus=workers)`` starts a local Ray of its own (never one that
+  ``ray start`` left running on this machine), ``address`` joins a
   cluster, and an already initialised Ray (e.g. by a test) is used as it is.
 """
 from __future__ import annotations
@@ -71,7 +72,8 @@ def ray_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, w
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            # "local": a new Ray of our own, never a cluster that `ray start` left on this machine
+            ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
         started = True
     gpus = 1 if str(spec.get("device", "cpu")).startswith("cuda") else 0
     # a node lost mid-run (a machine switched off, a spot instance taken back): Ray starts its actors again
