@@ -8,6 +8,7 @@ import torch
 from conftest import face
 from torch import nn
 
+from famegui.cli import EXIT_CHECK_FAILED, EXIT_OK
 from famegui.evaluation.sanity import (
     compare_maps,
     default_region,
@@ -217,7 +218,7 @@ def test_cli_sanity(tmp_path, capsys):
     rc = main(["sanity", "--image", a, "--reference", b, "--method", "gradcam,xssab", "--sheet", str(sheet),
                "--json", str(js)])
     out = capsys.readouterr().out
-    assert rc == 2, out  # Grad-CAM's e- map of the random network is empty: undefined is not a pass
+    assert rc == EXIT_CHECK_FAILED, out  # Grad-CAM's e- map of the random network is empty: undefined is not a pass
     rows = [ln for ln in out.splitlines() if ln.startswith(("gradcam ", "xssab "))]
     assert [ln.split()[-2] for ln in rows] == ["pass", "undefined", "pass", "pass"]
     data = json.loads(js.read_text())
@@ -235,10 +236,10 @@ def test_cli_sanity(tmp_path, capsys):
     rc = main(["sanity", "--image", a, "--reference", b, "--method", "xssab", "--target", "similar",
                "--threshold", "-1", "--no-prior"])
     out = capsys.readouterr().out
-    assert rc == 2 and "FAIL" in out and "prior" not in out.splitlines()[1]
+    assert rc == EXIT_CHECK_FAILED and "FAIL" in out and "prior" not in out.splitlines()[1]
     # without alignment there is no face square: the whole input is compared
     assert main(["sanity", "--image", a, "--reference", b, "--method", "xssab", "--target", "similar",
-                 "--no-align", "--no-prior", "--json", str(js)]) in (0, 2)
+                 "--no-align", "--no-prior", "--json", str(js)]) in (EXIT_OK, EXIT_CHECK_FAILED)
     capsys.readouterr()
     r = json.loads(js.read_text())["results"][0]
     assert r["region"] is None and r["inside"] == r["full"]

@@ -36,9 +36,20 @@ import sys
 import warnings
 
 from . import evaluate, explain, fetch, info, launch, locality, report, run
-from .common import EXIT_ERROR, CliError, Parser, one_line
+from .common import (
+    EXIT_CHECK_FAILED,
+    EXIT_ERROR,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Parser,
+    one_line,
+)
 
-__all__ = ["main", "build_parser", "CliError", "EXIT_ERROR"]
+__all__ = ["main", "build_parser", "CliError", "EXIT_OK", "EXIT_ERROR", "EXIT_USAGE", "EXIT_CHECK_FAILED",
+           "EXIT_INTERNAL", "EXIT_INTERRUPTED"]
 
 _MODULES = (launch, explain, info, fetch, evaluate, locality, report, run)
 # subcommand -> the function that adds its subparser (and sets ``func``, the command to run)
@@ -50,6 +61,9 @@ ORDER = ("gui", "explain", "reproduce", "layers", "models", "fetch", "methods", 
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="famegui", description="See what a convolutional network looks at.")
+    from ..version import VERSION
+
+    p.add_argument("--version", action="version", version=f"famegui {VERSION}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command")
     for name in ORDER + tuple(n for n in PARSERS if n not in ORDER):
@@ -101,12 +115,12 @@ def _run(args) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         print("famegui: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+        return EXIT_OK
     except (CliError, ModelLoadError, ImageLoadError, ExportError, Cancelled, ValueError, KeyError,
             OSError, MemoryError) as e:
         if args.debug:
@@ -121,4 +135,4 @@ def _run(args) -> int:
             raise
         print(f"famegui: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for details)",
               file=sys.stderr)
-        return 3
+        return EXIT_INTERNAL

@@ -10,7 +10,11 @@ import math
 import sys
 from pathlib import Path
 
-EXIT_ERROR = 1
+# exit codes (README "Limits and safety"): 0 done, 1 an error the user can fix (one line on stderr), 2 a
+# usage error (a bad flag or value, from argparse), 3 a check that ran and failed (e.g. a method that fails
+# the randomisation sanity check), 4 an internal error (a bug: one line, --debug for the traceback),
+# 130 interrupted (Ctrl+C)
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 class CliError(Exception):
@@ -31,7 +35,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``famegui CMD: error: ...`` and exit 2, no usage block before it."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def number(lo: float | None = None, hi: float | None = None, integral: bool = False):

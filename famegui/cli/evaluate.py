@@ -6,6 +6,8 @@ import argparse
 import time
 
 from .common import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
     CliError,
     add_input_args,
     add_method_param_flags,
@@ -134,7 +136,7 @@ def cmd_sanity(args: argparse.Namespace) -> int:
         print(f"# correlations inside the face square rows {t}..{b}, columns {le}..{ri}; 'full' = the whole input "
               f"(worst of the three measures); 'prior' = random vs random (seed {args.weights_seed + 1})")
     _write_sanity(args, model, probe, params, rows)
-    return 0 if all(r.passed for r in rows) else 2
+    return EXIT_OK if all(r.passed for r in rows) else EXIT_CHECK_FAILED
 
 
 def _sanity_row(r) -> str:

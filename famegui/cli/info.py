@@ -6,12 +6,15 @@ import json
 
 from .common import CliError, add_model_args, load_model, number
 
+JSON_HELP = "print one JSON document on stdout instead of text"
+
 
 # --------------------------------------------------------------------------- parsers
 def add_layers(sub) -> None:
     la = sub.add_parser("layers", help="list layers with output shapes")
     add_model_args(la)
     la.add_argument("--spatial", action="store_true", help="only (C,H,W) feature maps")
+    la.add_argument("--json", action="store_true", help=JSON_HELP)
     la.set_defaults(func=cmd_layers)
 
 
@@ -19,11 +22,14 @@ def add_models(sub) -> None:
     p = sub.add_parser("models", help="list the model zoo: ready, can be fetched, or needs a file from you")
     p.add_argument("--index", metavar="FILE", help="a weights index over the shipped catalogue "
                    "(default: $FAMEGUI_WEIGHTS_INDEX)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.set_defaults(func=cmd_models)
 
 
 def add_methods(sub) -> None:
-    sub.add_parser("methods", help="list the explanation methods and their parameters").set_defaults(func=cmd_methods)
+    p = sub.add_parser("methods", help="list the explanation methods and their parameters")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.set_defaults(func=cmd_methods)
 
 
 def _method_names(text: str) -> list[str]:
@@ -67,6 +73,7 @@ def add_verify(sub) -> None:
     v.add_argument("--reference-face", type=int, default=0)
     v.add_argument("--no-align", action="store_true")
     v.add_argument("--pairs", default=None, help="labelled pair list: use its EER threshold")
+    v.add_argument("--json", action="store_true", help=JSON_HELP)
     v.set_defaults(func=cmd_verify)
 
 
@@ -76,6 +83,11 @@ def cmd_layers(args: argparse.Namespace) -> int:
     rows = model.layers()
     if args.spatial:
         rows = [r for r in rows if r.is_spatial]
+    if args.json:
+        return _print_json({"model": model.name, "input_size": list(model.input_size), "task": model.task,
+                            "default_layer": model.default_layer,
+                            "layers": [{"name": r.name, "type": r.type, "shape": list(r.shape), "layout": r.layout,
+                                        "spatial": r.is_spatial, "note": r.layout_note or None} for r in rows]})
     width = max((len(r.name) for r in rows), default=10)
     print(f"# {model.name}: input {model.input_size[0]}x{model.input_size[1]}, task {model.task}, "
           f"default layer {model.default_layer}")
@@ -89,6 +101,10 @@ def cmd_models(args: argparse.Namespace) -> int:
     from ..models.zoo import model_catalogue
 
     rows = model_catalogue(args.index)
+    if args.json:
+        return _print_json({"models": [{"name": r.name, "family": r.family, "state": r.state or None,
+                                        "ready": r.ready, "explainable": r.explainable, "download_bytes": r.size,
+                                        "note": r.note} for r in rows]})
     width = max(len(r.name) for r in rows)
     marks = {"ready": "ready", "fetch": "fetch", "manual": "file"}
     for r in rows:
@@ -102,6 +118,13 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     from ..methods import methods
 
+    if args.json:
+        return _print_json({"methods": [
+            {"name": m.name, "label": m.label, "tasks": sorted(m.tasks), "output": m.output, "cost": m.cost,
+             "description": m.description,
+             "params": [{"name": p.name, "type": p.type.__name__, "default": p.default, "help": p.help,
+                         "min": p.min, "max": p.max, "choices": list(p.choices) if p.choices else None}
+                        for p in m.params]} for m in methods()]})
     for m in methods():
         ps = ", ".join(f"{p.name}={p.default}" for p in m.params)
         print(f"{m.name:<12} {m.label:<16} tasks: {','.join(sorted(m.tasks)):<32} output: {m.output:<6} "
@@ -147,7 +170,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise CliError(f"{model.name} is a classifier; verify needs a face (embedding) model")
     res = compare_pair(model, args.image_a, args.image_b, align=not args.no_align,
                        face_a=args.face, face_b=args.reference_face, pairs=args.pairs)
+    if args.json:
+        return _print_json(res.to_dict())
     print(res.summary())
+    return 0
+
+
+def _print_json(doc: dict) -> int:
+    """``doc`` as one JSON document on stdout (NaN written as null, so that any JSON parser reads it)."""
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    print(json.dumps(clean(doc), indent=2, allow_nan=False))
     return 0
 
 

@@ -131,9 +131,15 @@ def _check_pixels(p: Path, w: int, h: int, limit: int) -> None:
                              f"{limit / 1e6:,.0f} megapixels (set FAMEGUI_MAX_PIXELS to raise it)")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _decode(p: Path, data: bytes, limit: int) -> np.ndarray:
     """The pixels of ``data`` (the bytes of ``p``) as float RGB, refusing more than ``limit`` pixels unread."""
     try:
+        if data[:8] == PNG_SIGNATURE:  # every chunk and its CRC up to IEND: a truncated PNG is refused here,
+            with Image.open(io.BytesIO(data)) as v:  # not passed on to OpenCV, whose libpng prints its own line
+                v.verify()
         with Image.open(io.BytesIO(data)) as im:
             _check_pixels(p, *im.size, limit)  # from the header, before anything is decoded
             im = ImageOps.exif_transpose(im)

@@ -288,6 +288,10 @@ class PairResult:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
+        """Every field as plain JSON types (sidecars, ``famegui verify --json``)."""
+        eer = None if self.eer is None else {"threshold": self.eer.threshold, "eer": self.eer.eer,
+                                             "genuine": self.eer.n_genuine, "impostor": self.eer.n_impostor,
+                                             "source": self.eer.source, "skipped": list(self.eer.skipped)}
         return {
             "cosine": self.cosine,
             "distance": self.distance,
@@ -304,6 +308,11 @@ class PairResult:
             "face_a": self.face_a,
             "face_b": self.face_b,
             "aligned": self.aligned,
+            "same": self.same,
+            "faces_in_a": self.n_faces_a,
+            "faces_in_b": self.n_faces_b,
+            "eer": eer,
+            "notes": list(self.notes),
         }
 
 
