@@ -119,7 +119,7 @@ def test_demo_run_writes_the_run_directory(base_run):
     assert cfg["engine"]["name"] == "local" and "torch" in cfg["versions"] and cfg["created"]
     # compacted at the end: one part, one map block, no loose files
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "items.parquet", "maps/block-000001.npz", "results/part-m000001.parquet", "run.json"]
+        ".famegui-run.lock", "items.parquet", "maps/block-000001.npz", "results/part-m000001.parquet", "run.json"]
     rows = _rows(out)
     assert len(rows) == N_ROWS
     assert {r["method"] for r in rows} == {"random", *METHODS} and {r["target"] for r in rows} == {"e+", "e-"}

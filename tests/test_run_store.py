@@ -191,3 +191,37 @@ def test_a_thousand_pair_run_is_a_handful_of_files(tmp_path):
     assert len(files) < 50, [p.relative_to(out).as_posix() for p in files]
     assert len(pq.read_table(rundir.part_files(out)[0])) == 1000 * 2
     assert rundir.read_map(out, rundir.map_path(999, "gradcam", "e+")).shape == (150, 150)
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, capsys):
+    """Two writers would compute the same items twice and compact each other's files: while one famegui run
+    holds the folder, a second (another process, the same command) is refused in one line, and the first
+    ends whole."""
+    import subprocess
+    import sys
+    import time
+
+    from famegui.cli import main
+    from famegui.evaluation.protocol import demo_protocol
+    from famegui.evaluation.runner import run_protocol
+
+    out = tmp_path / "run"
+    cmd = ["run", "demo", "--limit", "3", "--method", "gradcam", "--metric", "deletion", "--quiet", "--out", str(out)]
+    first = subprocess.Popen([sys.executable, "-m", "famegui", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "run.json").exists():
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.02)
+    with pytest.raises(rundir.RunLocked, match="being written by another famegui run"):
+        run_protocol(demo_protocol(limit=3), "dlib-resnet", methods=["gradcam"], metrics=["deletion"], out_dir=out)
+    assert main(cmd) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "being written by another famegui run" in err[0]
+    assert first.poll() is None, "the first run ended before the second tried: nothing was tested"
+    stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert "3 items done" in stdout and len(rundir.read_results(out)) == 3 * 2 * 2
+    again = run_protocol(demo_protocol(limit=3), "dlib-resnet", methods=["gradcam"], metrics=["deletion"],
+                         out_dir=out)  # the lock went with the first process
+    assert (again.done, again.skipped) == (0, 3)

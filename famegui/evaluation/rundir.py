@@ -3,6 +3,7 @@
 Layout (``famegui report``, the run browser and :func:`read_map` read it)::
 
     RUN_DIR/run.json                      the configuration and each session's provenance
+    RUN_DIR/.famegui-run.lock             held by the one run writing here (:func:`writer_lock`)
     RUN_DIR/items.parquet                 one row per item: index, key, label, the list's extra columns
     RUN_DIR/results/part-000007-<t>.parquet  the rows of one finished item (every method x target x metric)
     RUN_DIR/results/part-m000002.parquet  compacted rows of many items (names its sources in its metadata)
@@ -32,6 +33,7 @@ Only the parent process writes here; workers return rows and maps.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -68,6 +70,34 @@ def schema():
 
 class ConfigMismatch(ValueError):
     """A run directory already holds a run with another configuration."""
+
+
+class RunLocked(ValueError):
+    """Another famegui run is writing into the run directory."""
+
+
+LOCK = ".famegui-run.lock"
+
+
+@contextlib.contextmanager
+def writer_lock(out_dir: str | os.PathLike):
+    """Hold the run folder's writer lock (``.famegui-run.lock``, an OS file lock: released when the process
+    ends, however it ends), or raise :class:`RunLocked` at once when another process holds it: two runs
+    into one folder would write the same items twice and compact each other's files."""
+    from filelock import FileLock, Timeout
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / LOCK))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunLocked(f"{out} is being written by another famegui run; wait for it to end or use another "
+                        "--out") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _atomic_write(path: Path, write) -> Path:

@@ -340,17 +340,18 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
                    "evaluation": "batched" if batched else "per-step"}
     config = run_config(protocol, model, spec, resolved, targets, metrics, fractions, fill, threshold, engine_info,
                         masks, preset, fame_batch)
-    rundir.check_or_write_config(out_dir, config)
-    rundir.write_items(out_dir, protocol)
     cfg = {"methods": resolved, "targets": targets, "metrics": metrics, "fractions": [float(f) for f in fractions],
            "fill": fill, "masks": masks, "threshold": threshold, "align": align, "fame_batch": fame_batch,
            "batched": bool(batched)}
     cfg["kinds"] = run_kinds(task, targets)  # the target kinds, for workers that lack one (a plug-in's)
     del model  # the workers load their own
-    done, skipped, errors = _recorded(
-        out_dir, str(spec.get("device") or "cpu"), engine_info, command,
-        lambda stamps: _run_blocks(protocol, out_dir, fame_batch, spec, cfg, engine, workers, address, progress,
-                                   stamps))
+    with rundir.writer_lock(out_dir):  # one writer per folder: a second run into it is refused
+        rundir.check_or_write_config(out_dir, config)
+        rundir.write_items(out_dir, protocol)
+        done, skipped, errors = _recorded(
+            out_dir, str(spec.get("device") or "cpu"), engine_info, command,
+            lambda stamps: _run_blocks(protocol, out_dir, fame_batch, spec, cfg, engine, workers, address,
+                                       progress, stamps))
     return RunSummary(done, skipped, errors, time.perf_counter() - started, len(protocol))
 
 
