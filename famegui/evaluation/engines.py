@@ -6,8 +6,9 @@ back to the parent, which alone writes files; the order in which items finish
 does not matter (each is written under its own index). There is no scheduler
 here beyond handing items to the pool / the actors.
 
-- ``local``: ``multiprocessing`` with the spawn context (no fork of a process
-  holding torch threads); the initializer loads the model.
+- ``local``: a process pool (``concurrent.futures``, the spawn context: no fork of a process
+  holding torch threads); the initializer loads the model. A worker that dies costs its block a rerun
+  alone (:func:`local_items`), never a hung run.
 - ``ray``: one actor per worker, each holding a model (``num_gpus=1`` when the
   device is cuda), spread over the cluster's nodes and fed through ``ray.util.ActorPool``; an actor whose
   process or node dies is started again by Ray and its block retried (:data:`ACTOR_RESTARTS`). Ray is imported only
@@ -44,12 +45,65 @@ def _work(args: tuple):
     return result, worker_stamp(started, time.time())
 
 
-def local_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, work: Callable) -> Iterator:
-    import multiprocessing as mp
+class WorkerDied(RuntimeError):
+    """A block whose worker process died under it (killed, out of memory), also when it ran alone again."""
 
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(load, work, spec)) as pool:
-        yield from pool.imap_unordered(_work, [(job, cfg) for job in jobs], chunksize=1)
+
+def _pool(workers: int, load: Callable, work: Callable, spec: dict):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(load, work, spec))
+
+
+def local_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, work: Callable,
+                failed: Callable | None = None) -> Iterator:
+    """Results of ``jobs`` from ``workers`` processes, as they finish (at most one block per worker in
+    flight). A worker that dies (SIGKILL, the kernel's OOM killer) breaks the pool and the blocks in flight
+    with it: each of those runs again alone in a fresh process, so the block that killed its worker is told
+    from the ones that were only beside it, and the pool starts again for the rest. A block that kills its
+    process when alone gives ``failed(job, message)`` (e.g. error rows) instead, or raises
+    :class:`WorkerDied`."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    todo = list(jobs)[::-1]  # popped from the end: in order
+    while todo:
+        suspects: list = []
+        with _pool(workers, load, work, spec) as pool:
+            running = {}
+            for _ in range(min(workers, len(todo))):
+                job = todo.pop()
+                running[pool.submit(_work, (job, cfg))] = job
+            while running:
+                done, _pending = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    job = running.pop(f)
+                    try:
+                        result = f.result()
+                    except BrokenProcessPool:
+                        suspects.append(job)
+                        continue
+                    yield result
+                    if todo and not suspects:
+                        nxt = todo.pop()
+                        running[pool.submit(_work, (nxt, cfg))] = nxt
+        for job in suspects:  # each alone: a second death is the block's own
+            yield _alone(job, spec, cfg, load, work, failed)
+
+
+def _alone(job, spec: dict, cfg: dict, load: Callable, work: Callable, failed: Callable | None):
+    from concurrent.futures.process import BrokenProcessPool
+
+    with _pool(1, load, work, spec) as pool:
+        try:
+            return pool.submit(_work, (job, cfg)).result()
+        except BrokenProcessPool:
+            message = "the worker process died computing this block, also alone (killed, or out of memory)"
+            if failed is None:
+                raise WorkerDied(message) from None
+            return failed(job, message), None
 
 
 class Explainer:
@@ -96,15 +150,16 @@ def ray_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, w
 
 
 def run_items(engine: str, jobs: list, spec: dict, cfg: dict, *, load: Callable, work: Callable, workers: int = 1,
-              address: str | None = None, stamps: list | None = None):
+              address: str | None = None, stamps: list | None = None, failed: Callable | None = None):
     """Results of ``jobs`` as they finish: ``work(model, job, cfg)`` in workers whose model is ``load(spec)``.
 
     ``load`` and ``work`` are module-level functions (they are pickled by reference), so this module
     needs nothing from the runner that calls it. ``stamps``, if given, receives each block's worker stamp
-    (:func:`.provenance.worker_stamp`) as its result comes back.
+    (:func:`.provenance.worker_stamp`) as its result comes back. ``failed(job, message)``: the result of a
+    block whose worker died under it twice (local engine; see :func:`local_items`).
     """
     if engine == "local":
-        results = local_items(jobs, spec, cfg, workers, load, work)
+        results = local_items(jobs, spec, cfg, workers, load, work, failed)
     elif engine == "ray":
         results = ray_items(jobs, spec, cfg, workers, load, work, address)
     else:
@@ -114,6 +169,6 @@ def run_items(engine: str, jobs: list, spec: dict, cfg: dict, *, load: Callable,
 
 def _unstamped(results: Iterator, stamps: list | None) -> Iterator:
     for result, stamp in results:
-        if stamps is not None:
+        if stamps is not None and stamp is not None:
             stamps.append(stamp)
         yield result

@@ -397,7 +397,9 @@ def _run_blocks(protocol: Protocol, out_dir, size: int, spec: dict, cfg: dict, e
     if not blocks:
         return done, len(protocol) - len(todo), errors
     results = engines.run_items(engine, blocks, spec, cfg, load=load_spec, work=explain_block,
-                                workers=min(workers, len(blocks)), address=address, stamps=stamps)
+                                workers=min(workers, len(blocks)), address=address, stamps=stamps,
+                                failed=lambda job, message: [_item_rows(i, key, item, None, message, cfg, {})
+                                                             for i, key, item in job])
     writer = rundir.RunWriter(out_dir)
     try:
         for block in results:

@@ -1,0 +1,81 @@
+"""Worker processes that die under a protocol run: the blocks beside them run again, the block that kills
+its worker when alone becomes error rows, and the run ends (the local engine; Ray restarts its own actors,
+tests/test_ray_cluster.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from famegui.evaluation import engines, rundir
+
+
+def _load(spec):  # the toy "model": nothing to load
+    return None
+
+
+def _work(model, job, cfg):
+    """Job ``cfg["killer"]`` kills its process every time; ``cfg["once"]`` the first time only."""
+    if job == cfg["killer"]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if job == cfg["once"] and not os.path.exists(cfg["marker"]):
+        open(cfg["marker"], "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return job * 10
+
+
+def test_a_block_that_kills_its_worker_fails_alone_and_the_rest_finish(tmp_path):
+    cfg = {"killer": 5, "once": 2, "marker": str(tmp_path / "killed-once")}
+    got = list(engines.run_items("local", list(range(8)), {}, cfg, load=_load, work=_work, workers=2,
+                                 failed=lambda job, message: ("failed", job, message)))
+    assert sorted(r for r in got if isinstance(r, int)) == [j * 10 for j in range(8) if j != 5]
+    [(word, job, message)] = [r for r in got if isinstance(r, tuple)]
+    assert (word, job) == ("failed", 5) and "died" in message and os.path.exists(cfg["marker"])
+    with pytest.raises(engines.WorkerDied):
+        list(engines.run_items("local", [5], {}, cfg, load=_load, work=_work, workers=1))
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The worker processes of the famegui run ``pid`` (its children that are Python, not the pool's manager)."""
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    kids = [int(p) for p in out]
+    return [k for k in kids if "spawn_main" in open(f"/proc/{k}/cmdline", "rb").read().decode(errors="replace")]
+
+
+@pytest.mark.slow  # two runs of four pairs
+def test_a_worker_killed_by_its_pid_costs_a_rerun_and_the_table_is_whole(tmp_path):
+    from famegui.evaluation.protocol import demo_protocol
+    from famegui.evaluation.runner import run_protocol
+
+    run = {"methods": ["gradcam"], "metrics": ["deletion", "insertion"]}
+    reference = tmp_path / "reference"
+    run_protocol(demo_protocol(limit=4), "dlib-resnet", out_dir=reference, workers=2, **run)
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "famegui", "run", "demo", "--limit", "4", "--method", "gradcam", "--metric",
+           "deletion,insertion", "--workers", "2", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "results").is_dir() or not rundir.finished_keys(out):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    victims = _workers_of(proc.pid)
+    assert victims, "no worker process found"
+    os.kill(victims[0], signal.SIGKILL)
+    killed_at = len(rundir.finished_keys(out))
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert killed_at < 4, "the run had finished before the kill: nothing was tested"
+    assert "4 items done" in stdout and "0 with errors" in stdout
+    a = [{k: v for k, v in r.items() if k != "seconds"} for r in rundir.read_results(reference).to_pylist()]
+    b = [{k: v for k, v in r.items() if k != "seconds"} for r in rundir.read_results(out).to_pylist()]
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        for k in x:
+            if isinstance(x[k], (float, list)):
+                assert x[k] == pytest.approx(y[k], abs=1e-6, nan_ok=True), k
+            else:
+                assert x[k] == y[k], k
