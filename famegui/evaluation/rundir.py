@@ -332,18 +332,25 @@ def read_map(out_dir: str | os.PathLike, rel) -> np.ndarray | None:
     return None
 
 
-def _write_block(out: Path, members) -> Path | None:
-    """One new block of ``members`` ((logical path, .npy bytes) pairs); None if there are none."""
+def _write_block(out: Path, members: list[tuple[str, Path, bool]]) -> Path | None:
+    """One new block of ``members`` (logical path, the loose file or the block that holds it, whether it is
+    loose), read and written one map at a time (a whole run's maps need not fit in memory); None if none."""
     import zipfile
 
-    members = list(members)
     if not members:
         return None
 
     def write(f):
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as z:
-            for name, data in members:
-                z.writestr(name, data)
+        with contextlib.ExitStack() as stack:
+            z = stack.enter_context(zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True))
+            opened: dict[Path, zipfile.ZipFile] = {}
+            for name, source, loose in members:
+                if loose:
+                    z.writestr(name, source.read_bytes())
+                    continue
+                if source not in opened:
+                    opened[source] = stack.enter_context(zipfile.ZipFile(source))
+                z.writestr(name, opened[source].read(name))
 
     return _atomic_write(_next_name(out / "maps", "block-", ".npz"), write)
 
@@ -353,25 +360,23 @@ def compact(out_dir: str | os.PathLike, whole: bool = False) -> None:
     what was moved. ``whole``: also merge every block into one and every part into one (the end of a run).
     Crash-safe at every step: the new files are complete before anything is deleted, and readers count a
     row or a map that is in two places once."""
+    import zipfile
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out_dir)
     loose = sorted(p for p in (out / "maps").glob("*/*.npy") if p.parent.name.isdigit())
     blocks = _blocks(out) if whole else []
-    members: dict[str, bytes] = {}
-    for p in loose:
-        members[p.relative_to(out).as_posix()] = p.read_bytes()
+    members: dict[str, tuple[Path, bool]] = {p.relative_to(out).as_posix(): (p, True) for p in loose}
     if blocks and (len(blocks) > 1 or loose):
-        import zipfile
-
-        for b in reversed(blocks):  # newest first: the first copy of a map is kept
+        for b in reversed(blocks):  # newest first: the first copy of a map is kept (a loose one before all)
             with zipfile.ZipFile(b) as z:
                 for name in z.namelist():
-                    members.setdefault(name, z.read(name))
+                    members.setdefault(name, (b, False))
     else:
         blocks = []
-    _write_block(out, sorted(members.items(), key=lambda kv: _map_order(kv[0])))
+    _write_block(out, [(name, *members[name]) for name in sorted(members, key=_map_order)])
     parts = part_files(out)
     for p in set((out / "results").glob("part-*.parquet")) - set(parts):
         p.unlink(missing_ok=True)  # left by a crash after a merge: its merged part holds the rows
