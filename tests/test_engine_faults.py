@@ -79,3 +79,30 @@ def test_a_worker_killed_by_its_pid_costs_a_rerun_and_the_table_is_whole(tmp_pat
                 assert x[k] == pytest.approx(y[k], abs=1e-6, nan_ok=True), k
             else:
                 assert x[k] == y[k], k
+
+
+@pytest.mark.slow  # a run interrupted, then finished
+def test_ctrl_c_stops_the_run_cleanly_and_the_rerun_finishes_it(tmp_path):
+    """SIGINT to the run's process group (what Ctrl+C in a terminal sends, to the workers too): exit 130 with
+    one line, nothing half-written, and the same command afterwards finishes the table."""
+    from famegui.evaluation.protocol import demo_protocol
+    from famegui.evaluation.runner import run_protocol
+
+    out = tmp_path / "interrupted"
+    cmd = [sys.executable, "-m", "famegui", "run", "demo", "--limit", "6", "--method", "gradcam", "--metric",
+           "deletion,insertion", "--workers", "2", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (out / "results").is_dir() or not rundir.finished_keys(out):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _stdout, stderr = proc.communicate(timeout=120)
+    done = rundir.finished_keys(out)
+    assert proc.returncode == 130 and stderr.strip().splitlines() == ["famegui: interrupted"], stderr
+    assert 1 <= len(done) < 6
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]  # no half-written file
+    s = run_protocol(demo_protocol(limit=6), "dlib-resnet", out_dir=out, workers=2, methods=["gradcam"],
+                     metrics=["deletion", "insertion"])
+    assert (s.skipped, s.done) == (len(done), 6 - len(done))
+    assert len(rundir.read_results(out)) == 6 * 2 * 2 * 2
