@@ -106,3 +106,31 @@ def test_ctrl_c_stops_the_run_cleanly_and_the_rerun_finishes_it(tmp_path):
                      metrics=["deletion", "insertion"])
     assert (s.skipped, s.done) == (len(done), 6 - len(done))
     assert len(rundir.read_results(out)) == 6 * 2 * 2 * 2
+
+
+def _small_files():  # in the child before exec: files over 50 kB cannot be written (a full disk, for writes)
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+
+
+@pytest.mark.slow  # a run stopped by the disk, then finished
+def test_a_full_disk_stops_the_run_in_one_line_and_the_rerun_finishes_it(tmp_path):
+    """No room for the first map (a 150x150 float32 map is 90 kB): the run stops with one line that says what
+    to do, run.json and the item list are whole, nothing half-written is left, and with room again the same
+    command writes every item."""
+    import json
+
+    out = tmp_path / "full"
+    cmd = [sys.executable, "-m", "famegui", "run", "demo", "--limit", "3", "--method", "gradcam", "--metric",
+           "deletion", "--quiet", "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=_small_files)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr
+    assert "no space left to write into" in lines[0] and "run the same command again" in lines[0]
+    assert json.loads((out / "run.json").read_text())["provenance"]
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")] and not rundir.finished_keys(out)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "3 items done" in r.stdout, r.stderr
+    assert len(rundir.read_results(out)) == 3 * 2 * 2

@@ -34,6 +34,8 @@ Only the parent process writes here; workers return rows and maps.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import tempfile
@@ -218,8 +220,9 @@ def write_item(out_dir: str | os.PathLike, index: int, rows: list[dict], maps: d
     for rel, arr in maps.items():
         p = out / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        data = np.ascontiguousarray(arr, dtype=np.float32)
-        _atomic_write(p, lambda f, d=data: np.save(f, d))
+        buf = io.BytesIO()  # numpy's own short write to a file says so without an errno: Python's write has one
+        np.save(buf, np.ascontiguousarray(arr, dtype=np.float32))
+        _atomic_write(p, lambda f, b=buf: f.write(b.getvalue()))
     # a name never used before in this folder (an item lost and computed again gets a new one), so that a
     # merged part's list of the parts it replaces never names a later file
     name = f"part-{index:06d}-{time.time_ns():x}.parquet"
@@ -408,20 +411,48 @@ def _map_order(name: str) -> tuple[int, str]:
     return (int(head[1]) if len(head) > 2 and head[1].isdigit() else -1, name)
 
 
+class DiskFull(OSError):
+    """The disk (or a quota, or a file size limit) ran out while a run wrote; what was written is whole."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # the errors of a full disk, a quota, a file size limit
+
+
+@contextlib.contextmanager
+def _space(out: Path):
+    """A full disk while writing into ``out`` as :class:`DiskFull`, with what to do about it, in one line
+    (every file is written to a temporary name and renamed, so nothing already there is broken)."""
+    try:
+        yield
+    except DiskFull:
+        raise
+    except OSError as e:
+        if e.errno not in FULL:
+            raise
+        raise DiskFull(e.errno, f"no space left to write into {out} ({e.strerror}); the items written so far "
+                                "are whole: free some space and run the same command again to finish") from None
+
+
 class RunWriter:
     """The parent's writer: each finished item at once (:func:`write_item`), compacted every
-    :data:`COMPACT_EVERY` items and, by :meth:`close`, into one part and one block."""
+    :data:`COMPACT_EVERY` items and, by :meth:`close`, into one part and one block. A full disk raises
+    :class:`DiskFull` (one line; the run can be resumed once there is space)."""
 
     def __init__(self, out_dir: str | os.PathLike, every: int = COMPACT_EVERY):
         self.out, self.every, self.loose = Path(out_dir), int(every), 0
 
     def add(self, index: int, rows: list[dict], maps: dict[str, np.ndarray]) -> None:
-        write_item(self.out, index, rows, maps)
-        self.loose += 1
-        if self.loose >= self.every:
-            compact(self.out)
-            self.loose = 0
+        with _space(self.out):
+            write_item(self.out, index, rows, maps)
+            self.loose += 1
+            if self.loose >= self.every:
+                compact(self.out)
+                self.loose = 0
 
     def close(self) -> None:
-        compact(self.out, whole=True)
+        with _space(self.out):
+            compact(self.out, whole=True)
         self.loose = 0

@@ -377,7 +377,11 @@ def _recorded(out_dir, device: str, engine_info: dict, command: Sequence[str] | 
         return compute(stamps)
     finally:
         record = provenance.finish(record, len(rundir.finished_keys(out_dir)) - before, stamps)
-        rundir.record_session(out_dir, record, at)
+        try:
+            rundir.record_session(out_dir, record, at)
+        except OSError as e:  # a full disk: the session stays recorded as started, the run's own error is said
+            if e.errno not in rundir.FULL:
+                raise
 
 
 def _run_blocks(protocol: Protocol, out_dir, size: int, spec: dict, cfg: dict, engine: str, workers: int,

@@ -181,8 +181,8 @@ def _write_cache(sha: str, params: dict[str, Any]) -> None:
             torch.save(params, fh)
         os.replace(tmp, target)
         tmp = None
-    except Exception as e:  # a cache is a convenience; never fail the load for it
-        log.warning("could not write dlib cache: %s", e)
+    except Exception as e:  # a cache is a convenience; never fail the load for it, nor print a line before the
+        log.info("could not write dlib cache: %s", e)  # command's own result or error (e.g. on a full disk)
     finally:
         if tmp is not None:
             try:
