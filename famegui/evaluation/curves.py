@@ -255,7 +255,7 @@ def curve_and_flip(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor
                 flip_fraction(model, x, reference, amap, threshold, mode, step=step, fill=fill, masks=masks))
     x = x.to(model.device)
     r = model(reference.to(model.device)).detach()
-    cos: dict[int, float] = {}
+    same: dict[int, bool] = {}  # the decision at each fine point computed so far
     score: dict[int, float] = {}
     name = ""
 
@@ -264,24 +264,23 @@ def curve_and_flip(model: ModelWrapper, x: torch.Tensor, reference: torch.Tensor
         xs = perturbed(x, amap, [fine[i] for i in indices], mode, fill, masks)
         emb = model(xs)
         fn, name = target.spec.explained_score(_Replay(model, emb), target, r)
-        got_cos = F.cosine_similarity(emb, r, dim=1).cpu().numpy()
+        # compared as flip_fraction compares (a float32 array against the threshold), so the same decisions
+        decided = F.cosine_similarity(emb, r, dim=1).cpu().numpy() >= threshold
         got_score = fn(xs).float().cpu().numpy()
         for k, i in enumerate(indices):
-            cos[i], score[i] = float(got_cos[k]), float(got_score[k])
+            same[i], score[i] = bool(decided[k]), float(got_score[k])
 
     def missing_from(i: int) -> list[int]:
-        return [j for j in range(i, n + 1) if j not in cos][:batch]
+        return [j for j in range(i, n + 1) if j not in same][:batch]
 
     needed = list(dict.fromkeys([at[float(f)] for f in fractions] + [0, n]))
     run(needed + [j for j in missing_from(0) if j not in needed][:max(0, batch - len(needed))])
-    same = {i: c >= threshold for i, c in cos.items()}
     clean = same[0] if mode == "deletion" else same[n]
     flip = None
     if not (mode == "insertion" and same[0] == clean):
         for i in range(n + 1):
-            if i not in cos:
+            if i not in same:
                 run(missing_from(i))
-                same.update((j, c >= threshold) for j, c in cos.items() if j not in same)
             if (same[i] != clean) if mode == "deletion" else (same[i] == clean):
                 flip = float(fine[i])
                 break
