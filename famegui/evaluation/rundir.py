@@ -48,6 +48,7 @@ RUN_FORMAT = 2  # 2: gain and reverse columns, masks and preset in run.json
 # configuration fields that may differ between runs into the same directory
 _FREE = ("engine", "created", "versions", "provenance")
 COMPACT_EVERY = 64  # loose items (part file + .npy maps) before the writer compacts them
+ROW_ORDER = [(c, "ascending") for c in ("item_index", "method", "target", "metric")]  # of every table read or merged
 MERGED = "famegui_sources"  # a merged part's schema metadata: the JSON list of the part files it replaces
 
 _SCHEMA = None
@@ -269,8 +270,7 @@ def read_results(out_dir: str | os.PathLike):
 
     parts = [pq.read_table(p, schema=schema()) for p in part_files(out_dir)]
     table = pa.concat_tables(parts) if parts else schema().empty_table()
-    return table.sort_by([("item_index", "ascending"), ("method", "ascending"), ("target", "ascending"),
-                          ("metric", "ascending")])
+    return table.sort_by(ROW_ORDER)
 
 
 # --------------------------------------------------------------------------- the map store
@@ -386,8 +386,7 @@ def compact(out_dir: str | os.PathLike, whole: bool = False) -> None:
     merge = parts if whole else [p for p in parts if not p.name.startswith("part-m")]
     if len(merge) > 1 or (merge and not merge[0].name.startswith("part-m")):
         table = pa.concat_tables([pq.read_table(p, schema=schema()) for p in merge])
-        table = table.sort_by([("item_index", "ascending"), ("method", "ascending"), ("target", "ascending"),
-                               ("metric", "ascending")])
+        table = table.sort_by(ROW_ORDER)
         replaced = [p.name for p in merge] + [n for p in merge if p.name.startswith("part-m") for n in _sources(p)]
         names = json.dumps(replaced).encode()
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), MERGED.encode(): names})
