@@ -216,17 +216,13 @@ def test_cli_writes_out_and_plot(run_dir, tmp_path, capsys):
     assert len(list(csv.reader(io.StringIO(stdout)))) == len(BASE) + 1 and "pair3" in err
 
 
-@pytest.mark.parametrize("breakage", ["missing", "no-json", "bad-json", "not-a-run", "no-results", "bad-parquet"])
+@pytest.mark.parametrize("breakage", ["missing", "no-json", "no-results", "bad-parquet"])
 def test_cli_broken_run_dir_is_one_line_exit_1(tmp_path, capsys, breakage):
     d = tmp_path / "run"
     if breakage != "missing":
         write_run(d, synthetic_rows(), parts=1)
     if breakage == "no-json":
         (d / "run.json").unlink()
-    elif breakage == "bad-json":
-        (d / "run.json").write_text("{ not json")
-    elif breakage == "not-a-run":
-        (d / "run.json").write_text("[1, 2]")
     elif breakage == "no-results":
         (d / "results" / "part-00000.parquet").unlink()
     elif breakage == "bad-parquet":

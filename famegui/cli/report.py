@@ -30,6 +30,12 @@ def add_report(sub) -> None:
 
 
 # --------------------------------------------------------------------------- commands
+def warn_files(problems: list[str]) -> None:
+    """One line on stderr per file of a run folder that was left out; the report is made of the rest."""
+    for line in problems:
+        print(f"famegui: warning: {line}", file=sys.stderr)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from ..evaluation import report_tables as rt
     from ..export import atomic_write_bytes, write_png
@@ -46,6 +52,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.regions:
         return _regions(args, by)
     run = rt.load_run(args.run_dir)
+    warn_files(run.problems)
     rep = rt.summarise(run)
     if not rep.rows:
         raise CliError(f"{args.run_dir} has no result rows")
@@ -78,10 +85,12 @@ def _regions(args: argparse.Namespace, by: list[str]) -> int:
     from ..evaluation.regions import regions_chart, render_regions, run_regions
     from ..export import atomic_write_bytes, write_png
 
+    problems: list[str] = []
     try:
-        rows = run_regions(args.run_dir, by)
+        rows = run_regions(args.run_dir, by, problems)
     except ValueError as e:
         raise CliError(str(e)) from None
+    warn_files(problems)
     if not rows:
         raise CliError(f"{args.run_dir} holds no maps to measure")
     text = render_regions(rows, args.format)
@@ -106,6 +115,7 @@ def _compare(args: argparse.Namespace) -> int:
         comparison = compare_runs(args.run_dir, args.other_run)
     except ValueError as e:
         raise CliError(str(e)) from None
+    warn_files(comparison.problems)
     if not comparison.tables and not comparison.agreement:
         raise CliError(f"{args.run_dir} and {args.other_run} share no method x target x metric")
     text = comparison.render(args.format)

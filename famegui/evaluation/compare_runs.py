@@ -54,6 +54,7 @@ class RunComparison:
     agreement: list[dict] = field(default_factory=list)
     decisions: dict = field(default_factory=dict)  # items, same, differ, accuracy_a/_b, thresholds (verification)
     differ: list[dict] = field(default_factory=list)  # one dict per item whose decision differs
+    problems: list[str] = field(default_factory=list)  # one line per file of either folder that was not read
 
     def render(self, fmt: str = "md") -> str:
         """Both tables as Markdown (``md``), ``csv`` or ``latex``."""
@@ -183,7 +184,7 @@ def map_paths(run: Run) -> dict[tuple[int, str, str], str]:
     from .rundir import read_results
 
     try:
-        rows = read_results(run.path).select(["item_index", "method", "target", "map"]).to_pylist()
+        rows = read_results(run.path, []).select(["item_index", "method", "target", "map"]).to_pylist()
     except (KeyError, OSError, ValueError):  # an older run without the column: no maps to compare
         return {}
     return {(int(r["item_index"]), r["method"], r["target"]): r["map"] for r in rows if r.get("map")}
@@ -191,10 +192,14 @@ def map_paths(run: Run) -> dict[tuple[int, str, str], str]:
 
 def read_map(run: Run, rel) -> np.ndarray | None:
     """A map of ``run`` by its recorded relative path (a loose file or a member of the run's map store,
-    :func:`.rundir.read_map`); None when absent or outside the run folder."""
-    from .rundir import read_map as stored
+    :func:`.rundir.map_or_reason`); None when absent, and when it is not read (outside the run folder, a
+    pickle, not a map), with one line in ``run.problems`` saying why."""
+    from .rundir import map_or_reason
 
-    return stored(run.path, rel)
+    got = map_or_reason(run.path, rel)
+    if isinstance(got, str) and got not in run.problems:
+        run.problems.append(got)
+    return got if isinstance(got, np.ndarray) else None
 
 
 def compare_runs(a: str | Path, b: str | Path) -> RunComparison:
@@ -242,4 +247,5 @@ def compare_runs(a: str | Path, b: str | Path) -> RunComparison:
                               "spearman": float(np.mean(rho)) if rho else math.nan,
                               "top10_overlap": float(np.mean(top)) if top else math.nan})
     _decisions(ra, rb, out)
+    out.problems = ra.problems + rb.problems
     return out

@@ -121,10 +121,11 @@ def regions_picture(alignment: str, size: int | None = None, face: np.ndarray | 
 
 
 # ----------------------------------------------------------------------------- over a protocol run
-def run_regions(path, by: Sequence[str] = ()) -> list[dict]:
+def run_regions(path, by: Sequence[str] = (), problems: list[str] | None = None) -> list[dict]:
     """Per method x target of a face model's run: the mean share of its maps' mass per region over the items,
     with a 95 % confidence interval (Student's t), from the run's maps. ``by``: item columns of the run's list
-    (``group``, ``pose``): one row per group as well, its values under ``"by"``."""
+    (``group``, ``pose``): one row per group as well, its values under ``"by"``. ``problems``: a list that
+    gets one line per file of the folder that was not read (a broken part, a pickled or outside map)."""
     from .compare_runs import map_paths, read_map
     from .report_tables import item_values, load_run, mean_ci
 
@@ -149,6 +150,8 @@ def run_regions(path, by: Sequence[str] = ()) -> list[dict]:
             m, lo, hi = mean_ci([s[r] for s in items])
             row[r] = {"mean": m, "low": lo, "high": hi}
         out.append(row)
+    if problems is not None:
+        problems.extend(run.problems)
     return out
 
 

@@ -55,6 +55,7 @@ class Run:
     path: Path
     meta: dict  # run.json
     rows: list[dict]  # one per item x method x target x metric (the COLUMNS that the files have)
+    problems: list[str] = field(default_factory=list)  # one line per file of the folder that was not read
 
     @property
     def title(self) -> str:
@@ -70,44 +71,70 @@ def _read_meta(path: Path) -> dict:
         raise ValueError(f"not a run directory: {path} does not exist or is not a folder")
     if not f.is_file():
         raise ValueError(f"not a run directory: {path} has no run.json")
+    from .rundir import outside
+
+    if outside(path, f):
+        raise ValueError(f"{f} points outside the run folder (to {f.resolve()}); not read")
     try:
         meta = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{f} is broken: {str(e).splitlines()[0]}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{f} is broken: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
     if not isinstance(meta, dict) or "famegui_run" not in meta:
         raise ValueError(f"{f} is not a famegui run description (no 'famegui_run' key)")
     return meta
 
 
-def _read_parts(path: Path) -> list[dict]:
-    from .rundir import part_files
-
-    parts = part_files(path)
-    if not parts:
-        raise ValueError(f"no results in {path}: results/part-*.parquet is missing")
+def _read_parts(path: Path, problems: list[str]) -> list[dict]:
+    """The rows of every readable part; one line in ``problems`` per part that is not."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
         raise ValueError("reading a run directory needs pyarrow (pip install pyarrow)") from None
+
+    from .rundir import part_files
+
+    parts = part_files(path, problems)
+    if not parts and not problems:
+        raise ValueError(f"no results in {path}: results/part-*.parquet is missing")
     rows: list[dict] = []
     for p in parts:
         try:
-            table = pq.read_table(p)
-        except Exception as e:  # pyarrow raises its own errors for truncated or foreign files
-            raise ValueError(f"{p} is not a readable parquet file: {str(e).splitlines()[0] if str(e) else e!r}"
-                             ) from None
+            table = pq.read_table(p)  # no schema: runs of older formats lack some columns
+        except Exception as e:  # noqa: BLE001 - pyarrow's own errors for truncated or foreign files
+            problems.append(f"{p} is not a readable parquet file: {(str(e).splitlines() or [type(e).__name__])[0]}")
+            continue
         missing = {"item", "method", "target", "metric", "auc"} - set(table.column_names)
         if missing:
-            raise ValueError(f"{p} lacks the column(s) {', '.join(sorted(missing))}")
+            problems.append(f"{p} lacks the column(s) {', '.join(sorted(missing))}; not read")
+            continue
         rows.extend(table.select([c for c in COLUMNS if c in table.column_names]).to_pylist())
+    if not rows and problems:
+        raise ValueError(f"no readable results in {path}: {problems[0]}"
+                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return rows
 
 
 def load_run(path: str | Path) -> Run:
-    """The run directory ``path``; a ValueError with one line if it is missing, broken or has no results."""
+    """The run directory ``path``; a ValueError with one line if it is missing or has no readable results.
+
+    A folder with results is read even when some of its files are broken: a ``run.json`` that does not
+    parse (the table is made without its title and provenance), a part of garbage, a map block that is not a
+    zip, a file that is a symlink out of the folder. Each such file is left out with one line in
+    :attr:`Run.problems`; nothing in the folder is ever unpickled."""
+    from .rundir import block_problems
+
     p = Path(path)
-    meta = _read_meta(p)
-    return Run(p, meta, _read_parts(p))
+    problems: list[str] = []
+    try:
+        meta = _read_meta(p)
+    except ValueError as e:
+        if not (p / "run.json").is_file() or not (p / "results").is_dir():
+            raise  # not a run folder at all
+        problems.append(f"{e}: the table is shown without the run's description")
+        meta = {}
+    rows = _read_parts(p, problems)
+    problems += block_problems(p)
+    return Run(p, meta, rows, problems)
 
 
 # --------------------------------------------------------------------------- the table

@@ -188,6 +188,21 @@ def write_items(out_dir: str | os.PathLike, protocol) -> Path:
     return _atomic_write(Path(out_dir) / ITEMS, lambda f: pq.write_table(table, f))
 
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def outside(out_dir: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """Whether ``path`` (a file of the run folder) resolves outside the folder: a symlink out, never read."""
+    return not Path(path).resolve().is_relative_to(Path(out_dir).resolve())
+
+
+def _refuse_outside(out_dir, path: Path) -> None:
+    if outside(out_dir, path):
+        raise ValueError(f"{path} points outside the run folder (to {Path(path).resolve()}); not read")
+
+
 def read_items(out_dir: str | os.PathLike) -> list[dict] | None:
     """The rows of ``items.parquet`` (None for a run made before it existed); ValueError if unreadable."""
     import pyarrow.parquet as pq
@@ -195,11 +210,11 @@ def read_items(out_dir: str | os.PathLike) -> list[dict] | None:
     path = Path(out_dir) / ITEMS
     if not path.is_file():
         return None
+    _refuse_outside(out_dir, path)
     try:
         return pq.read_table(path).to_pylist()
     except Exception as e:  # noqa: BLE001 - pyarrow's own errors for a truncated or foreign file
-        raise ValueError(f"{path} is not a readable parquet file: {str(e).splitlines()[0] if str(e) else e!r}"
-                         ) from None
+        raise ValueError(f"{path} is not a readable parquet file: {_one_line(e)}") from None
 
 
 def map_path(index: int, method: str, target: str) -> str:
@@ -239,18 +254,38 @@ def _sources(path: Path) -> list[str]:
     return [str(n) for n in json.loads(raw)] if raw else []
 
 
-def part_files(out_dir: str | os.PathLike) -> list[Path]:
-    """The run's part files, less those a merged part replaces (left by a crash during compaction)."""
+def part_files(out_dir: str | os.PathLike, problems: list[str] | None = None) -> list[Path]:
+    """The run's part files, less those a merged part replaces (left by a crash during compaction).
+
+    A part that points outside the folder (a symlink) or a merged part that cannot be read raises a one-line
+    ValueError; with a ``problems`` list, its line goes there instead and the part is left out."""
     found = sorted((Path(out_dir) / "results").glob("part-*.parquet"))
     covered: set[str] = set()
+    bad: set[Path] = set()
     for p in found:
-        if p.name.startswith("part-m"):
-            try:
-                covered.update(_sources(p))
-            except Exception as e:  # noqa: BLE001 - pyarrow's own errors for a truncated or foreign file
-                raise ValueError(f"{p} is not a readable parquet file: {str(e).splitlines()[0] if str(e) else e!r}"
-                                 ) from None
-    return [p for p in found if p.name not in covered]
+        try:
+            _refuse_outside(out_dir, p)
+            if p.name.startswith("part-m"):
+                try:
+                    covered.update(_sources(p))
+                except Exception as e:  # noqa: BLE001 - pyarrow's own errors for a truncated or foreign file
+                    raise ValueError(f"{p} is not a readable parquet file: {_one_line(e)}") from None
+        except ValueError as e:
+            if problems is None:
+                raise
+            problems.append(str(e))
+            bad.add(p)
+    return [p for p in found if p.name not in covered and p not in bad]
+
+
+def read_part(path: Path):
+    """One part file as an arrow table of the results' schema; a one-line ValueError if it is not one."""
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, schema=schema())
+    except Exception as e:  # noqa: BLE001 - pyarrow's own errors for a truncated, foreign or mismatched file
+        raise ValueError(f"{path} is not a readable parquet file of results: {_one_line(e)}") from None
 
 
 def finished_keys(out_dir: str | os.PathLike) -> set[str]:
@@ -263,12 +298,21 @@ def finished_keys(out_dir: str | os.PathLike) -> set[str]:
     return keys
 
 
-def read_results(out_dir: str | os.PathLike):
-    """Every row of the run as one arrow table, sorted by item_index, method, target, metric."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def read_results(out_dir: str | os.PathLike, problems: list[str] | None = None):
+    """Every row of the run as one arrow table, sorted by item_index, method, target, metric.
 
-    parts = [pq.read_table(p, schema=schema()) for p in part_files(out_dir)]
+    An unreadable part raises a one-line ValueError; with a ``problems`` list its line goes there and the
+    other parts are read."""
+    import pyarrow as pa
+
+    parts = []
+    for p in part_files(out_dir, problems):
+        try:
+            parts.append(read_part(p))
+        except ValueError as e:
+            if problems is None:
+                raise
+            problems.append(str(e))
     table = pa.concat_tables(parts) if parts else schema().empty_table()
     return table.sort_by(ROW_ORDER)
 
@@ -288,7 +332,8 @@ _INDEX: dict[str, tuple[tuple, dict[str, Path]]] = {}  # run folder -> (its bloc
 
 
 def _block_index(out: Path) -> dict[str, Path]:
-    """{logical map path: the newest block that holds it}, cached while the blocks stay as they are."""
+    """{logical map path: the newest block that holds it}, cached while the blocks stay as they are. A block
+    that is not a zip file or points outside the folder is left out (:func:`block_problems` says which)."""
     import zipfile
 
     blocks = _blocks(out)
@@ -298,6 +343,8 @@ def _block_index(out: Path) -> dict[str, Path]:
         return cached[1]
     index: dict[str, Path] = {}
     for p in blocks:  # oldest first: a newer block's copy wins (the same array)
+        if outside(out, p):
+            continue
         try:
             with zipfile.ZipFile(p) as z:
                 index.update((name, p) for name in z.namelist())
@@ -307,32 +354,68 @@ def _block_index(out: Path) -> dict[str, Path]:
     return index
 
 
-def read_map(out_dir: str | os.PathLike, rel) -> np.ndarray | None:
+def block_problems(out_dir: str | os.PathLike) -> list[str]:
+    """One line per map block that cannot be read (not a zip file, or a symlink out of the folder)."""
+    import zipfile
+
+    out = Path(out_dir)
+    lines = []
+    for p in _blocks(out):
+        if outside(out, p):
+            lines.append(f"{p} points outside the run folder (to {p.resolve()}); not read")
+            continue
+        try:
+            with zipfile.ZipFile(p):
+                pass
+        except (OSError, zipfile.BadZipFile) as e:
+            lines.append(f"{p} is not a readable map block: {_one_line(e)}")
+    return lines
+
+
+def _checked(rel: str, a) -> np.ndarray | str:
+    if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind not in "fiu":
+        return f"{rel} is not a 2-D map (shape {getattr(a, 'shape', '?')}, dtype {getattr(a, 'dtype', '?')})"
+    return a
+
+
+def map_or_reason(out_dir: str | os.PathLike, rel) -> np.ndarray | str | None:
     """The map recorded as ``rel`` (the results' ``map`` column, e.g. ``maps/7/fame_e+.npy``): the loose
-    file if there is one, else its member of a block; None when absent, broken or outside the run folder."""
+    file if there is one, else its member of a block; None when there is none; a one-line reason when the
+    file is there but is not read: outside the run folder (a symlink or ``..``), Python objects (a pickle,
+    never loaded), not a 2-D numeric array, truncated."""
     import zipfile
 
     if not isinstance(rel, str) or not rel.startswith("maps/") or not rel.endswith(".npy"):
-        return None
+        return None if rel is None else f"{rel!r} is not a map path of a run folder"
     root = Path(out_dir).resolve()
     path = (root / rel).resolve()
     if not path.is_relative_to(root / "maps"):
-        return None
+        return f"{rel} points outside the run folder (to {path}); not read"
     try:
         if path.is_file():
-            return np.load(path, allow_pickle=False)
+            return _checked(rel, np.load(path, allow_pickle=False))
         for _attempt in range(2):  # a block compacted away while we looked: index again
             block = _block_index(root).get(rel)
             if block is None:
                 return None
             try:
                 with zipfile.ZipFile(block) as z, z.open(rel) as f:
-                    return np.lib.format.read_array(f, allow_pickle=False)
+                    return _checked(rel, np.lib.format.read_array(f, allow_pickle=False))
             except FileNotFoundError:
                 _INDEX.pop(str(root), None)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None
+    except ValueError as e:
+        if "allow_pickle" in str(e):
+            return f"{rel} holds Python objects (a pickle); famegui never loads those"
+        return f"{rel} is not a readable map: {_one_line(e)}"
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        return f"{rel} is not a readable map: {_one_line(e)}"
     return None
+
+
+def read_map(out_dir: str | os.PathLike, rel) -> np.ndarray | None:
+    """The map recorded as ``rel`` (:func:`map_or_reason`); None when absent, broken or outside the folder."""
+    got = map_or_reason(out_dir, rel)
+    return got if isinstance(got, np.ndarray) else None
 
 
 def _write_block(out: Path, members: list[tuple[str, Path, bool]]) -> Path | None:

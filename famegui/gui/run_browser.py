@@ -40,7 +40,6 @@ from PySide6.QtWidgets import (
 from ..core.render import overlay, to_uint8
 from .display import DisplaySettings, scaled
 from .run_model import RunSortProxy, RunTable, RunTableModel, TableRow, method_label, model_view, read_run_table
-from .signals import emit
 
 MISSING_GRAY = 0.5  # the background of a map whose photo cannot be shown
 ITEM_WIDTH = 220  # px of the item column (the full names are in its tooltip)
@@ -143,6 +142,12 @@ class RunBrowser(QDialog):
                               f"{len(self.run.rows)} rows (item x target). Click a column to sort; "
                               "undefined values (n/a) stay last." + both)
         self.summary.setWordWrap(True)
+        problems = self.run.problems + ([] if self.other is None else self.other.problems)
+        self.problems = QLabel("\n".join(f"not read: {line}" for line in problems))
+        self.problems.setWordWrap(True)
+        self.problems.setStyleSheet("color: #b00020")
+        self.problems.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.problems.setVisible(bool(problems))
         self.info = QLabel("")
         self.info.setWordWrap(True)
         self.info.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -166,6 +171,7 @@ class RunBrowser(QDialog):
         split.setStretchFactor(1, 2)
         lay = QVBoxLayout(self)
         lay.addWidget(self.summary)
+        lay.addWidget(self.problems)
         lay.addWidget(split, 1)
 
     # ------------------------------------------------------------------ the table
@@ -228,6 +234,10 @@ class RunBrowser(QDialog):
             signed = self.run.signed(method)
             for target in self.run.targets:  # (the run's targets: every map has its column)
                 maps = [run.map_array(row, method, target) for _name, run in runs]
+                for (name, _run), amap in zip(runs, maps):
+                    if isinstance(amap, str):
+                        notes.append(f"{name + ': ' if name else ''}{amap}")
+                maps = [m if isinstance(m, np.ndarray) else None for m in maps]
                 for (name, run), amap in zip(runs, maps):
                     if amap is None:
                         continue
@@ -264,7 +274,7 @@ class RunBrowser(QDialog):
             lines.append("no stored map for this item" + ("" if r.errors else " (the random ranking keeps none)"))
         self.info.setText("\n".join(lines))
         self.open_button.setEnabled(True)
-        emit(self.row_shown, row)
+        self.row_shown.emit(row)
 
     def redraw(self) -> None:
         """Draw the shown item again (the window's opacity or colormap changed)."""

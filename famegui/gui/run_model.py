@@ -79,6 +79,7 @@ class RunTable:
     metrics: list[str]
     targets: list[str]
     rows: list[TableRow]
+    problems: list[str] = field(default_factory=list)  # one line per file of the folder that was not read
 
     @property
     def kind(self) -> str:
@@ -102,12 +103,13 @@ class RunTable:
     def headers(self) -> list[str]:
         return [*FIXED_COLUMNS, *(f"{method_label(m)} {k}" for m, k in self.columns), "errors"]
 
-    def map_array(self, row: TableRow, method: str, target: str | None = None) -> np.ndarray | None:
+    def map_array(self, row: TableRow, method: str, target: str | None = None) -> np.ndarray | str | None:
         """The stored map of ``method`` on the item of ``row`` for ``target`` (default: the row's), if any
-        (a loose file or a member of the run's map store)."""
+        (a loose file or a member of the run's map store); a one-line reason instead when the file is there
+        but not read (a pickle, a symlink out of the folder, not a map)."""
         if method == RANDOM:
             return None  # the baseline's ranking is drawn anew from its seed; the run keeps no map of it
-        return rundir.read_map(self.path, rundir.map_path(row.index, method, target or row.target))
+        return rundir.map_or_reason(self.path, rundir.map_path(row.index, method, target or row.target))
 
     def signed(self, method: str) -> bool:
         """Whether ``method``'s maps are signed, as the method declares for the run's parameters."""
@@ -148,7 +150,7 @@ def read_run_table(path: str | Path) -> RunTable:
             r.get("error"))
     order = {t: i for i, t in enumerate(targets)}
     rows = sorted(grouped.values(), key=lambda t: (t.index, order.get(t.target, len(order))))
-    return RunTable(Path(path), meta, methods, metrics, targets, rows)
+    return RunTable(Path(path), meta, methods, metrics, targets, rows, run.problems)
 
 
 # --------------------------------------------------------------------------- the item's photos
