@@ -367,14 +367,12 @@ def test_a_failed_job_shows_its_text_and_logs_its_traceback(qtbot, win, tmp_path
 
 def test_signal_emission_keeps_references_to_true(qtbot):
     """PySide6 6.12.0 drops one reference to True on every emit from Python: a session of mouse moves and jobs
-    then aborts the interpreter ("bool_dealloc"). The window emits through famegui.gui.signals.emit, which
-    gives the reference back where PySide6 drops it; checked here on the installed PySide6 either way."""
+    then aborts the interpreter ("bool_dealloc"). pyproject excludes that release; this checks that the
+    installed PySide6 keeps the count, so a plain ``signal.emit`` is safe."""
     import gc
     import sys
 
     from PySide6.QtCore import QObject, Signal
-
-    from famegui.gui import signals
 
     class Emitter(QObject):
         fired = Signal(bool)
@@ -385,16 +383,5 @@ def test_signal_emission_keeps_references_to_true(qtbot):
     before = sys.getrefcount(True)
     for _ in range(500):
         e.fired.emit(True)
-    raw = sys.getrefcount(True) - before
-    assert signals.DROPS_TRUE == (raw <= -500)  # the probe read this PySide6 right
-    signals.give_back(max(0, -raw))  # undo what the raw emits took
-    gc.collect()
-    before = sys.getrefcount(True)
-    for _ in range(500):
-        signals.emit(e.fired, True)
     gc.collect()
     assert sys.getrefcount(True) - before > -50
-    # emits famegui does not own (pyqtgraph's) draw on a reserve taken once where True is not immortal
-    assert signals.RESERVED == (signals.DROPS_TRUE and sys.version_info < (3, 12))
-    if signals.RESERVED:
-        assert sys.getrefcount(True) > signals.RESERVE // 2

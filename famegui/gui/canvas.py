@@ -13,7 +13,6 @@ from PySide6.QtGui import QColor, QFont, QPainterPath, QPen
 from PySide6.QtWidgets import QGraphicsPathItem, QGraphicsRectItem, QVBoxLayout, QWidget
 
 from ..core.render import FOOTPRINT_COLOR, RF_COLOR  # noqa: F401  (the boxes' colours, shared with exports)
-from .signals import emit
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -185,24 +184,24 @@ class ImageCanvas(QWidget):
     def _on_move(self, args) -> None:
         pos = self._to_image(args[0])
         if pos is None:
-            emit(self.hovered, float("nan"), float("nan"))
+            self.hovered.emit(float("nan"), float("nan"))
         else:
-            emit(self.hovered, *pos)
+            self.hovered.emit(*pos)
 
     def _on_click(self, ev) -> None:
         if ev.button() != Qt.LeftButton or ev.double():
             return
         pos = self._to_image(ev.scenePos())
         if pos is not None:
-            emit(self.clicked, *pos)
+            self.clicked.emit(*pos)
 
     def hover_at_image(self, x: float, y: float) -> None:
         """Programmatic hover over image point (x, y) (scripts, tests)."""
-        emit(self.hovered, float(x), float(y))
+        self.hovered.emit(float(x), float(y))
 
     def click_at_image(self, x: float, y: float) -> None:
         """Programmatic click (tests, keyboard navigation)."""
-        emit(self.clicked, float(x), float(y))
+        self.clicked.emit(float(x), float(y))
 
     def view_to_widget(self, x: float, y: float):
         """Widget pixel position of image point (x, y), for real mouse events in tests."""
@@ -222,7 +221,9 @@ class ColorBar:
         self.view.addItem(self.image)
         self.axis = pg.AxisItem("right")
         self.axis.linkToView(self.view)
-        self.axis.setTickFont(QFont("", 8))
+        tick_font = QFont()  # the default family at 8 pt (QFont("", 8) crashes PySide6 6.11 in the axis paint)
+        tick_font.setPointSize(8)
+        self.axis.setTickFont(tick_font)
         self.axis.setStyle(tickLength=4)
         glw.addItem(self.axis, row=1, col=2)
         self.range: tuple[float, float] | None = None

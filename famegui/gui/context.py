@@ -27,7 +27,6 @@ from ..session import Session
 from .display import DisplaySettings
 from .jobs import Job, Lane, Scheduler
 from .messages import gui_message
-from .signals import emit
 
 LOG_NAME = "famegui-gui.log"
 LOG_MAX_BYTES = 1 << 20
@@ -123,15 +122,15 @@ class AppContext(QObject):
         self._started[job_id] = time.perf_counter()
         if lane is self.compute:  # the progress bar and Cancel belong to the explanations
             self.show_status(label + "...")
-            emit(self.busy_changed, True)
-            emit(self.progress_changed, 0.0)
+            self.busy_changed.emit(True)
+            self.progress_changed.emit(0.0)
         elif not self.compute.busy:  # loading and scores say so while no explanation runs
             self.show_status(label + "...")
             self._io_status = True
 
     def _on_progress(self, lane: Lane, job_id: int, fraction: float, payload) -> None:
         if lane is not self.downloads:  # a download has its own bar, next to its Cancel button
-            emit(self.progress_changed, min(max(fraction, 0.0), 1.0))
+            self.progress_changed.emit(min(max(fraction, 0.0), 1.0))
         h = self._handlers.get(job_id)
         if h and h[1]:
             h[1](fraction, payload)
@@ -140,14 +139,14 @@ class AppContext(QObject):
         self._started.pop(job_id, None)
         h = self._handlers.pop(job_id, None)
         if not self.compute.busy:
-            emit(self.busy_changed, False)
+            self.busy_changed.emit(False)
         return h
 
     def _on_finished(self, lane: Lane, job_id: int, result) -> None:
         started = self._started.get(job_id)
         h = self._job_over(job_id)
         if lane is self.compute:
-            emit(self.progress_changed, 1.0)
+            self.progress_changed.emit(1.0)
             self._io_status = False
             if started is not None:
                 self.show_status(f"done in {time.perf_counter() - started:.2f} s")
@@ -158,7 +157,7 @@ class AppContext(QObject):
             self._clears.discard(job_id)
             if self.last_error and job_id > self._error_mark:
                 self.last_error = ""
-                emit(self.error_cleared)
+                self.error_cleared.emit()
         if h and h[0]:
             try:
                 h[0](result)
@@ -170,7 +169,7 @@ class AppContext(QObject):
         self._clears.discard(job_id)
         log = log_failure(message, lane.tracebacks.pop(job_id, ""))
         if lane is self.compute and not self.compute.busy:
-            emit(self.progress_changed, 0.0)
+            self.progress_changed.emit(0.0)
         self.show_error(message, log)
         if h and h[2]:
             h[2](message)
@@ -179,7 +178,7 @@ class AppContext(QObject):
         h = self._job_over(job_id)
         self._clears.discard(job_id)
         if not self.compute.busy:  # no progress of a job that is gone
-            emit(self.progress_changed, 0.0)
+            self.progress_changed.emit(0.0)
             self.show_status("cancelled")
         if h and h[3]:
             h[3]()
@@ -197,14 +196,14 @@ class AppContext(QObject):
         self.last_error = message
         self.error_log = log
         self._error_mark = self._last_job
-        emit(self.error_shown, message)
+        self.error_shown.emit(message)
 
     def show_status(self, text: str) -> None:
-        emit(self.status_changed, text)
+        self.status_changed.emit(text)
 
     def announce(self, result) -> None:
         """Tell listeners (tests, scripts) that ``result`` is on screen now."""
-        emit(self.result_shown, result)
+        self.result_shown.emit(result)
 
     # ------------------------------------------------------------------ tabs
     def show_tab(self, tab: QWidget, quietly: bool = False) -> None:

@@ -10,7 +10,6 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from ..core.render import colorize, overlay
-from .signals import emit
 
 DIVERGING = "bwr"
 EXPORT_PX = 800  # default long side of exported pictures
@@ -33,7 +32,7 @@ class DisplaySettings(QObject):
     def _set(self, name: str, value) -> None:
         if self._values[name] != value:
             self._values[name] = value
-            emit(self.changed)
+            self.changed.emit()
 
     @property
     def opacity(self) -> float:

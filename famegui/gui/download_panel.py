@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
 )
 
 from .context import AppContext
-from .signals import emit
 
 STATE_WORDS = {"ready": "ready", "fetch": "can be downloaded", "manual": "needs a weights file from you"}
 LEGEND = "green dot: ready; blue arrow: can be downloaded (Download button); grey ring: needs a weights file"
@@ -187,7 +186,7 @@ class DownloadPanel(QWidget):
         box.finished.connect(lambda _r, b=box, name=e.name: self._licence_answered(b, name))
         self.licence_box = box
         box.open()
-        emit(self.licence_shown, e.name)
+        self.licence_shown.emit(e.name)
 
     def _licence_answered(self, box: QMessageBox, name: str) -> None:
         self.licence_box = None
@@ -244,4 +243,4 @@ class DownloadPanel(QWidget):
         self.entry = None
         self._show(running=False)
         self.hide()
-        emit(self.fetched, name)
+        self.fetched.emit(name)

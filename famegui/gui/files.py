@@ -7,8 +7,6 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import QMenu
 
-from .signals import emit
-
 IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.tif *.tiff *.webp);;All files (*)"
 WEIGHTS_FILTER = ("Models and weights (*.onnx *.safetensors *.pth *.pt *.bin *.ckpt *.ts *.torchscript *.dat);;"
                   "ONNX (*.onnx);;safetensors (*.safetensors);;PyTorch (*.pth *.pt *.bin *.ckpt *.ts *.torchscript);;"
@@ -31,7 +29,7 @@ class RecentFiles(QObject):
     def add(self, path: str) -> None:
         recent = [p for p in self.paths() if p != path]
         self.settings.setValue("recent", [path] + recent[:MAX_RECENT - 1])
-        emit(self.changed)
+        self.changed.emit()
 
     def last_dir(self) -> str:
         """Where file dialogs start: the folder of the last image, else home."""

@@ -26,7 +26,6 @@ from typing import Any
 from PySide6.QtCore import QObject, QThread, Signal
 
 from ..core import threads
-from .signals import emit
 
 
 class Job:
@@ -59,7 +58,7 @@ class Job:
         if payload is None and fraction < 1 and now - self._last_progress < 0.03:
             return
         self._last_progress = now
-        emit(self.lane.progress, self.id, float(fraction), payload)
+        self.lane.progress.emit(self.id, float(fraction), payload)
 
 
 class Scheduler(QThread):
@@ -122,7 +121,7 @@ class Scheduler(QThread):
         lane = job.lane
         if self.torch and not self._inline:  # an urgent job run inside another keeps that job's count
             threads.adapt()  # the cores other processes leave free now (fixed for the job: maps reproduce)
-        emit(lane.started, job.id, job.label)
+        lane.started.emit(job.id, job.label)
         outcome: tuple = ("cancelled", job.id)
         try:
             if job.cancel_requested:
@@ -144,7 +143,7 @@ class Scheduler(QThread):
             with self.cond:
                 if job in lane.running:
                     lane.running.remove(job)
-        emit(getattr(lane, outcome[0]), *outcome[1:])
+        getattr(lane, outcome[0]).emit(*outcome[1:])
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
         with self.cond:
@@ -193,7 +192,7 @@ class Lane(QObject):
             job.cancel()
         for old in self.pending:
             old.cancel()
-            emit(self.cancelled, old.id)
+            self.cancelled.emit(old.id)
         self.pending.clear()
 
     def cancel_all(self) -> None:

@@ -5,7 +5,6 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QTreeWidget, QTreeWidgetItem
 
 from .context import AppContext
-from .signals import emit
 
 
 class LayerTree(QTreeWidget):
@@ -62,7 +61,7 @@ class LayerTree(QTreeWidget):
         if not items:
             return
         name = items[0].data(0, Qt.UserRole)
-        emit(self.layer_chosen, name)
+        self.layer_chosen.emit(name)
         info = self.ctx.session.model.layer_info(name) if self.ctx.session.model else None
         if info is not None and info.is_spatial:
             self.fill_receptive_field(items[0], name)

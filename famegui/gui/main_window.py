@@ -25,7 +25,6 @@ from .exports import ask_png, export_map, last_export_dir, remember_export, sugg
 from .files import RecentFiles, demo_paths
 from .model_dock import DEFAULT_MODEL, SLOTS, ModelDock
 from .settings_dock import SettingsDock
-from .signals import emit
 from .status import StatusBarView
 from .tabs.all_cells import AllCellsTab
 from .tabs.classes import ClassesTab
@@ -220,7 +219,7 @@ class MainWindow(QMainWindow):
         for tab in self.tab_list:
             tab.on_model_loaded(model)
         self.layer_tree.fill(None, self.model_dock.show_all_layers.isChecked())
-        emit(self.model_ready)
+        self.model_ready.emit()
         for message in self.session.input_errors.values():
             self.ctx.show_error(message)
         self._refresh_inputs()
@@ -236,7 +235,7 @@ class MainWindow(QMainWindow):
     def _on_image_loaded(self, slot: str) -> None:
         for tab in self.tab_list:
             tab.on_image_loaded(slot)
-        emit(self.images_ready)
+        self.images_ready.emit()
 
     def show_in_main_view(self, res: MapResult) -> None:
         """A map from the comparison, shown large in its task's view (Pair or Classes), controls in step."""

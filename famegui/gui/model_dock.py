@@ -37,7 +37,6 @@ from .download_panel import LEGEND, STATE_ROLE, STATE_WORDS, DownloadPanel, mark
 from .files import IMAGE_FILTER, WEIGHTS_FILTER, RecentFiles
 from .layer_tree import LayerTree
 from .messages import photo_caption
-from .signals import emit
 from .widgets import scrolled
 
 SLOTS = ("probe", "reference", "third")
@@ -239,7 +238,7 @@ class ModelDock(QDockWidget):
         self.model_combo.setCurrentIndex(i)
         self.weights_label.setText(self.session.weights or ("embedded" if model.alignment else model.weights_id[:24]))
         self.weights_label.setToolTip(self.weights_label.text())
-        emit(self.model_loaded, model)
+        self.model_loaded.emit(model)
 
     def choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights (.safetensors/.pth) or a model file (.onnx, TorchScript)",
@@ -305,8 +304,8 @@ class ModelDock(QDockWidget):
         self.image_labels[slot].setToolTip(tip)
         if Path(path).is_file():  # not an image from memory
             self.recent.add(path)
-        emit(self.inputs_changed)
-        emit(self.image_loaded, slot)
+        self.inputs_changed.emit()
+        self.image_loaded.emit(slot)
 
     def _on_face_index(self, value: int) -> None:
         if "probe" in self.session.images:
@@ -320,7 +319,7 @@ class ModelDock(QDockWidget):
                 self.session.prepare(slot)
             return None
 
-        self.ctx.submit(self.ctx.io, work, "re-aligning", done=lambda _r: emit(self.inputs_changed))
+        self.ctx.submit(self.ctx.io, work, "re-aligning", done=lambda _r: self.inputs_changed.emit())
 
     def draw_chip_preview(self) -> None:
         """The probe photo with the region the model sees (the aligned or cropped input)."""

@@ -13,7 +13,6 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout,
 
 from ..methods import Param
 from ..methods.fame import FAST_PARAMS
-from .signals import emit
 
 GUI_DEFAULTS = dict(FAST_PARAMS)  # FAME: stop at convergence, cells on their receptive field's crop
 
@@ -96,6 +95,6 @@ class ParamForm(QWidget):
             w.setChecked(bool(value))
         elif isinstance(w, QLineEdit):
             w.setText("" if value is None else str(value))
-            emit(self.changed)
+            self.changed.emit()
         else:
             w.setValue(value)

@@ -24,7 +24,6 @@ from ..core.render import COLORMAPS
 from ..methods.fame import FAME_PARAMS
 from .display import DisplaySettings
 from .params import ParamForm
-from .signals import emit
 from .widgets import Section, scrolled
 
 MIN_WIDTH = 210
@@ -96,7 +95,7 @@ class SettingsDock(QDockWidget):
         self.export_size.valueChanged.connect(lambda v: setattr(d, "export_px", v))
         self.device_combo = QComboBox()
         self.device_combo.addItems(devices())
-        self.device_combo.activated.connect(lambda _i: emit(self.device_changed, self.device_combo.currentText()))
+        self.device_combo.activated.connect(lambda _i: self.device_changed.emit(self.device_combo.currentText()))
         form.addRow("colormap", self.cmap_combo)
         form.addRow("opacity", self.opacity)
         form.addRow("boxes", self.show_boxes)

@@ -4,8 +4,6 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QFrame, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
-from .signals import emit
-
 
 class Section(QWidget):
     """A titled part of a panel that folds away to its title (click the title); ``toggled(expanded)``."""
@@ -40,7 +38,7 @@ class Section(QWidget):
         self.header.blockSignals(False)
         self.header.setArrowType(Qt.DownArrow if on else Qt.RightArrow)
         self.content.setVisible(on)
-        emit(self.toggled, on)
+        self.toggled.emit(on)
 
 
 def scrolled(widget: QWidget, min_width: int = 0) -> QScrollArea:

@@ -34,7 +34,6 @@ from ...session import MapResult
 from ...targets import Target
 from ..canvas import ImageCanvas
 from ..params import ParamForm
-from ..signals import emit
 from .base import Tab
 from .compare_eval import FaithfulnessPlan, sanity_work
 from .compare_view import (
@@ -401,7 +400,7 @@ class CompareTab(Tab):
         key = self.tile_at(x, y)
         res = self.results.get(key) if key else None
         if res is not None:
-            emit(self.tile_clicked, res)  # the window shows it in its task's view
+            self.tile_clicked.emit(res)  # the window shows it in its task's view
 
     # ------------------------------------------------------------------ export
     def export(self, png: str) -> list:
