@@ -14,7 +14,7 @@ def _commands():
 
 def test_readme_starts_with_the_two_commands():
     launch, test = _commands()
-    assert "pip install -e ." in launch and launch.rstrip().endswith("famegui")
+    assert "pip install -e '.[all]'" in launch and launch.rstrip().endswith("famegui")  # every extra
     assert "'.[test]'" in test and "pytest" in test
 
 

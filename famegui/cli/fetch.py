@@ -47,6 +47,7 @@ def _bar(quiet: bool, name: str):
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from ..models.download import fetch
+    from ..models.extras import missing, needs
     from ..models.weights_index import catalogue, state, timm_entry
 
     if args.timeout is None or not args.timeout > 0:
@@ -62,6 +63,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         if n not in entries and timm_entry(n) is not None:
             entries[n] = timm_entry(n)
     unknown = [n for n in names if n not in entries]
+    if any(n.startswith("timm:") for n in unknown) and missing("timm"):  # timm's table is what names them
+        raise CliError(needs(f"fetching {next(n for n in unknown if n.startswith('timm:'))}", "timm"))
     if unknown:
         raise CliError(f"not in the weights catalogue: {', '.join(unknown)} (famegui models lists what it holds)")
     to = Path(args.to) if args.to else None

@@ -365,10 +365,9 @@ def _on_engine(images, chosen, plan, params, parts, engine, workers, address, sp
     """(measured cells, parts reused): the missing (image, layer) parts computed by the protocol engines
     (:func:`famegui.evaluation.engines.run_items`), written here as they come back, read in order."""
     from . import engines
-    from .runner import load_spec
+    from .runner import check_engine, load_spec
 
-    if engine not in engines.ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(engines.ENGINES)}, got {engine!r}")
+    check_engine(engine)
     if not isinstance(spec, dict) or "model" not in spec:
         raise ValueError("an engine loads the model in its workers: give spec={'model': NAME or FILE, ...}")
     if any(isinstance(i, ModelInput) for i in images):

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..models.extras import missing, needs
 from . import curves as C
 from . import rundir
 from .experiment import RANDOM, baseline, compute_map, evaluate
@@ -293,6 +294,17 @@ def run_config(protocol: Protocol, model, spec: dict, methods: dict, targets: li
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
+def check_engine(engine: str) -> None:
+    """``engine`` is one of :data:`.engines.ENGINES`, and for ``ray`` the ray extra is installed; else a
+    one-line ValueError."""
+    from . import engines
+
+    if engine not in engines.ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(engines.ENGINES)}, got {engine!r}")
+    if engine == "ray" and missing("ray"):
+        raise ValueError(needs("the ray engine", "ray"))
+
+
 def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None = None, *,
                  methods: Sequence[str] = ("fame",), targets: Sequence[str] | None = None,
                  metrics: Sequence[str] = DEFAULT_METRICS, out_dir: str | Path, engine: str = "local",
@@ -316,11 +328,9 @@ def run_protocol(protocol: Protocol, model_spec: str | dict, weights: str | None
     Returns counts for the summary line.
     """
     from ..explanation import decision_threshold
-    from . import engines
 
     started = time.perf_counter()
-    if engine not in engines.ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(engines.ENGINES)}, got {engine!r}")
+    check_engine(engine)
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
     spec = dict(model_spec) if isinstance(model_spec, dict) else {"model": model_spec, "weights": weights}

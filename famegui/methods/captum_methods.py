@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.extras import missing, needs
 from ..models.wrapper import to_grid
 from .cam import FoldedNetwork
 from .face_common import scale_absmax, scale_max, to_numpy
@@ -365,6 +366,11 @@ def _method_fn(method: str) -> Callable[[MethodContext], np.ndarray]:
 
 # ----------------------------------------------------------------------------- registration
 ALL_TASKS = frozenset({"classification", "verification", "cell"})
+CAPTUM_MISSING = bool(missing("captum"))  # without the captum extra: left out of the lists, and asked for, say so
+
+
+def _unavailable(label: str) -> str:
+    return needs(label, "captum") if CAPTUM_MISSING else ""
 
 
 def _batch(default: int, what: str) -> Param:
@@ -387,6 +393,7 @@ def _signed(p: dict) -> bool:
 register(MethodSpec(
     name="ig", label="Integrated Gradients", tasks=ALL_TASKS, output="signed", cost="iterative",
     fn=_method_fn("ig"), task_outputs={"verification": "pair"}, per_task_defaults=SIGNED_BY_TASK,
+    unavailable=_unavailable("Integrated Gradients"),
     signed_when=_signed,
     params=(Param("n_steps", int, 50, "steps of the path integral from the baseline to the image", 1, 10000),
             Param("baseline", str, "black", "the image the path starts from", choices=BASELINES),
@@ -399,6 +406,7 @@ register(MethodSpec(
 register(MethodSpec(
     name="saliency", label="Saliency", tasks=ALL_TASKS, output="single", cost="cheap",
     fn=_method_fn("saliency"),
+    unavailable=_unavailable("Saliency"),
     description="Gradient saliency (Simonyan et al. 2014): max over colour of |d output / d x| (captum); "
                 "one map for e+ and e- (the magnitude of the gradient of cos and 1 - cos is the same)",
 ))
@@ -406,6 +414,7 @@ register(MethodSpec(
 register(MethodSpec(
     name="smoothgrad", label="SmoothGrad", tasks=ALL_TASKS, output="single", cost="sampling",
     fn=_method_fn("smoothgrad"),
+    unavailable=_unavailable("SmoothGrad"),
     params=(Param("samples", int, 50, "noisy copies of the image averaged", 1, 100000),
             Param("noise", float, 0.15, "standard deviation of the Gaussian noise as a fraction of the image's "
                   "range x_max - x_min (the paper: 0.1 to 0.2)", 0.0, 10.0),
@@ -418,6 +427,7 @@ register(MethodSpec(
 register(MethodSpec(
     name="occlusion", label="Occlusion", tasks=ALL_TASKS, output="signed", cost="sampling",
     fn=_method_fn("occlusion"), task_outputs={"verification": "pair"}, per_task_defaults=SIGNED_BY_TASK,
+    unavailable=_unavailable("Occlusion"),
     signed_when=_signed, gradient_based=False,
     params=(Param("window", int, 16, "side of the occluding square in pixels", 1, 4096),
             Param("stride", int, 8, "step between window positions in pixels (a border the windows do not "
@@ -432,6 +442,7 @@ register(MethodSpec(
 register(MethodSpec(
     name="gbp", label="Guided Backprop", tasks=ALL_TASKS, output="pair", cost="cheap",
     fn=_method_fn("gbp"), task_outputs={"classification": "single", "cell": "single"},
+    unavailable=_unavailable("Guided Backprop"),
     description="Guided Backpropagation (Springenberg et al. 2015): the gradient with every ReLU passing back "
                 "only positive signals; max over colour of its magnitude (captum; nn.ReLU modules only)",
 ))

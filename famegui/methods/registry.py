@@ -161,6 +161,12 @@ class MethodSpec:
     task_outputs: dict = field(default_factory=dict)  # task -> output where it differs from ``output``
     uses_non_mate: bool = False  # verification: takes an optional non-mate image (triplet gain)
     signed_when: Callable[[dict], bool] | None = None  # a parameter that switches signed output on or off
+    unavailable: str = ""  # why it cannot run here, one line (a missing extra); "" when it can
+
+    def check_available(self) -> None:
+        """Raises ValueError with :attr:`unavailable` (e.g. which extra to install) if the method cannot run."""
+        if self.unavailable:
+            raise ValueError(self.unavailable)
 
     def output_for(self, task: str) -> str:
         """What the method gives for ``task``: e+/e- ("pair"), one "signed" map, or one "single" map."""
@@ -169,7 +175,7 @@ class MethodSpec:
     def signed(self, task: str, params: dict | None = None) -> bool:
         """Whether the map for ``task`` with ``params`` is signed (in [-1, 1], 0 = no evidence)."""
         if self.signed_when is not None:
-            return bool(self.signed_when(self.resolve(params, task)))
+            return bool(self.signed_when(self._resolve(params, task)))
         return self.output_for(task) == "signed"
 
     def defaults(self, task: str | None = None) -> dict:
@@ -179,7 +185,12 @@ class MethodSpec:
         return d
 
     def resolve(self, given: dict | None, task: str | None = None) -> dict:
-        """Defaults overridden by ``given`` (unknown names are an error), coerced and range-checked."""
+        """Defaults overridden by ``given`` (unknown names are an error), coerced and range-checked; the
+        parameters of a run, so a method that cannot run here (:attr:`unavailable`) says why."""
+        self.check_available()
+        return self._resolve(given, task)
+
+    def _resolve(self, given: dict | None, task: str | None) -> dict:
         out = self.defaults(task)
         by_name = {p.name: p for p in self.params}
         for k, v in (given or {}).items():
@@ -220,8 +231,9 @@ def _load_providers() -> None:
 
 
 def methods(task: str | None = None) -> list[MethodSpec]:
+    """The methods that can run here (a method whose extra is not installed is left out), cheapest first."""
     _load_providers()
-    out = list(REGISTRY.values())
+    out = [m for m in REGISTRY.values() if not m.unavailable]
     if task is not None:
         out = [m for m in out if task in m.tasks]
     order = {c: i for i, c in enumerate(COSTS)}
@@ -255,6 +267,7 @@ def run_method(name: str, model: ModelWrapper, x: torch.Tensor, target: Target, 
     and ignored by the others.
     """
     spec = get_method(name)
+    spec.check_available()
     task = target.task
     if task not in spec.tasks:
         raise ValueError(f"{spec.label} does not support {task} (it supports: {', '.join(sorted(spec.tasks))})")

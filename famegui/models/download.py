@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..version import VERSION
+from .extras import needs
 from .weights_index import WeightsEntry
 from .wrapper import ModelLoadError
 
@@ -280,8 +281,7 @@ def fetch_hub(entry: WeightsEntry, *, to: str | os.PathLike | None = None,
         from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
         from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     except ImportError:
-        raise DownloadError(f"{entry.name}: fetching from the Hugging Face Hub needs huggingface_hub: "
-                            "pip install huggingface_hub") from None
+        raise DownloadError(needs(f"{entry.name}: fetching from the Hugging Face Hub", "huggingface_hub")) from None
     endpoint = entry.endpoint or os.environ.get("HF_ENDPOINT") or None
     revision = entry.revision or "main"
     from .weights_index import hf_hub_cache

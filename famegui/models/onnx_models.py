@@ -49,6 +49,7 @@ import torch
 from torch import fx, nn
 
 from ..paths import file_sha256
+from .extras import needs
 from .iresnet import DEFAULT_FACE_THRESHOLD
 from .wrapper import LayerInfo, ModelLoadError, ModelWrapper
 
@@ -85,8 +86,7 @@ def _modules():
         from onnx2torch import convert
         from onnx2torch.node_converters import get_converter
     except ImportError:
-        raise ModelLoadError("ONNX models need the onnx and onnx2torch packages: "
-                             "pip install onnx onnx2torch") from None
+        raise ModelLoadError(needs("an ONNX model", "onnx", "onnx2torch")) from None
     return onnx, convert, get_converter
 
 

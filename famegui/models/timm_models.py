@@ -25,6 +25,7 @@ from torch import nn
 
 from ..paths import file_sha256
 from .discovery import TIMM_PREFIX, hf_cached_file, hf_hub_cache
+from .extras import needs
 from .weights import load_state_dict_strict, read_state_dict
 from .wrapper import ModelLoadError, ModelWrapper
 
@@ -34,7 +35,7 @@ def _timm():
         import timm
         import timm.data
     except ImportError:
-        raise ModelLoadError("timm models need the timm package: pip install timm") from None
+        raise ModelLoadError(needs("a timm model", "timm")) from None
     return timm
 
 
