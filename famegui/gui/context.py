@@ -16,6 +16,7 @@ get one :class:`AppContext` and use only its public methods:
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,9 @@ class AppContext(QObject):
         self.tabs = tabs
         self.display = display
         self.device = "cpu"  # the device models are loaded on (the Settings dock sets it)
+        # the model the window shows (its layers, classes, task), set when the window adopts it; the session's
+        # is already the next one while a load ends in the worker
+        self.model = None
         self.last_error = ""
         self.error_log: Path | None = None  # where the traceback of the error shown was written (a failed job)
         self._params = params
@@ -99,16 +103,32 @@ class AppContext(QObject):
 
     def submit(self, lane: Lane, fn: Callable[[Job], Any], label: str, done: Callable | None = None,
                progress: Callable | None = None, failed: Callable | None = None,
-               cancelled: Callable | None = None, clears_error: bool | None = None) -> Job:
+               cancelled: Callable | None = None, clears_error: bool | None = None, any_model: bool = False) -> Job:
         """Run ``fn(job)`` on ``lane``; ``done(result)``, ``progress(fraction, payload)``, ``failed(message)``
         and ``cancelled()`` are called in the GUI thread. ``clears_error`` (default: explanations, i.e. the
-        compute lane): its success dismisses an error shown before it was asked for."""
+        compute lane): its success dismisses an error shown before it was asked for. A request is made for the
+        model the window shows (a layer, a cell, a class of it): if another model has come in by the time the
+        job starts, the job is cancelled; ``any_model``: jobs that load a model or images, for whichever is in."""
+        if lane.scheduler.torch and not any_model:
+            fn = self._for_model(fn, self.model)
         job = lane.submit(fn, label)
         self._handlers[job.id] = (done, progress, failed, cancelled)
         self._last_job = max(self._last_job, job.id)
         if clears_error if clears_error is not None else lane is self.compute:
             self._clears.add(job.id)
         return job
+
+    def _for_model(self, fn: Callable[[Job], Any], model) -> Callable[[Job], Any]:
+        asked_for = weakref.ref(model) if model is not None else lambda: None  # a job kept by a tab keeps no model
+
+        def run(job: Job):
+            if self.session.model is not asked_for():
+                from ..core.fame import Cancelled
+
+                raise Cancelled("asked for another model")
+            return fn(job)
+
+        return run
 
     def cancel_jobs(self) -> None:
         """Cancel the explanations (the compute lane); loading and scores go on."""

@@ -22,7 +22,7 @@ class LayerTree(QTreeWidget):
         """The model's feature-map layers (``every_module``: all modules); ``select`` is picked if present."""
         self.blockSignals(True)
         self.clear()
-        model = self.ctx.session.model
+        model = self.ctx.model
         if model is None:
             self.blockSignals(False)
             return
@@ -62,13 +62,13 @@ class LayerTree(QTreeWidget):
             return
         name = items[0].data(0, Qt.UserRole)
         self.layer_chosen.emit(name)
-        info = self.ctx.session.model.layer_info(name) if self.ctx.session.model else None
+        info = self.ctx.model.layer_info(name) if self.ctx.model else None
         if info is not None and info.is_spatial:
             self.fill_receptive_field(items[0], name)
 
     def fill_receptive_field(self, item: QTreeWidgetItem, layer: str) -> None:
         """The RF column of ``item``: the theoretical receptive field of the layer's centre cell."""
-        model = self.ctx.session.model
+        model = self.ctx.model
         if item.text(3):
             return
         _, fh, fw = model.layer_info(layer).shape
@@ -78,7 +78,7 @@ class LayerTree(QTreeWidget):
             return self.ctx.session.cell_geometry(layer, centre, io=True)[1]
 
         def done(rf):
-            if self.ctx.session.model is not model:
+            if self.ctx.model is not model:
                 return  # the tree shows another model by now
             for it in self.findItems(layer, Qt.MatchExactly | Qt.MatchRecursive, 0):
                 it.setText(3, f"{int(rf.width)}x{int(rf.height)}")

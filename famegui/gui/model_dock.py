@@ -204,7 +204,8 @@ class ModelDock(QDockWidget):
             if current is not None and self.model_combo.findText(current) >= 0:
                 self.model_combo.setCurrentText(current)
 
-        self.ctx.submit(self.ctx.io, work, f"loading {spec}", done=self.adopt_model, failed=failed, clears_error=True)
+        self.ctx.submit(self.ctx.io, work, f"loading {spec}", done=self.adopt_model, failed=failed, clears_error=True,
+                        any_model=True)
 
     def use_model(self, model) -> None:
         """Use a model already in memory (``famegui.open(module)``): moved to the chosen device and prepared
@@ -218,18 +219,20 @@ class ModelDock(QDockWidget):
             self.session.set_model(model)
             return model
 
-        self.ctx.submit(self.ctx.io, work, f"using {model.name}", done=self.adopt_model, clears_error=True)
+        self.ctx.submit(self.ctx.io, work, f"using {model.name}", done=self.adopt_model, clears_error=True,
+                        any_model=True)
 
     def reload(self) -> None:
         """The current model again (e.g. on another device); a model from memory is moved, not loaded."""
-        model = self.session.model
+        model = self.ctx.model
         if model is not None and model.extras.get("in_memory"):
             self.use_model(model)
             return
         self.load_model(self.session.model_spec or DEFAULT_MODEL, self.session.weights)
 
     def adopt_model(self, model) -> None:
-        """Show ``model`` (now the session's) in the dock and announce it."""
+        """Show ``model`` (now the session's) in the dock and announce it: the window's model from now on."""
+        self.ctx.model = model
         name = self.session.model_spec or model.name
         i = self.model_combo.findText(name)
         if i < 0:
@@ -281,7 +284,7 @@ class ModelDock(QDockWidget):
 
         name = path if isinstance(path, str) else path.path  # a LoadedImage is named by where it came from
         self.ctx.submit(self.ctx.io, work, f"loading {Path(name).name}", done=lambda s: self._on_image_loaded(s, name),
-                        clears_error=True)
+                        clears_error=True, any_model=True)
 
     def _put_back(self, slot: str, image, face_index: int) -> None:
         """The image ``slot`` held before a failed load (in the worker: preparing it may run the network)."""
@@ -319,7 +322,7 @@ class ModelDock(QDockWidget):
                 self.session.prepare(slot)
             return None
 
-        self.ctx.submit(self.ctx.io, work, "re-aligning", done=lambda _r: self.inputs_changed.emit())
+        self.ctx.submit(self.ctx.io, work, "re-aligning", done=lambda _r: self.inputs_changed.emit(), any_model=True)
 
     def draw_chip_preview(self) -> None:
         """The probe photo with the region the model sees (the aligned or cropped input)."""

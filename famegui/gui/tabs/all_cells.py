@@ -89,7 +89,7 @@ class AllCellsTab(Tab):
             self.ctx.show_error("load an image and pick a layer first")
             return
         params = self.ctx.current_params()
-        _, fh, fw = self.session.model.layer_info(layer).shape
+        _, fh, fw = self.ctx.model.layer_info(layer).shape
         if fh * fw > MAX_CELLS:
             self.ctx.show_error(f"{layer} has {fh * fw} cells; pick a deeper layer for the all-cells sheet")
             return
@@ -134,7 +134,7 @@ class AllCellsTab(Tab):
         tiles = [d.draw(rgb, r.map, r.signed) if r is not None else gray for r in self.results]
         if not marked:
             return tiles
-        model = self.session.model
+        model = self.ctx.model
         _, fh, fw = model.layer_info(self.layer).shape
         cells = [(i // self.columns, i % self.columns) for i in range(len(tiles))]
         return [mark_tile(t, footprint(model.input_size, (fh, fw), c).as_tuple(), c) for t, c in zip(tiles, cells)]

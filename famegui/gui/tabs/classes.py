@@ -57,7 +57,7 @@ class ClassesTab(Tab):
         self.class_index = None
 
     def on_inputs_changed(self) -> None:
-        model = self.session.model
+        model = self.ctx.model
         if model is not None and model.task == "classification" and "probe" in self.session.inputs:
             self.request_classes()
 
@@ -126,7 +126,7 @@ class ClassesTab(Tab):
 
     def show_result(self, res: MapResult) -> None:
         self.result = res
-        names = self.session.model.class_names or []
+        names = self.ctx.model.class_names or []
         k = res.target.class_index
         title = f"{get_method(res.method).label}: {names[k] if k is not None and k < len(names) else k}"
         if len(self.kinds.buttons) > 1 and self.kinds.offers(res.target.kind):  # which kind, when there is a choice
@@ -153,7 +153,7 @@ class ClassesTab(Tab):
         """Identification over a gallery (one sub-folder per identity), built in the background."""
         from ...models.identification import build_identification_model
 
-        base = self.session.model
+        base = self.ctx.model
 
         def work(_job):
             model = build_identification_model(base, folder)
@@ -168,4 +168,4 @@ class ClassesTab(Tab):
                                  if skipped else ""))
             self.ctx.show_tab(self)
 
-        self.ctx.submit(self.ctx.io, work, "building the identification gallery", done=done)
+        self.ctx.submit(self.ctx.io, work, "building the identification gallery", done=done, any_model=True)

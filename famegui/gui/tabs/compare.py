@@ -220,7 +220,7 @@ class CompareTab(Tab):
         work in the GUI thread).
         """
         s = self.session
-        if s.model is None or "probe" not in s.inputs:
+        if self.ctx.model is None or "probe" not in s.inputs:
             self.ctx.show_error("load a model and an image first")
             return None
         names = self.checked()
@@ -407,7 +407,7 @@ class CompareTab(Tab):
         """The sheet as one PNG, plus each map as .npy with its sidecar (PNG overlay + JSON)."""
         from ...export import json_bytes, png_bytes, write_png, write_set
 
-        model = self.session.model
+        model = self.ctx.model
         if self.mode == "faithfulness":
             from ...core.plots import curves_figure
 

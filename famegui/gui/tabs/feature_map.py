@@ -85,7 +85,7 @@ class FeatureMapTab(Tab):
     # ------------------------------------------------------------------ layer and feature map
     def select_layer(self, name: str) -> bool:
         """Show the feature map of layer ``name``; False (and a note) if it is not a feature map."""
-        info = self.session.model.layer_info(name) if self.session.model else None
+        info = self.ctx.model.layer_info(name) if self.ctx.model else None
         if info is None or not info.is_spatial:
             self.cell_info.setText(f"{name} has output {info.shape if info else '?'}: not a feature map")
             return False
@@ -139,7 +139,7 @@ class FeatureMapTab(Tab):
         if self.layer is None or self.fmap_canvas.image_shape() is None:
             return None
         h, w = self.fmap_canvas.image_shape()
-        _, fh, fw = self.session.model.layer_info(self.layer).shape
+        _, fh, fw = self.ctx.model.layer_info(self.layer).shape
         r, c = int(y * fh / h), int(x * fw / w)
         if 0 <= r < fh and 0 <= c < fw:
             return r, c
@@ -147,7 +147,7 @@ class FeatureMapTab(Tab):
 
     def _cell_rect(self, cell) -> tuple[float, float, float, float]:
         h, w = self.fmap_canvas.image_shape()
-        _, fh, fw = self.session.model.layer_info(self.layer).shape
+        _, fh, fw = self.ctx.model.layer_info(self.layer).shape
         r, c = cell
         return (c * w / fw, r * h / fh, (c + 1) * w / fw, (r + 1) * h / fh)
 
@@ -180,7 +180,7 @@ class FeatureMapTab(Tab):
         target = Target("cell", layer=layer, cell=self.cell)
         params = self.ctx.current_params()
         hit = self.session.cached("fame", target, params)
-        if hit is not None and cached_receptive_field(self.session.model, layer, self.cell) is not None:
+        if hit is not None and cached_receptive_field(self.ctx.model, layer, self.cell) is not None:
             self.ctx.cancel_jobs()
             self.show_result(hit)
             return
@@ -224,7 +224,7 @@ class FeatureMapTab(Tab):
     # ------------------------------------------------------------------ locality over layers
     def show_locality(self) -> None:
         """Measure the locality curve of the probe image in the background and show it in a window of its own."""
-        model, inp = self.session.model, self.session.inputs.get("probe")
+        model, inp = self.ctx.model, self.session.inputs.get("probe")
         if model is None or inp is None or not model.spatial_layers():
             self.ctx.show_status("locality needs a model with feature maps and a probe image")
             return

@@ -146,7 +146,7 @@ class PairTab(Tab):
 
     def request(self) -> None:
         """The pair's scores and the chosen FAME map (from the cache, else a background job)."""
-        model = self.session.model
+        model = self.ctx.model
         if model is None or model.task != "embedding":
             return
         slot, other = self.slots()
