@@ -215,9 +215,9 @@ class MainWindow(QMainWindow):
     def _on_model_loaded(self, model) -> None:
         self.status.show_device(model.device)
         self.setWindowTitle(f"famegui - {model.name}")
-        self.settings_dock.on_model_loaded(model)
-        for tab in self.tab_list:
+        for tab in self.tab_list:  # the tabs forget the old model's maps first: the settings change redraws them
             tab.on_model_loaded(model)
+        self.settings_dock.on_model_loaded(model)
         self.layer_tree.fill(None, self.model_dock.show_all_layers.isChecked())
         self.model_ready.emit()
         for message in self.session.input_errors.values():
