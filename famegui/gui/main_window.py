@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
         ctx.error_cleared.connect(self.error_banner.hide)
         self.display.changed.connect(self.redraw)
         self.param_form.changed.connect(self._on_settings_changed)
+        self.param_form.invalid.connect(self.ctx.show_error)
         self.tabs.currentChanged.connect(self._on_tab_changed)
         self.compare_tab.tile_clicked.connect(self.show_in_main_view)
         dock.model_loaded.connect(self._on_model_loaded)

@@ -23,14 +23,19 @@ def gui_default(p: Param):
 
 
 class ParamForm(QWidget):
-    """A form with one control per :class:`Param`; ``values()`` gives the dict a method takes."""
+    """A form with one control per :class:`Param`; ``values()`` gives the dict a method takes.
+
+    A text field takes only what its parameter accepts: other text is put back to the last accepted value when
+    the editing ends, and ``invalid(message)`` says why; half-typed text is never read."""
 
     changed = Signal()
+    invalid = Signal(str)
 
     def __init__(self, params: tuple[Param, ...], hidden: tuple[str, ...] = (), parent: QWidget | None = None):
         super().__init__(parent)
         self.params = {p.name: p for p in params if p.name not in hidden}
         self.widgets: dict[str, QWidget] = {}
+        self._accepted: dict[str, str] = {}  # the last valid text of each text field
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
         for p in self.params.values():
@@ -54,7 +59,8 @@ class ParamForm(QWidget):
         elif p.default is None or p.type is str:
             w = QLineEdit("" if default is None else str(default))
             w.setPlaceholderText(("off" if p.name.startswith("converge") else "auto") if p.default is None else "")
-            w.editingFinished.connect(self.changed)
+            self._accepted[p.name] = w.text()
+            w.editingFinished.connect(lambda p=p, w=w: self._edited(p, w))
         elif p.type is int:
             w = QSpinBox()
             w.setRange(int(p.min if p.min is not None else -10**9), int(p.max if p.max is not None else 10**9))
@@ -71,8 +77,20 @@ class ParamForm(QWidget):
             w.valueChanged.connect(self.changed)
         return w
 
+    def _edited(self, p: Param, w: QLineEdit) -> None:
+        text = w.text().strip()
+        try:
+            p.coerce(text or None)
+        except ValueError as e:
+            w.setText(self._accepted[p.name])
+            self.invalid.emit(str(e))
+            return
+        self._accepted[p.name] = w.text()
+        self.changed.emit()
+
     def values(self) -> dict:
-        """Current values; text fields left empty mean the method's default ("auto")."""
+        """Current values; text fields left empty mean the method's default ("auto"). A text field gives its last
+        accepted text: what is typed counts once its editing ends (as ``changed`` says)."""
         out = {}
         for name, w in self.widgets.items():
             p = self.params[name]
@@ -81,7 +99,7 @@ class ParamForm(QWidget):
             elif isinstance(w, QCheckBox):
                 out[name] = w.isChecked()
             elif isinstance(w, QLineEdit):
-                text = w.text().strip()
+                text = self._accepted[name].strip()
                 out[name] = None if text == "" else p.coerce(text)
             else:
                 out[name] = w.value()
@@ -95,6 +113,7 @@ class ParamForm(QWidget):
             w.setChecked(bool(value))
         elif isinstance(w, QLineEdit):
             w.setText("" if value is None else str(value))
+            self._accepted[name] = w.text()
             self.changed.emit()
         else:
             w.setValue(value)

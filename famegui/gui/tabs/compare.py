@@ -187,7 +187,9 @@ class CompareTab(Tab):
             item.setCheckState(Qt.Checked if spec.cost == "cheap" or spec.name == "fame" else Qt.Unchecked)
             item.setToolTip(spec.description)
             self.method_list.addItem(item)
-            self.forms.addWidget(ParamForm(spec.params, hidden=("progress_every",)))
+            form = ParamForm(spec.params, hidden=("progress_every",))
+            form.invalid.connect(self.ctx.show_error)
+            self.forms.addWidget(form)
         self.method_list.setCurrentRow(0)
 
     def _show_form(self, row: int) -> None:
