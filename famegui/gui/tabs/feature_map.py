@@ -90,6 +90,7 @@ class FeatureMapTab(Tab):
             self.cell_info.setText(f"{name} has output {info.shape if info else '?'}: not a feature map")
             return False
         self.layer = name
+        self.fmap = None  # the old layer's values, of other cells: a hover waits for the new layer's
         self.cell = None
         self.result = None
         self.geometry = None
