@@ -55,6 +55,10 @@ class ClassesTab(Tab):
         self.result = None
         self.rows = []
         self.class_index = None
+        self.class_list.clear()  # the old model's classes: a click would explain them on this one
+        self.canvas.set_image(None)
+        self.canvas.set_colorbar(None)
+        self.canvas.set_title("class explanation")
 
     def on_inputs_changed(self) -> None:
         model = self.ctx.model
