@@ -12,7 +12,7 @@ import torch
 from conftest import GUI_READY_MS, face
 
 from famegui.cli import main
-from famegui.evaluation import rundir
+from famegui.evaluation import rundir, runfiles
 from famegui.evaluation.experiment import evaluate
 from famegui.evaluation.metrics import Sample
 from famegui.evaluation.protocol import read_protocol
@@ -186,7 +186,7 @@ def test_a_new_kind_gets_a_protocol_run_target(margin_kind, tmp_path):
                                                                ("random", "class"), ("random", "margin")]
     margin = [r for r in rows if r["target"] == "margin"]
     assert all(r["error"] is None and r["score"] == "logit margin" for r in margin)
-    assert rundir.read_map(out, "maps/0/gradcam_margin.npy") is not None
+    assert runfiles.read_map(out, "maps/0/gradcam_margin.npy") is not None
     assert json.loads((out / "run.json").read_text())["targets"] == ["class", "margin"]
 
 

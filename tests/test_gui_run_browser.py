@@ -16,7 +16,7 @@ from PySide6.QtGui import QImage
 pytest.importorskip("pytestqt")
 
 from famegui.core.render import overlay, to_uint8  # noqa: E402
-from famegui.evaluation import rundir  # noqa: E402
+from famegui.evaluation import rundir, runfiles  # noqa: E402
 from famegui.gui.run_browser import RunBrowser, compare_runs_dialog, open_run, open_run_dialog  # noqa: E402
 from famegui.gui.run_model import method_label  # noqa: E402
 
@@ -128,14 +128,14 @@ def test_a_row_shows_every_methods_stored_maps_on_the_model_input(qtbot, browser
     assert len(photos) == 2 and all(np.array_equal(t.rgb, to_uint8(c)) for t, c in zip(photos, chips))
     d = browser.display
     for tile, label in zip(maps, browser.map_labels):
-        m = rundir.read_map(pair_run, f"maps/2/{tile.method}_{tile.target}.npy")
+        m = runfiles.read_map(pair_run, f"maps/2/{tile.method}_{tile.target}.npy")
         expected = overlay(chips[0], m / np.abs(m).max(), d.opacity, d.colormap)  # both methods are unsigned
         assert np.array_equal(tile.rgb, expected)
         assert np.array_equal(pixels(label), expected)  # what is on screen
     assert len({t.rgb.tobytes() for t in maps}) == 4  # four different maps, not one drawn four times
     with qtbot.waitSignal(browser.row_shown, timeout=LONG):
         d.opacity = 0.9  # the window's display settings: the maps are drawn again, not recomputed
-    m = rundir.read_map(pair_run, "maps/2/gradcam_e+.npy")
+    m = runfiles.read_map(pair_run, "maps/2/gradcam_e+.npy")
     tile = next(t for t in browser.tiles if (t.method, t.target) == ("gradcam", "e+"))
     assert np.array_equal(tile.rgb, overlay(chips[0], m / np.abs(m).max(), 0.9, d.colormap))
 
@@ -177,7 +177,7 @@ def test_two_runs_show_both_maps_of_an_item_with_their_agreement(qtbot, tmp_path
 
     other = tmp_path / "b"
     shutil.copytree(pair_run, other)
-    flipped = rundir.read_map(pair_run, "maps/2/gradcam_e+.npy")[::-1].copy()
+    flipped = runfiles.read_map(pair_run, "maps/2/gradcam_e+.npy")[::-1].copy()
     (other / "maps" / "2").mkdir()
     np.save(other / "maps" / "2" / "gradcam_e+.npy", flipped)  # a loose map comes before the store's copy
     monkeypatch.setenv("FAMEGUI_LOG_DIR", str(tmp_path / "logs"))
@@ -192,7 +192,7 @@ def test_two_runs_show_both_maps_of_an_item_with_their_agreement(qtbot, tmp_path
     assert sorted((t.run, t.method, t.target) for t in maps) == sorted(
         (r, m, t) for r in "AB" for m in METHODS for t in ("e+", "e-"))
     assert len(b.map_labels) == 8
-    a_map = rundir.read_map(pair_run, "maps/2/gradcam_e+.npy")
+    a_map = runfiles.read_map(pair_run, "maps/2/gradcam_e+.npy")
     rho, top = map_agreement(a_map, flipped)
     tile = next(t for t in maps if (t.run, t.method, t.target) == ("B", "gradcam", "e+"))
     assert f"Spearman {rho:.2f}, top-10% {top:.2f}" in tile.caption and rho < 0.99
@@ -269,7 +269,7 @@ def test_an_image_run_opens_in_the_classes_view(qtbot, tmp_path, monkeypatch, re
     assert b.model.rowCount() == 1 and b.open_button.text() == "Open in Classes view"
     [tile] = [t for t in b.tiles if t.method is not None]
     crop = prepare_for_model(resnet18_random, photo).tensor[0].permute(1, 2, 0).numpy()
-    m = rundir.read_map(out, "maps/0/gradcam_class.npy")
+    m = runfiles.read_map(out, "maps/0/gradcam_class.npy")
     assert np.array_equal(tile.rgb, overlay(crop, m / np.abs(m).max(), b.display.opacity, b.display.colormap))
     b.open_current()
     qtbot.waitUntil(lambda: w.session.model is not None and "probe" in w.session.inputs, timeout=LONG)

@@ -14,7 +14,7 @@ import pytest
 
 from famegui.cli import main
 from famegui.evaluation import report_tables as rt
-from famegui.evaluation import rundir
+from famegui.evaluation import rundir, runfiles
 
 ITEMS = 4
 METHOD = "gradcam"
@@ -125,8 +125,8 @@ def test_a_pickled_map_is_never_loaded(tmp_path, capsys, compacted):
     marker = tmp_path / "code-ran"
     rel = rundir.map_path(1, METHOD, "e+")
     put_pickle(a, rel, marker)
-    got = rundir.map_or_reason(a, rel)
-    assert isinstance(got, str) and "Python objects" in got and rundir.read_map(a, rel) is None
+    got = runfiles.map_or_reason(a, rel)
+    assert isinstance(got, str) and "Python objects" in got and runfiles.read_map(a, rel) is None
     code, out, err = report(capsys, a, b)  # two runs side by side read every map
     assert code == 0 and not marker.exists()
     assert len(err) == 1 and rel in err[0] and "Python objects" in err[0]
@@ -140,7 +140,7 @@ def test_a_block_of_garbage_is_one_line(tmp_path, capsys):
     code, out, err = report(capsys, run)
     assert code == 0 and table_items(out) == ITEMS
     assert len(err) == 1 and "block-999999.npz" in err[0]
-    assert isinstance(rundir.read_map(run, rundir.map_path(0, METHOD, "e+")), np.ndarray)  # the real block still
+    assert isinstance(runfiles.read_map(run, rundir.map_path(0, METHOD, "e+")), np.ndarray)  # the real block still
 
 
 @pytest.mark.parametrize("kind", ["map", "part", "run.json", "block"])
@@ -151,7 +151,7 @@ def test_a_symlink_out_of_the_folder_is_not_followed(tmp_path, capsys, kind):
         rel = rundir.map_path(2, METHOD, "e+")
         (run / rel).unlink()
         (run / rel).symlink_to(outside / rel)  # a valid map, but not the run's
-        got = rundir.map_or_reason(run, rel)
+        got = runfiles.map_or_reason(run, rel)
         assert isinstance(got, str) and "outside the run folder" in got
         code, out, err = report(capsys, run, make_run(tmp_path / "b", False, seed=3))
         assert code == 0 and len(err) == 1 and rel in err[0]

@@ -13,7 +13,7 @@ import pytest
 from conftest import drop_item, face
 
 from famegui.evaluation import curves as C
-from famegui.evaluation import rundir
+from famegui.evaluation import rundir, runfiles
 
 
 def _rows(index: int, with_map: bool = True) -> list[dict]:
@@ -49,17 +49,17 @@ def test_the_writer_compacts_as_it_goes_and_into_one_part_and_one_block(tmp_path
         if i == 5:  # readable while the run goes on: two items loose, four in a block
             assert rundir.finished_keys(out) == {f"item-{k}" for k in range(6)}
             assert len(list((out / "maps").glob("block-*.npz"))) == 1
-            np.testing.assert_array_equal(rundir.read_map(out, "maps/1/gradcam_e+.npy"), _map(1))  # in the block
-            np.testing.assert_array_equal(rundir.read_map(out, "maps/5/gradcam_e+.npy"), _map(5))  # loose
+            np.testing.assert_array_equal(runfiles.read_map(out, "maps/1/gradcam_e+.npy"), _map(1))  # in the block
+            np.testing.assert_array_equal(runfiles.read_map(out, "maps/5/gradcam_e+.npy"), _map(5))  # loose
     w.close()
     assert _files(out) == ["maps/block-000003.npz", "results/part-m000003.parquet", "run.json"]
     table = rundir.read_results(out).to_pylist()
     assert [(r["item_index"], r["method"]) for r in table] == [(i, m) for i in range(10) for m in ("gradcam", "random")]
     for i in range(10):
-        np.testing.assert_array_equal(rundir.read_map(out, rundir.map_path(i, "gradcam", "e+")), _map(i))
-    assert rundir.read_map(out, "maps/10/gradcam_e+.npy") is None
+        np.testing.assert_array_equal(runfiles.read_map(out, rundir.map_path(i, "gradcam", "e+")), _map(i))
+    assert runfiles.read_map(out, "maps/10/gradcam_e+.npy") is None
     for bad in ("../run.json", "maps/../../x.npy", "/etc/passwd", None, 3, "maps/1/gradcam_e+.txt"):
-        assert rundir.read_map(out, bad) is None
+        assert runfiles.read_map(out, bad) is None
 
 
 def test_a_crash_during_compaction_counts_each_row_and_map_once(tmp_path):
@@ -194,7 +194,7 @@ def test_a_thousand_pair_run_is_a_handful_of_files(tmp_path):
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) < 50, [p.relative_to(out).as_posix() for p in files]
     assert len(pq.read_table(rundir.part_files(out)[0])) == 1000 * 2
-    assert rundir.read_map(out, rundir.map_path(999, "gradcam", "e+")).shape == (150, 150)
+    assert runfiles.read_map(out, rundir.map_path(999, "gradcam", "e+")).shape == (150, 150)
 
 
 def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, capsys):

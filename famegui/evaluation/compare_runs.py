@@ -192,9 +192,9 @@ def map_paths(run: Run) -> dict[tuple[int, str, str], str]:
 
 def read_map(run: Run, rel) -> np.ndarray | None:
     """A map of ``run`` by its recorded relative path (a loose file or a member of the run's map store,
-    :func:`.rundir.map_or_reason`); None when absent, and when it is not read (outside the run folder, a
+    :func:`.runfiles.map_or_reason`); None when absent, and when it is not read (outside the run folder, a
     pickle, not a map), with one line in ``run.problems`` saying why."""
-    from .rundir import map_or_reason
+    from .runfiles import map_or_reason
 
     got = map_or_reason(run.path, rel)
     if isinstance(got, str) and got not in run.problems:

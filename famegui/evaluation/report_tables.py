@@ -84,36 +84,6 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-def _read_parts(path: Path, problems: list[str]) -> list[dict]:
-    """The rows of every readable part; one line in ``problems`` per part that is not."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ValueError("reading a run directory needs pyarrow (pip install pyarrow)") from None
-
-    from .rundir import part_files
-
-    parts = part_files(path, problems)
-    if not parts and not problems:
-        raise ValueError(f"no results in {path}: results/part-*.parquet is missing")
-    rows: list[dict] = []
-    for p in parts:
-        try:
-            table = pq.read_table(p)  # no schema: runs of older formats lack some columns
-        except Exception as e:  # noqa: BLE001 - pyarrow's own errors for truncated or foreign files
-            problems.append(f"{p} is not a readable parquet file: {(str(e).splitlines() or [type(e).__name__])[0]}")
-            continue
-        missing = {"item", "method", "target", "metric", "auc"} - set(table.column_names)
-        if missing:
-            problems.append(f"{p} lacks the column(s) {', '.join(sorted(missing))}; not read")
-            continue
-        rows.extend(table.select([c for c in COLUMNS if c in table.column_names]).to_pylist())
-    if not rows and problems:
-        raise ValueError(f"no readable results in {path}: {problems[0]}"
-                         + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    return rows
-
-
 def load_run(path: str | Path) -> Run:
     """The run directory ``path``; a ValueError with one line if it is missing or has no readable results.
 
@@ -121,7 +91,7 @@ def load_run(path: str | Path) -> Run:
     parse (the table is made without its title and provenance), a part of garbage, a map block that is not a
     zip, a file that is a symlink out of the folder. Each such file is left out with one line in
     :attr:`Run.problems`; nothing in the folder is ever unpickled."""
-    from .rundir import block_problems
+    from .runfiles import block_problems, read_parts
 
     p = Path(path)
     problems: list[str] = []
@@ -132,7 +102,7 @@ def load_run(path: str | Path) -> Run:
             raise  # not a run folder at all
         problems.append(f"{e}: the table is shown without the run's description")
         meta = {}
-    rows = _read_parts(p, problems)
+    rows = read_parts(p, problems, COLUMNS)
     problems += block_problems(p)
     return Run(p, meta, rows, problems)
 

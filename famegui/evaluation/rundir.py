@@ -1,6 +1,6 @@
 """The run directory: ``run.json``, ``items.parquet``, ``results/*.parquet`` and one map store ``maps/``.
 
-Layout (``famegui report``, the run browser and :func:`read_map` read it)::
+Layout (``famegui report``, the run browser and :func:`.runfiles.read_map` read it)::
 
     RUN_DIR/run.json                      the configuration and each session's provenance
     RUN_DIR/.famegui-run.lock             held by the one run writing here (:func:`writer_lock`)
@@ -26,7 +26,7 @@ Why ``.npz`` blocks rather than zarr: a block is one file, so temp file + ``os.r
 whole, which zarr (many chunk files, no atomic commit) cannot; every numpy reads it without another
 dependency; its members are read one at a time (a zip's central directory), so a reader opens one map
 of a large run without reading the rest, also while the run goes on. The ``map`` column keeps each
-map's logical path (``maps/7/fame_e+.npy``) in either layout: :func:`read_map` looks for the loose
+map's logical path (``maps/7/fame_e+.npy``) in either layout: :func:`.runfiles.read_map` looks for the loose
 file first, then in the blocks, so runs written before the store existed read as they did.
 
 Only the parent process writes here; workers return rows and maps.
@@ -352,70 +352,6 @@ def _block_index(out: Path) -> dict[str, Path]:
             continue
     _INDEX[str(out)] = (state, index)
     return index
-
-
-def block_problems(out_dir: str | os.PathLike) -> list[str]:
-    """One line per map block that cannot be read (not a zip file, or a symlink out of the folder)."""
-    import zipfile
-
-    out = Path(out_dir)
-    lines = []
-    for p in _blocks(out):
-        if outside(out, p):
-            lines.append(f"{p} points outside the run folder (to {p.resolve()}); not read")
-            continue
-        try:
-            with zipfile.ZipFile(p):
-                pass
-        except (OSError, zipfile.BadZipFile) as e:
-            lines.append(f"{p} is not a readable map block: {_one_line(e)}")
-    return lines
-
-
-def _checked(rel: str, a) -> np.ndarray | str:
-    if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind not in "fiu":
-        return f"{rel} is not a 2-D map (shape {getattr(a, 'shape', '?')}, dtype {getattr(a, 'dtype', '?')})"
-    return a
-
-
-def map_or_reason(out_dir: str | os.PathLike, rel) -> np.ndarray | str | None:
-    """The map recorded as ``rel`` (the results' ``map`` column, e.g. ``maps/7/fame_e+.npy``): the loose
-    file if there is one, else its member of a block; None when there is none; a one-line reason when the
-    file is there but is not read: outside the run folder (a symlink or ``..``), Python objects (a pickle,
-    never loaded), not a 2-D numeric array, truncated."""
-    import zipfile
-
-    if not isinstance(rel, str) or not rel.startswith("maps/") or not rel.endswith(".npy"):
-        return None if rel is None else f"{rel!r} is not a map path of a run folder"
-    root = Path(out_dir).resolve()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root / "maps"):
-        return f"{rel} points outside the run folder (to {path}); not read"
-    try:
-        if path.is_file():
-            return _checked(rel, np.load(path, allow_pickle=False))
-        for _attempt in range(2):  # a block compacted away while we looked: index again
-            block = _block_index(root).get(rel)
-            if block is None:
-                return None
-            try:
-                with zipfile.ZipFile(block) as z, z.open(rel) as f:
-                    return _checked(rel, np.lib.format.read_array(f, allow_pickle=False))
-            except FileNotFoundError:
-                _INDEX.pop(str(root), None)
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            return f"{rel} holds Python objects (a pickle); famegui never loads those"
-        return f"{rel} is not a readable map: {_one_line(e)}"
-    except (OSError, KeyError, EOFError, zipfile.BadZipFile) as e:
-        return f"{rel} is not a readable map: {_one_line(e)}"
-    return None
-
-
-def read_map(out_dir: str | os.PathLike, rel) -> np.ndarray | None:
-    """The map recorded as ``rel`` (:func:`map_or_reason`); None when absent, broken or outside the folder."""
-    got = map_or_reason(out_dir, rel)
-    return got if isinstance(got, np.ndarray) else None
 
 
 def _write_block(out: Path, members: list[tuple[str, Path, bool]]) -> Path | None:

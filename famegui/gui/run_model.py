@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
 
-from ..evaluation import rundir
+from ..evaluation import rundir, runfiles
 from ..evaluation.report_tables import RANDOM, load_run
 
 SORT_ROLE = Qt.UserRole + 1
@@ -109,7 +109,7 @@ class RunTable:
         but not read (a pickle, a symlink out of the folder, not a map)."""
         if method == RANDOM:
             return None  # the baseline's ranking is drawn anew from its seed; the run keeps no map of it
-        return rundir.map_or_reason(self.path, rundir.map_path(row.index, method, target or row.target))
+        return runfiles.map_or_reason(self.path, rundir.map_path(row.index, method, target or row.target))
 
     def signed(self, method: str) -> bool:
         """Whether ``method``'s maps are signed, as the method declares for the run's parameters."""
