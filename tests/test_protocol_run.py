@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import drop_item, face
 
-from famegui.evaluation import rundir
+from famegui.evaluation import rundir, runfiles
 from famegui.evaluation.protocol import (
     PairItem,
     TripletItem,
@@ -94,7 +94,7 @@ def assert_same_maps(a, b, tol=1e-6):
     maps = sorted({r["map"] for r in _rows(a) if r["map"]})
     assert maps
     for rel in maps:
-        np.testing.assert_allclose(rundir.read_map(a, rel), rundir.read_map(b, rel), atol=tol, err_msg=rel)
+        np.testing.assert_allclose(runfiles.read_map(a, rel), runfiles.read_map(b, rel), atol=tol, err_msg=rel)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_demo_run_writes_the_run_directory(base_run):
             assert r["map"] is None
         else:
             assert r["map"] == f"maps/{r['item_index']}/{r['method']}_{r['target']}.npy"
-            m = rundir.read_map(out, r["map"])
+            m = runfiles.read_map(out, r["map"])
             assert m.dtype == np.float32 and m.shape == (150, 150)
 
 
@@ -254,7 +254,7 @@ def test_fame_maps_in_batches_equal_one_by_one(base_run, tmp_path):
     fame = sorted({r["map"] for r in _rows(base_run[0]) if r["method"] == "fame"})
     assert len(fame) == 2 * LIMIT
     for rel in fame:  # FAME's normalised steps carry last-bit differences into the map (as other thread counts do)
-        a, b = rundir.read_map(base_run[0], rel).ravel(), rundir.read_map(out, rel).ravel()
+        a, b = runfiles.read_map(base_run[0], rel).ravel(), runfiles.read_map(out, rel).ravel()
         assert np.corrcoef(a, b)[0, 1] >= 0.999 and np.abs(a - b).max() <= 1e-2
     ra, rb = _rows(base_run[0]), _rows(out)
     assert [(r["item"], r["method"], r["target"], r["metric"]) for r in ra] == \
@@ -289,7 +289,7 @@ def test_image_protocol_on_a_classifier(tmp_path):
     rows = _rows(out)
     assert len(rows) == 2 * 2 * 2 and {r["target"] for r in rows} == {"class"}
     assert all((r["error"] is None) == (r["item_index"] == 0) for r in rows)
-    assert rundir.read_map(out, "maps/0/gradcam_class.npy").shape == (224, 224)
+    assert runfiles.read_map(out, "maps/0/gradcam_class.npy").shape == (224, 224)
 
 
 def test_triplet_protocol_plays_the_hiding_game(tmp_path):
@@ -342,5 +342,5 @@ def test_decision_target_reuses_the_map_of_the_pairs_own_decision(tmp_path):
     rows = [r for r in _rows(out) if r["method"] == "gradcam"]
     for index, label in {(r["item_index"], r["label"]) for r in rows}:
         own = "e+" if label == "genuine" else "e-"
-        a = rundir.read_map(out, f"maps/{index}/gradcam_decision.npy")
-        np.testing.assert_array_equal(a, rundir.read_map(out, f"maps/{index}/gradcam_{own}.npy"))
+        a = runfiles.read_map(out, f"maps/{index}/gradcam_decision.npy")
+        np.testing.assert_array_equal(a, runfiles.read_map(out, f"maps/{index}/gradcam_{own}.npy"))
