@@ -126,9 +126,12 @@ def test_unreadable_image_shows_error_and_app_keeps_working(qtbot, win, tmp_path
         win.load_image("probe", str(bad))
     assert "broken.jpg" in sig.args[0]
     assert win.error_banner.isVisible()
-    # still usable: load a real photo and compute a cell
-    win.load_image("probe", face("london_005", "neutral.jpg"))
-    qtbot.waitUntil(lambda: "probe" in win.session.inputs, timeout=LONG)
+    # still usable: load a real photo and compute a cell (on the new photo's feature map: a click on the
+    # old one's would be rightly dropped when the new probe arrives)
+    new = face("london_005", "neutral.jpg")
+    win.load_image("probe", new)
+    qtbot.waitUntil(lambda: "probe" in win.session.inputs and win.session.inputs["probe"].image.path == new
+                    and not win.io.busy and not win.compute.busy, timeout=LONG)
     with qtbot.waitSignal(win.result_shown, timeout=LONG):
         click_cell(qtbot, win, (0, 1))
 
@@ -278,7 +281,7 @@ def test_compare_methods_grid_and_export(qtbot, win, tmp_path):
     written = tab.export(str(tmp_path / "cmp.png"))
     assert (tmp_path / "cmp.png").exists() and (tmp_path / "cmp_gradcam_eplus.npy").exists()
     assert json.loads((tmp_path / "cmp_fame_eminus.json").read_text())["method"] == "fame"
-    assert len(written) == 1 + 6 * 3
+    assert len(written) == 2 + 6 * 3  # the sheet and its sidecar, then each map's set
     assert json.loads((tmp_path / "cmp_gweebp_eplus.json").read_text())["non_mate"]["path"].endswith("neutral.jpg")
 
 
@@ -315,8 +318,10 @@ def test_compare_tab_sanity_check(qtbot, win, tmp_path):
     assert verdicts == {("gradcam", "similar"): "pass", ("gradcam", "dissimilar"): "undefined",
                         ("xssab", "similar"): "pass", ("xssab", "dissimilar"): "pass"}
     assert "3 of 4" in tab.info.text() and "undefined" in tab.info.text() and "gradcam e-" in tab.info.text()
-    assert tab.grid.image_shape() == (2 * (150 + 22) + 4, 4 * 150 + 3 * 4)
-    assert "3 of 4 pass, 1 undefined" in tab.grid.title.text
+    th, tw = tab.tile_shape  # 2 methods x (trained, random) x (e+, e-), on screen
+    rows, per_row = -(-2 // tab.groups), 4 * min(tab.groups, 2)
+    assert tab.grid.image_shape() == (rows * (th + 4) - 4, per_row * (tw + 4) - 4)
+    assert "3 of 4 pass, 1 undefined" in tab.grid.title.text()
     written = tab.export(str(tmp_path / "sanity.png"))
     data = json.loads((tmp_path / "sanity.json").read_text())
     assert len(written) == 2 and len(data["sanity"]) == 4 and data["sanity"][0]["inside"]["spearman"] < 0.5

@@ -281,7 +281,7 @@ def test_map_views_carry_a_colour_bar(qtbot, win):
     assert "empty map: the non-mate is not farther" in win.pair.probe_canvas.note()
 
 
-def test_compare_sheet_has_readable_captions_and_no_white_block(qtbot, win):
+def test_compare_sheet_has_readable_captions_and_no_white_block(qtbot, win, tmp_path):
     from famegui.gui.tabs.compare_view import BACKGROUND, CAPTION_LINE
 
     tab = win.compare_tab
@@ -290,16 +290,19 @@ def test_compare_sheet_has_readable_captions_and_no_white_block(qtbot, win):
     tab.run()
     qtbot.waitUntil(lambda: len(tab.results) == 6 and not win.compute.busy, timeout=LONG)
     th, tw = tab.tile_shape
-    assert th - tw >= 2 * CAPTION_LINE  # two caption lines: the method, then target and time
-    img = tab.sheet_image()
-    layout = tab._layout()
-    per_row = len(tab.cols) * layout.groups
-    used = len(tab.rows) * len(tab.cols)
-    for i in range(used, -(-used // per_row) * per_row):  # the places the last row leaves free
-        r, c = divmod(i, per_row)
-        block = img[r * (th + 4):r * (th + 4) + th, c * (tw + 4):c * (tw + 4) + tw]
-        assert (block == BACKGROUND).all()
+    assert th - tw >= 2 * tab.grid.fontMetrics().height()  # two caption lines in the UI font above the picture
     assert tab.grid.bar.range == (0.0, 1.0)
+    # the exported sheet: two caption lines drawn into each tile, the places the last row leaves free dark
+    tab.export(str(tmp_path / "sheet.png"))
+    img = np.asarray(Image.open(tmp_path / "sheet.png").convert("RGB"))
+    side = tab.session.model.input_size[0]
+    eh, ew = side + 2 * CAPTION_LINE + 5, side
+    per_row = (img.shape[1] + 4) // (ew + 4)
+    used = len(tab.rows) * len(tab.cols)
+    for i in range(used, -(-used // per_row) * per_row):
+        r, c = divmod(i, per_row)
+        block = img[r * (eh + 4):r * (eh + 4) + eh, c * (ew + 4):c * (ew + 4) + ew]
+        assert (block == BACKGROUND).all()
 
 
 def test_all_cells_sheet_fills_in_batch_by_batch_with_footprints(qtbot, win):

@@ -147,6 +147,13 @@ class ImageCanvas(QWidget):
         self._hover.setRect(QRectF(x0, y0, x1 - x0, y1 - y0))
         self._hover.show()
 
+    def hover_rect(self) -> tuple[float, float, float, float] | None:
+        """The hover box on screen (x0, y0, x1, y1), None when hidden."""
+        if not self._hover.isVisible():
+            return None
+        r = self._hover.rect()
+        return (r.left(), r.top(), r.right(), r.bottom())
+
     def set_box(self, name: str, rect: tuple[float, float, float, float] | None, color=FOOTPRINT_COLOR,
                 dashed: bool = False) -> None:
         item = self._boxes.get(name)

@@ -35,17 +35,32 @@ def export_map(ctx: AppContext, res: MapResult | None, png: str, npy: str | None
 
 
 def _slug(text: str) -> str:
+    """Lower-case words joined by "-"; e+ and e- spelt out (``eplus``, ``eminus``: a "+" would vanish and
+    "e-" read like a hyphen)."""
+    text = re.sub(r"(?<![A-Za-z0-9])e\+", "eplus", text)
+    text = re.sub(r"(?<![A-Za-z0-9])e-(?![A-Za-z0-9])", "eminus", text)
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
 
 
-def suggested_name(image_path: str | None, method: str | None, target_label: str | None) -> str:
-    """A file name from the image, the method and the target: "london_001-neutral_fame_cell-1-2-of-stage4.png"."""
-    parts = []
-    if image_path:
-        p = Path(image_path)
-        parts.append(f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem)
-    parts += [_slug(x) for x in (method, target_label) if x]
-    return "_".join(parts or ["famegui"]) + ".png"
+def image_tag(path: str | None) -> str | None:
+    """An image in a file name: its folder and stem ("london_001-neutral"), None without a file."""
+    if not path:
+        return None
+    p = Path(path)
+    return re.sub(r"[^A-Za-z0-9_]+", "-", f"{p.parent.name}-{p.stem}" if p.parent.name else p.stem).strip("-")
+
+
+def suggested_name(image_path: str | None, method: str | None, target_label: str | None,
+                   other_path: str | None = None) -> str:
+    """The one naming rule of every export: image, method, target and the image it was compared with,
+    e.g. "london_005-neutral_fame_eplus_vs_london_001-neutral.png" or
+    "london_001-neutral_fame_stage4-1-2.png". The target keeps only its short form (``e+ (similar)`` -> ``eplus``)."""
+    if target_label:
+        target_label = re.sub(r"\s*\(.*\)$", "", target_label)  # "e+ (similar)" -> "e+"
+    parts = [image_tag(image_path)] + [_slug(x) for x in (method, target_label) if x]
+    if other_path:
+        parts.append(f"vs_{image_tag(other_path)}")
+    return "_".join([x for x in parts if x] or ["famegui"]) + ".png"
 
 
 def last_export_dir(settings: QSettings, fallback: str) -> str:

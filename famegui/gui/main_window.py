@@ -152,7 +152,7 @@ class MainWindow(QMainWindow):
         m.addSeparator()
         act(m, "Export view...", lambda: self._export_dialog("view"), "Ctrl+E")
         act(m, "Export sheet...", lambda: self._export_dialog("sheet"), "Ctrl+Shift+E")
-        act(m, "Export comparison...", lambda: self._export_dialog("comparison"))
+        act(m, "Export comparison...", lambda: self._export_dialog("comparison"), "Ctrl+Alt+E")
         m.addSeparator()
         act(m, "Quit", self.close, "Ctrl+Q")
         r = self.menuBar().addMenu("&Run")
@@ -280,6 +280,8 @@ class MainWindow(QMainWindow):
 
     def export_current(self, png: str, npy: str | None = None, on_photo: bool | None = None) -> list[Path]:
         """Export the shown map: overlay PNG at the export size (+ boxes for a cell), raw .npy, JSON sidecar."""
+        if self.tabs.currentWidget() is self.compare_tab:  # what is on screen: the grid, sanity sheet or curves
+            return self.export_comparison(png)
         res = self.current_result()
         boxes = self.feature_map.cell_boxes(res) if res is not None else None
         written = export_map(self.ctx, res, png, npy, on_photo, boxes)
@@ -302,13 +304,15 @@ class MainWindow(QMainWindow):
         image = probe.path if probe is not None else None
         if what == "sheet":
             name = suggested_name(image, "fame", f"all cells {self.all_cells.layer or ''}")
-        elif what == "comparison":
-            name = suggested_name(image, "compare", self.compare_tab.mode)
+        elif what == "comparison" or self.tabs.currentWidget() is self.compare_tab:
+            name = self.compare_tab.suggested_name()
         else:
             res = self.current_result()
             if res is not None and res.slot in self.session.images:
                 image = self.session.images[res.slot].path
-            name = suggested_name(image, res.method if res else None, res.target.label() if res else None)
+            other = self.session.images.get(res.other) if res is not None and res.other else None
+            name = suggested_name(image, res.method if res else None, res.target.label() if res else None,
+                                  other.path if other is not None else None)
         return str(Path(last_export_dir(self.settings, self.recent.last_dir())) / name)
 
     def _export_dialog(self, what: str) -> None:

@@ -1,9 +1,10 @@
 """File > Open run: a protocol run directory's items with their metrics, and each item's maps.
 
 The browser reads a run folder (``famegui run ... --out RUN_DIR``) and computes nothing: the table
-(:mod:`.run_model`) has one row per item x target with the AUC of every method x metric (sortable,
-undefined values last) and the errors; selecting a row shows the item's stored maps (``maps/``)
-of every method and target on the photo as the run's model saw it, the row's target first; "Open in
+(:mod:`.run_model`) has one row per item x target with its photos and the AUC of every method x metric
+(sortable, undefined values last) and the errors; selecting a row shows the item's photos as the run's model
+saw them and, under the probe (every map is drawn on it), the stored maps (``maps/``) of every method
+(lines) and target (columns), the tiles scaled to the panel's width so that nothing is cut; "Open in
 Pair view" (or a double click) hands the item's photos to ``on_open`` (:class:`OpenRequest`), which
 :func:`open_in_window` turns into the window's Pair view (pairs, triplets) or Classes view (images).
 
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QItemSelectionModel, Qt, Signal
+from PySide6.QtCore import QEvent, QItemSelectionModel, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QDialog,
     QFileDialog,
     QGridLayout,
@@ -39,10 +41,23 @@ from PySide6.QtWidgets import (
 
 from ..core.render import overlay, to_uint8
 from .display import DisplaySettings, scaled
-from .run_model import RunSortProxy, RunTable, RunTableModel, TableRow, method_label, model_view, read_run_table
+from .run_model import (
+    RunSortProxy,
+    RunTable,
+    RunTableModel,
+    TableRow,
+    method_label,
+    model_view,
+    read_run_table,
+    short_path,
+)
 
 MISSING_GRAY = 0.5  # the background of a map whose photo cannot be shown
-ITEM_WIDTH = 220  # px of the item column (the full names are in its tooltip)
+PHOTO_WIDTH = 200  # px at most of a photo column (the full path is in its tooltip)
+TILE_SPACING = 8  # px between the panel's columns
+MIN_TILE = 72  # px: the smallest side a tile is scaled down to (below it the panel scrolls)
+SIZE = (1300, 760)  # the browser's size on a screen that has room for it
+SCREEN_MARGIN = 8
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,8 @@ class Tile:
     rgb: np.ndarray  # (H, W, 3) uint8, exactly what the tile shows
     caption: str
     run: str = ""  # "" for one run; "A" or "B" when two runs are shown
+    path: Path | None = None  # a photo's file
+    role: str = ""  # a photo's role in the item: probe, reference, non-mate, image
 
 
 def _pixmap(rgb: np.ndarray) -> QPixmap:
@@ -104,18 +121,25 @@ class RunBrowser(QDialog):
         self.tiles: list[Tile] = []
         self.photo_labels: list[QLabel] = []  # the pictures on screen, in the order of ``tiles``
         self.map_labels: list[QLabel] = []
+        self._shown: list[tuple[QLabel, QLabel, Tile]] = []  # picture, caption, tile of each tile on screen
         self.current: TableRow | None = None
         self._views: dict[Path, np.ndarray | str] = {}  # photo -> model view, or why it cannot be shown
         self.setWindowTitle(f"Run: {self.run.title}" if self.other is None else
                             f"Runs: A {self.run.path.name} vs B {self.other.path.name}")
-        self.resize(1200, 760)
+        self._fit_to_screen(parent)
         self._build()
         self.display.changed.connect(self.redraw)
         if self.run.rows:
             self.table.selectRow(0)
 
     # ------------------------------------------------------------------ assembly
-    def _build(self) -> None:
+    def _fit_to_screen(self, parent: QWidget | None) -> None:
+        screen = (parent.screen() if parent is not None else None) or QApplication.primaryScreen()
+        avail = screen.availableGeometry()
+        self.resize(min(SIZE[0], avail.width() - 2 * SCREEN_MARGIN), min(SIZE[1], avail.height() - 2 * SCREEN_MARGIN))
+
+    def _build_table(self) -> QTableView:
+        """The run's rows, sortable; the photos' columns as wide as their names (at most ``PHOTO_WIDTH``)."""
         self.model = RunTableModel(self.run, self)
         self.proxy = RunSortProxy(self)
         self.proxy.setSourceModel(self.model)
@@ -130,11 +154,16 @@ class RunBrowser(QDialog):
         self.table.setTextElideMode(Qt.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeToContents)
-        header.setSectionResizeMode(1, QHeaderView.Interactive)  # the photos' names: long, in the tooltip
-        header.resizeSection(1, ITEM_WIDTH)
+        for c in self.model.photo_columns:  # the photos' folder and name; the full path in the tooltip
+            header.setSectionResizeMode(c, QHeaderView.Interactive)
+            header.resizeSection(c, min(PHOTO_WIDTH, max(self.table.sizeHintForColumn(c), header.sectionSizeHint(c))))
         header.setStretchLastSection(True)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._on_selection())
         self.table.doubleClicked.connect(lambda _i: self.open_current())
+        return self.table
+
+    def _build(self) -> None:
+        self._build_table()
         both = "" if self.other is None else (
             f" Maps of run A ({self.run.path}) above those of run B ({self.other.path}, {self.other.title}), "
             "with their agreement; the table is run A's.")
@@ -153,6 +182,7 @@ class RunBrowser(QDialog):
         self.info.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
+        self.scroll.installEventFilter(self)  # a new width scales the tiles
         self.open_button = QPushButton(f"Open in {'Classes' if self.run.kind == 'images' else 'Pair'} view")
         self.open_button.clicked.connect(self.open_current)
         self.open_button.setEnabled(False)
@@ -164,11 +194,16 @@ class RunBrowser(QDialog):
         buttons.addStretch(1)
         buttons.addWidget(self.open_button)
         rv.addLayout(buttons)
+        self.right = right
         split = QSplitter(Qt.Horizontal)
         split.addWidget(self.table)
         split.addWidget(right)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
+        split.setChildrenCollapsible(False)
+        side = max((self.run.meta.get("model") or {}).get("input_size") or [150])
+        panel = min(self.width() // 2, self._columns() * (min(side, 224) + 8) + 60)  # the tiles at their size
+        split.setSizes([self.width() - panel, panel])
         lay = QVBoxLayout(self)
         lay.addWidget(self.summary)
         lay.addWidget(self.problems)
@@ -227,8 +262,8 @@ class RunBrowser(QDialog):
         for p, v in zip(photos, views):
             if isinstance(v, str):
                 notes.append(f"{p.name}: {v}")
-        tiles = [Tile(None, None, to_uint8(v), f"{role}: {p.parent.name}/{p.name}")
-                 for p, v, role in zip(photos, views, ("probe", "reference", "non-mate")) if not isinstance(v, str)]
+        tiles = [Tile(None, None, to_uint8(v), f"{role}: {short_path(p)}", path=p, role=role)
+                 for p, v, role in zip(photos, views, self.run.roles) if not isinstance(v, str)]
         runs = [("", self.run)] if self.other is None else [("A", self.run), ("B", self.other)]
         for method in self.run.methods:
             signed = self.run.signed(method)
@@ -268,7 +303,8 @@ class RunBrowser(QDialog):
         self.current = r
         self.tiles, notes = self._row_tiles(r)
         self._place_tiles()
-        lines = [f"item {r.index} ({r.label}), target {r.target}: {r.item}"]
+        lines = [f"item {r.index} ({r.label}), target {r.target}"]
+        lines += [f"{role}: {p}" for role, p in zip(self.run.roles, self.run.photos(r))]
         lines += [f"error: {e}" for e in r.errors] + notes
         if not self.map_labels:
             lines.append("no stored map for this item" + ("" if r.errors else " (the random ranking keeps none)"))
@@ -281,29 +317,67 @@ class RunBrowser(QDialog):
         if self.current is not None:
             self.show_row(self.run.rows.index(self.current))
 
+    def _columns(self) -> int:
+        """The panel's columns: one per target under the probe, then the item's other photos."""
+        return max(1, len(self.run.targets)) + len(self.run.roles) - 1
+
     def _place_tiles(self) -> None:
-        """The photos on the first line, then the maps: one line per method, one column per target."""
+        """The photos on the first line, the probe over the columns of the maps (each map is drawn on it) and the
+        other photos beside them; then the maps: one line per method (and run), one column per target."""
         host = QWidget()
         grid = QGridLayout(host)
+        grid.setHorizontalSpacing(TILE_SPACING)
         photos = [t for t in self.tiles if t.method is None]
         maps = [t for t in self.tiles if t.method is not None]
         lines = list(dict.fromkeys((t.method, t.run) for t in maps))  # the methods (x runs) with a map here
-        places = [(0, i) for i in range(len(photos))]
-        places += [(2 + 2 * lines.index((t.method, t.run)), self.run.targets.index(t.target)) for t in maps]
-        self.photo_labels, self.map_labels = [], []
-        for t, (line, col) in zip(photos + maps, places):
+        under = max(1, len(self.run.targets))  # the probe's columns
+        slots = [self.run.roles.index(t.role) for t in photos]
+        places = [(0, 0, under) if k == 0 else (0, under + k - 1, 1) for k in slots]
+        places += [(2 + 2 * lines.index((t.method, t.run)), self.run.targets.index(t.target), 1) for t in maps]
+        self.photo_labels, self.map_labels, self._shown = [], [], []
+        for t, (line, col, span) in zip(photos + maps, places):
             picture = QLabel()
             picture.setPixmap(_pixmap(t.rgb))
-            picture.setToolTip(t.caption)
+            picture.setScaledContents(True)  # sized by _fit_tiles to the panel's width
             caption = QLabel(t.caption)
             caption.setAlignment(Qt.AlignCenter)
+            caption.setWordWrap(t.method is not None)
+            picture.setToolTip(t.caption if t.path is None else f"{t.role}: {t.path}")
+            caption.setToolTip(picture.toolTip())
             if t.target is not None and self.current is not None and t.target == self.current.target:
                 caption.setStyleSheet("font-weight: bold")  # the maps of the selected row's target
-            grid.addWidget(picture, line, col, Qt.AlignCenter)
-            grid.addWidget(caption, line + 1, col, Qt.AlignCenter)
+            grid.addWidget(picture, line, col, 1, span, Qt.AlignCenter)
+            grid.addWidget(caption, line + 1, col, 1, span, Qt.AlignCenter)
             (self.photo_labels if t.method is None else self.map_labels).append(picture)
+            self._shown.append((picture, caption, t))
         grid.setRowStretch(2 + 2 * len(lines), 1)
         self.scroll.setWidget(host)  # the old panel goes with it
+        self._fit_tiles()
+
+    def _fit_tiles(self) -> None:
+        """Every tile scaled so that the panel's columns fit its width (never above the tile's own size; the
+        room of a vertical scroll bar is kept, so that one appearing does not rescale them)."""
+        host = self.scroll.widget()
+        if host is None or not self._shown:
+            return
+        m, n = host.layout().contentsMargins(), self._columns()
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        room = self.scroll.width() - 2 * self.scroll.frameWidth() - bar - m.left() - m.right()
+        side = max(MIN_TILE, (room - TILE_SPACING * (n - 1)) // n)
+        metrics = self.fontMetrics()
+        for picture, caption, t in self._shown:
+            h, w = t.rgb.shape[:2]
+            scale = min(1.0, side / max(h, w, 1))
+            picture.setFixedSize(max(1, round(w * scale)), max(1, round(h * scale)))
+            caption.setFixedWidth(side)
+            if t.path is not None:  # a photo: its role, then its folder and name, cut in the middle to fit
+                caption.setText("\n".join(metrics.elidedText(part, Qt.ElideMiddle, side - 4)
+                                          for part in (t.role, short_path(t.path))))
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 (Qt API)
+        if watched is self.scroll and event.type() == QEvent.Resize:
+            self._fit_tiles()
+        return super().eventFilter(watched, event)
 
     # ------------------------------------------------------------------ opening
     def request(self, row: TableRow | None = None) -> OpenRequest | None:

@@ -6,8 +6,9 @@ and groups its rows (one per item x method x target x metric) into :class:`Table
 method x metric, the errors, and where the item's photos and maps are (:func:`item_paths`,
 :func:`famegui.evaluation.rundir.map_path`). :func:`model_view` prepares a photo the way the run's model
 saw it (face alignment or the classifier's crop, no network) so that a map can be drawn on it.
-:class:`RunTableModel` and :class:`RunSortProxy` put the rows in a ``QTableView``: sorting by a
-number keeps the undefined (NaN) values last in either order.
+:class:`RunTableModel` and :class:`RunSortProxy` put the rows in a ``QTableView``: one column per photo of
+the item (probe, reference, non-mate: its folder and name, the full path in the tooltip); sorting by a number
+keeps the undefined (NaN) values last in either order, and the row numbers count the rows as shown.
 """
 from __future__ import annotations
 
@@ -23,7 +24,12 @@ from ..evaluation import rundir, runfiles
 from ..evaluation.report_tables import RANDOM, load_run
 
 SORT_ROLE = Qt.UserRole + 1
-FIXED_COLUMNS = ("#", "item", "label", "target")
+PHOTO_ROLES = {"pairs": ("probe", "reference"), "triplets": ("probe", "reference", "non-mate"), "images": ("image",)}
+
+
+def short_path(path: Path) -> str:
+    """A photo as a table cell names it: its folder and name (the identity and the shot, in face datasets)."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 def method_label(name: str) -> str:
@@ -96,12 +102,24 @@ class RunTable:
         return f"{proto.get('name', self.path.name)} ({self.kind}), model {model.get('name', '?')}"
 
     @property
+    def roles(self) -> tuple[str, ...]:
+        """What each photo of an item is, in the key's order: probe, reference (pairs), non-mate (triplets)."""
+        n = max((len(r.key.split(":", 1)[-1].split("|")) for r in self.rows), default=1)
+        names = PHOTO_ROLES.get(self.kind, PHOTO_ROLES["triplets"])
+        return tuple(names[i] if i < len(names) else f"photo {i + 1}" for i in range(n))
+
+    @property
+    def fixed_columns(self) -> tuple[str, ...]:
+        """The columns before the AUCs: the item's number, one per photo, its label and the row's target."""
+        return ("#", *self.roles, "label", "target")
+
+    @property
     def columns(self) -> list[tuple[str, str]]:
         """The (method, metric) of each AUC column, in order."""
         return [(m, k) for m in self.methods for k in self.metrics]
 
     def headers(self) -> list[str]:
-        return [*FIXED_COLUMNS, *(f"{method_label(m)} {k}" for m, k in self.columns), "errors"]
+        return [*self.fixed_columns, *(f"{method_label(m)} {k}" for m, k in self.columns), "errors"]
 
     def map_array(self, row: TableRow, method: str, target: str | None = None) -> np.ndarray | str | None:
         """The stored map of ``method`` on the item of ``row`` for ``target`` (default: the row's), if any
@@ -209,6 +227,9 @@ class RunTableModel(QAbstractTableModel):
         self.table = table
         self.headers = table.headers()
         self._columns = table.columns
+        self.fixed = len(table.fixed_columns)
+        self.photo_columns = range(1, 1 + len(table.roles))
+        self._photos: dict[int, tuple[Path, ...]] = {}  # row -> its photos (looked up once: the disk is read)
 
     def rowCount(self, parent=None) -> int:  # noqa: N802 (Qt API)
         return 0 if parent is not None and parent.isValid() else len(self.table.rows)
@@ -218,8 +239,10 @@ class RunTableModel(QAbstractTableModel):
 
     def headerData(self, section, orientation, role=Qt.DisplayRole):  # noqa: N802
         if orientation == Qt.Horizontal and role in (Qt.DisplayRole, Qt.ToolTipRole):
-            if role == Qt.ToolTipRole and len(FIXED_COLUMNS) <= section < len(FIXED_COLUMNS) + len(self._columns):
-                metric = self._columns[section - len(FIXED_COLUMNS)][1]
+            if role == Qt.ToolTipRole and section in self.photo_columns:
+                return f"the {self.headers[section]} photo: its folder and name (the full path in the cell's tooltip)"
+            if role == Qt.ToolTipRole and self.fixed <= section < self.fixed + len(self._columns):
+                metric = self._columns[section - self.fixed][1]
                 better = "lower" if metric == "deletion" or metric.endswith("-deletion") else "higher"
                 return f"{self.headers[section]}: area under the curve ({better} is better)"
             return self.headers[section]
@@ -227,18 +250,29 @@ class RunTableModel(QAbstractTableModel):
             return str(section + 1)
         return None
 
+    def photo(self, row: int, column: int) -> Path | None:
+        """The photo shown in ``column`` (a photo column) of ``row``, where the browser looks for it."""
+        if row not in self._photos:
+            self._photos[row] = self.table.photos(self.table.rows[row])
+        photos, k = self._photos[row], column - self.photo_columns.start
+        return photos[k] if 0 <= k < len(photos) else None
+
     def cell(self, row: int, column: int) -> Cell | None:
-        k = column - len(FIXED_COLUMNS)
+        k = column - self.fixed
         return self.table.rows[row].cells.get(self._columns[k]) if 0 <= k < len(self._columns) else None
 
     def value(self, row: int, column: int):
-        """What column ``column`` holds for ``row``: a float for the AUCs and the item number, else text."""
+        """What column ``column`` holds for ``row``: a float for the AUCs and the item number, the photo's full
+        path, else text."""
         r = self.table.rows[row]
-        fixed = (float(r.index), r.item, r.label, r.target)
-        if column < len(FIXED_COLUMNS):
-            return fixed[column]
+        if column in self.photo_columns:
+            photo = self.photo(row, column)
+            return "" if photo is None else str(photo)
+        fixed = (float(r.index), r.label, r.target)
+        if column < self.fixed:
+            return fixed[0 if column == 0 else column - len(self.photo_columns)]
         c = self.cell(row, column)
-        if column < len(FIXED_COLUMNS) + len(self._columns):
+        if column < self.fixed + len(self._columns):
             return math.nan if c is None else c.auc
         return "; ".join(r.errors)
 
@@ -251,6 +285,8 @@ class RunTableModel(QAbstractTableModel):
         if role == Qt.DisplayRole:
             if index.column() == 0:
                 return str(int(v))
+            if index.column() in self.photo_columns:
+                return short_path(Path(v)) if v else ""
             return _number(v) if isinstance(v, float) else v
         if role == Qt.TextAlignmentRole and isinstance(v, float):
             return int(Qt.AlignRight | Qt.AlignVCenter)
@@ -270,6 +306,11 @@ class RunSortProxy(QSortFilterProxyModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setSortRole(SORT_ROLE)
+
+    def headerData(self, section, orientation, role=Qt.DisplayRole):  # noqa: N802 (Qt API)
+        if orientation == Qt.Vertical and role == Qt.DisplayRole:
+            return str(section + 1)  # the row's place as shown (sorted), not its place in the run
+        return super().headerData(section, orientation, role)
 
     def lessThan(self, left: QModelIndex, right: QModelIndex) -> bool:  # noqa: N802 (Qt API)
         a, b = left.data(SORT_ROLE), right.data(SORT_ROLE)

@@ -1,20 +1,41 @@
 """The Classes tab (classifiers): the probe's top-5 classes; click one to explain it with FAME.
 
 What is explained for the clicked class is the chosen classification kind (its class logit, or a registered
-kind's choice, :class:`famegui.targets.GuiChoice`); the choice is shown when there is more than one."""
+kind's choice, :class:`famegui.targets.GuiChoice`); the choice is shown when there is more than one. A face
+(embedding) model has no classes: in the list's place the tab says so, how to make one a classifier (an
+identification gallery: a folder, or the sample photos) and where its own explanations are (the Pair tab)."""
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ...methods import get_method
+from ...paths import resource_path
 from ...session import MapResult
 from ...targets import Target
 from ..canvas import ImageCanvas
 from ..target_controls import KindChoice
 from .base import Tab
+
+TOP5 = "Top-5 classes of the probe image; click one to explain it."
+NO_CLASSES = (
+    "<b>{name} has no classes to list.</b> It is a face model: it compares two faces (an embedding), it does "
+    "not name them.<br><br>To explain an identity here, make it a classifier over an <b>identification "
+    "gallery</b>: a folder with one sub-folder of photos per person (<b>Identification gallery...</b> below), "
+    "or the sample photos (the button below).<br><br>To explain why two faces match or differ (e+ / e-), use the "
+    "<a href=\"Pair\">Pair</a> tab.")
 
 
 class ClassesTab(Tab):
@@ -37,14 +58,32 @@ class ClassesTab(Tab):
         self.gallery_button = QPushButton("Identification gallery...")
         self.gallery_button.setToolTip("identification over a gallery folder (one sub-folder per identity)")
         self.gallery_button.clicked.connect(self._choose_gallery)
-        self.info = QLabel("Top-5 classes of the probe image; click one to explain it.")
+        self.info = QLabel(TOP5)
         self.info.setWordWrap(True)
+        self.no_classes = QLabel()  # in the list's place when the model has no classes (a face model)
+        self.no_classes.setWordWrap(True)
+        self.no_classes.setTextFormat(Qt.RichText)
+        self.no_classes.setAlignment(Qt.AlignTop | Qt.AlignLeft)
+        self.no_classes.linkActivated.connect(self._show_tab_named)
+        self.samples_button = QPushButton("Use the sample photos as a gallery")
+        self.samples_button.setToolTip(f"identification over the bundled photos ({resource_path('faces')})")
+        self.samples_button.clicked.connect(lambda: self.use_gallery(str(resource_path("faces"))))
+        hint = QWidget()
+        hv = QVBoxLayout(hint)
+        hv.setContentsMargins(0, 0, 0, 0)
+        hv.addWidget(self.no_classes)
+        hv.addWidget(self.samples_button)
+        hv.addStretch(1)
+        self.list_stack = QStackedWidget()  # the class list, or why there is none
+        self.list_stack.addWidget(self.class_list)
+        self.list_stack.addWidget(hint)
+        self.list_stack.setMaximumWidth(320)
         self.kinds = KindChoice("classification", self._kind_changed)  # what is explained for the class
         self.kinds.setVisible(len(self.kinds.buttons) > 1)
         side = QVBoxLayout()
         side.addWidget(self.info)
         side.addWidget(self.kinds)
-        side.addWidget(self.class_list, 1)
+        side.addWidget(self.list_stack, 1)
         side.addWidget(self.gallery_button)
         lay = QHBoxLayout(self)
         lay.addLayout(side)
@@ -59,6 +98,18 @@ class ClassesTab(Tab):
         self.canvas.set_image(None)
         self.canvas.set_colorbar(None)
         self.canvas.set_title("class explanation")
+        has_classes = model is None or model.task == "classification"
+        self.no_classes.setText("" if has_classes else NO_CLASSES.format(name=model.name))
+        self.list_stack.setCurrentIndex(0 if has_classes else 1)
+        self.info.setText(TOP5)
+        self.info.setVisible(has_classes)  # the hint says it all
+
+    def _show_tab_named(self, title: str) -> None:
+        """A link of the hint: the window's tab ``title`` to the front."""
+        tabs = self.ctx.tabs
+        found = [tabs.widget(i) for i in range(tabs.count()) if tabs.tabText(i) == title]
+        if found:
+            self.ctx.show_tab(found[0])
 
     def on_inputs_changed(self) -> None:
         model = self.ctx.model

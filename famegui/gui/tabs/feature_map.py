@@ -39,7 +39,8 @@ class FeatureMapTab(Tab):
         self.result: MapResult | None = None
         self.fmap: np.ndarray | None = None  # sum_c |a| of the shown layer
         self.geometry = None  # (footprint, receptive field) boxes of the selected cell
-        self._job = None  # the newest cell job
+        self._job = None  # the newest cell job, while it is the request on screen
+        self._probe = None  # the probe input the selected cell belongs to
         split = QSplitter(Qt.Horizontal)
         self.fmap_canvas = ImageCanvas("feature map", colorbar=True)
         self.fame_canvas = ImageCanvas("FAME", colorbar=True)
@@ -77,6 +78,12 @@ class FeatureMapTab(Tab):
                                    "use the Classes or Pair tab.")
 
     def on_inputs_changed(self) -> None:
+        probe = self.session.inputs.get("probe")
+        if probe is not self._probe:  # the cell's map (done, partial or cancelled) was of the old photo
+            self._probe = probe
+            if self.cell is not None:
+                self._forget_cell()
+                self.cell_info.setText(f"Click a cell of the feature map of {self.layer} to explain it.")
         self.show_feature_map()
 
     def current_result(self) -> MapResult | None:
@@ -91,6 +98,18 @@ class FeatureMapTab(Tab):
             return False
         self.layer = name
         self.fmap = None  # the old layer's values, of other cells: a hover waits for the new layer's
+        self._forget_cell()
+        self.hover_cell = None
+        self.fmap_canvas.set_hover_rect(None)  # the old layer's cell size
+        self.cell_info.setText(f"Click a cell of the feature map of {name} to explain it.")
+        self.show_feature_map()
+        return True
+
+    def _forget_cell(self) -> None:
+        """No selected cell: its job (if any) is cancelled and its map, boxes and caption go."""
+        if self._job is not None:
+            self._job.cancel()  # its progress and end are dropped: it is no longer the request on screen
+            self._job = None
         self.cell = None
         self.result = None
         self.geometry = None
@@ -98,13 +117,10 @@ class FeatureMapTab(Tab):
         self.fame_canvas.set_note(None)
         self.fame_canvas.set_colorbar(None)
         self.fame_canvas.set_title("FAME")
-        self.cell_info.setText(f"Click a cell of the feature map of {name} to explain it.")
         self.recompute_button.hide()
         for b in ("footprint", "rf"):
             self.fame_canvas.set_box(b, None)
         self.fmap_canvas.set_box("selected", None)
-        self.show_feature_map()
-        return True
 
     def show_feature_map(self) -> None:
         """Compute (in the background) and draw the feature map of the current layer."""
@@ -177,6 +193,7 @@ class FeatureMapTab(Tab):
         if layer is None:
             return
         self.layer, self.cell = layer, tuple(cell)
+        self._probe = self.session.inputs.get("probe")  # the photo this request explains
         self._mark_selected_cell()
         target = Target("cell", layer=layer, cell=self.cell)
         params = self.ctx.current_params()
