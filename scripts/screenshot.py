@@ -5,6 +5,8 @@ Run under a real X server for a faithful picture (see README), e.g.
     xvfb-run -a python scripts/screenshot.py docs/compare.png compare       # Compare methods: the grid
     xvfb-run -a python scripts/screenshot.py docs/faithfulness.png faithfulness
     xvfb-run -a python scripts/screenshot.py docs/sanity.png sanity
+    xvfb-run -a python scripts/screenshot.py docs/run_browser.png runs     # a small protocol run, browsed
+The Compare views and the run browser are taken at 1366x768 (a laptop screen), the cell at 1500x900.
     xvfb-run -a -s "-screen 0 1366x768x24" python scripts/screenshot.py docs/models.png models
         # the network list open with each model's state, resnet50 offered for download (the whole screen)
 It also works with QT_QPA_PLATFORM=offscreen.
@@ -17,6 +19,38 @@ import tempfile
 import time
 
 COMPARED = ["gradcam", "gradcam-ew", "ebp", "gweebp", "xssab", "fame", "fggb", "srise"]
+LAPTOP = (1366, 768)
+
+
+def run_browser_shot(app, w, out: str, pump_until) -> None:
+    """`famegui run` on the demo's genuine and impostor pair (Grad-CAM and FAME, deletion), then File > Open run
+    on it at 1366x768 with the impostor's e- row selected."""
+    from famegui.cli import main as cli
+    from famegui.data.pairs import demo_pairs
+    from famegui.gui.run_browser import open_run
+
+    folder = tempfile.mkdtemp()
+    pairs = os.path.join(folder, "pairs.csv")
+    with open(pairs, "w") as f:
+        f.writelines(f"{p.a},{p.b},{int(p.same)}\n" for p in demo_pairs())
+    run = os.path.join(folder, "run")
+    if cli(["run", pairs, "--method", "gradcam,fame", "--metric", "deletion,insertion", "--iterations", "200",
+            "--quiet", "--out", run]) != 0:
+        raise SystemExit("the run failed")
+    browser = open_run(w, run)
+    browser.resize(*LAPTOP)
+    shown = []
+    browser.row_shown.connect(shown.append)
+    browser.select(next(i for i, r in enumerate(browser.run.rows) if r.index == 1 and r.target == "e-"))
+    pump_until(lambda: bool(shown))
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.02)
+    if not browser.grab().save(out):
+        raise SystemExit(f"could not write {out}")
+    print(f"wrote {out}")
+    browser.close()
+    w.close()
 
 
 def main(out: str = "docs/screenshot.png", view: str = "cell", cell: str = "1,2", iterations: int = 500) -> None:
@@ -30,8 +64,11 @@ def main(out: str = "docs/screenshot.png", view: str = "cell", cell: str = "1,2"
     w = MainWindow(settings=QSettings(ini, QSettings.IniFormat))
     if view == "models":
         w.showMaximized()  # the screen's size: 1366x768 as the README's picture
-    else:
+    elif view == "cell":
         w.resize(1500, 900)
+        w.show()
+    else:
+        w.resize(*LAPTOP)
         w.show()
 
     def pump_until(cond, timeout=180.0):
@@ -57,6 +94,8 @@ def main(out: str = "docs/screenshot.png", view: str = "cell", cell: str = "1,2"
         print(f"wrote {out}")
         w.close()
         return
+    if view == "runs":
+        return run_browser_shot(app, w, out, pump_until)
     if view == "cell":
         done = []
         w.result_shown.connect(done.append)

@@ -1,5 +1,5 @@
 """Worker processes that die under a protocol run: the blocks beside them run again, the block that kills
-its worker when alone becomes error rows, and the run ends (the local engine; Ray restarts its own actors,
+its worker when alone (local) or twice (Ray) becomes error rows, and the run ends (a Ray node lost mid-run:
 tests/test_ray_cluster.py)."""
 from __future__ import annotations
 
@@ -28,15 +28,34 @@ def _work(model, job, cfg):
     return job * 10
 
 
-def test_a_block_that_kills_its_worker_fails_alone_and_the_rest_finish(tmp_path):
+def _killer_run(engine: str, tmp_path) -> None:
+    """Eight blocks on two workers: block 5 kills its worker every time, block 2 the first time only."""
     cfg = {"killer": 5, "once": 2, "marker": str(tmp_path / "killed-once")}
-    got = list(engines.run_items("local", list(range(8)), {}, cfg, load=_load, work=_work, workers=2,
+    got = list(engines.run_items(engine, list(range(8)), {}, cfg, load=_load, work=_work, workers=2,
                                  failed=lambda job, message: ("failed", job, message)))
     assert sorted(r for r in got if isinstance(r, int)) == [j * 10 for j in range(8) if j != 5]
     [(word, job, message)] = [r for r in got if isinstance(r, tuple)]
     assert (word, job) == ("failed", 5) and "died" in message and os.path.exists(cfg["marker"])
     with pytest.raises(engines.WorkerDied):
-        list(engines.run_items("local", [5], {}, cfg, load=_load, work=_work, workers=1))
+        list(engines.run_items(engine, [5], {}, cfg, load=_load, work=_work, workers=1))
+
+
+def test_a_block_that_kills_its_worker_fails_alone_and_the_rest_finish(tmp_path):
+    _killer_run("local", tmp_path)
+
+
+@pytest.mark.slow  # a local Ray (about 40 s)
+def test_a_block_that_kills_its_ray_actor_every_time_costs_its_own_rows_only(tmp_path):
+    """Before, Ray retried the poison block on its actor until the actor's restarts were spent and the whole
+    run stopped with ActorDiedError; now each block is tried twice and then becomes error rows."""
+    ray = pytest.importorskip("ray")
+    here = os.path.dirname(os.path.abspath(__file__))  # the actors import this module for _load and _work
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": here}})
+    try:
+        _killer_run("ray", tmp_path)
+    finally:
+        ray.shutdown()
 
 
 def _workers_of(pid: int) -> list[int]:

@@ -332,6 +332,32 @@ def test_a_competing_process_takes_a_core_from_the_gui_and_cli():
     assert out.stdout.split()[:3] == ["None", "1", "None"], out.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="the load reading needs Linux's /proc")
+def test_a_python_api_call_leaves_a_busy_core_alone_and_gives_the_callers_count_back():
+    """A notebook's famegui.explain beside a CPU-bound process: before, it ran on every core and FAME's
+    OpenMP threads waited for the descheduled one (the classifier notebook: 26 s alone, 259 s beside one
+    other torch process). Now the call runs with the cores left free (its recorded thread count says so)
+    and the caller's torch count is the same after the call."""
+    code = ("import torch, famegui\n"
+            "from famegui.core import threads\n"
+            "before = torch.get_num_threads()\n"
+            "e = famegui.explain('dlib-resnet', famegui.sample_image('london_001'), famegui.cell('stage2', 1, 1),\n"
+            "                    iterations=3)\n"
+            "print(before, e.info.threads, torch.get_num_threads(), threads.physical_cores())")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    hog = subprocess.Popen([sys.executable, "-c", "while 1: pass"])
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        hog.kill()
+        hog.wait()
+    before, used, after, physical = (int(v) for v in out.stdout.split()[-4:])
+    assert before == after and used <= max(1, physical - 1) and used <= before, out.stderr
+    env["OMP_NUM_THREADS"] = "1"  # the user's choice wins
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.split()[-4:-1] == ["1", "1", "1"], out.stderr
+
+
 def test_gui_starts_fast_settings_the_registry_keeps_the_papers(qtbot):
     from famegui.gui.params import ParamForm
     from famegui.methods.fame import FAME_PARAMS

@@ -237,11 +237,11 @@ def test_cli_faithfulness_one_pair(tmp_path, capsys):
     assert got == {(m, mode) for m in ("random", "gradcam", "xssab") for mode in ("deletion", "insertion")}
     for c in data["curves"]:
         assert c["fractions"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0] and c["score"] == "cosine"
-        assert c["auc"] == pytest.approx(area(c["fractions"], c["scores"]))
+        assert c["auc"] == pytest.approx(area(c["fractions"], c["scores"])) and c["metric"] == c["mode"]
         assert f"{c['auc']:.4f}" in out
         assert c["flip"] is None or 0 <= c["flip"] <= 1  # S-RISE's decision-flip share, at dlib's threshold
     w, h = Image.open(png).size
-    assert (w, h) == (1000, 360)  # one target: deletion | insertion panels
+    assert (w, h) == (1000, 400)  # one target: deletion | insertion panels, 3.6 in + two legend rows below
     # bad input: one line each, exit 1
     assert main(["faithfulness", "--image", a, "--reference", b, "--mode", "erase"]) == 1
     assert "--mode" in capsys.readouterr().err

@@ -188,8 +188,9 @@ def test_a_thousand_pair_run_is_a_handful_of_files(tmp_path):
     protocol = read_protocol(tmp_path / "pairs.csv")
     assert len(protocol) == 1000 and len(set(protocol.key(i) for i in range(1000))) == 1000
     out = tmp_path / "run"
+    # what is measured is the folder's layout, not the maps: no face alignment (a centre crop) halves the time
     s = run_protocol(protocol, "dlib-resnet", methods=["gradcam"], targets=["e+"], metrics=["accuracy-deletion"],
-                     fractions=[0.0, 0.5, 1.0], out_dir=out, workers=2)
+                     fractions=[0.0, 0.5, 1.0], out_dir=out, workers=2, align=False)
     assert (s.done, s.errors) == (1000, 0)
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) < 50, [p.relative_to(out).as_posix() for p in files]

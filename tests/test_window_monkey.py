@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
 pytest.importorskip("pytestqt")
 
 QUICK_SEED, QUICK_EVENTS = 11, 300  # the quick suite: one short run (about 40 s on 2 cores)
-SLOW_SEEDS, SLOW_EVENTS = (1, 2, 3), 2000  # CI's slow step (about 4 min a seed on 2 cores)
+SLOW_SEEDS, SLOW_EVENTS = (1, 2, 3), 1000  # CI's slow step: 3,000 events (about 2 min a seed on 2 cores)
 HISTORY = 20  # actions named in a failure
 ITERATIONS = (10, 40)  # FAME's iteration count stays in this range: every job ends within the run
 CACHE_MB = 64  # the result cache's budget during the run (the session's setting the GUI uses)
@@ -60,7 +60,7 @@ CACHE_MB = 64  # the result cache's budget during the run (the session's setting
 # +28 MB for the quick seed, +12, +95 to +149 and +17 MB for slow seeds 1, 2 and 3; at rest every 250 events
 # the Python objects stay flat but for one step of ~55k (modules first imported late in the run, e.g. by a
 # method first used then: +50 MB at once), and RSS wanders by +-30 MB. The bound leaves room for that; a
-# model kept per load (45-90 MB, ~60 loads in 2000 events) goes far past it.
+# model kept per load (45-90 MB, ~30 loads in 1000 events, measured at 2000 events) goes far past it.
 WARMUP_SHARE = 0.25
 RSS_GROWTH_MB = 250
 END_MS = 120000  # ms: the jobs left at the end (after Cancel) end within this, else the monkey found a stuck one

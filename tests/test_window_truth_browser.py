@@ -96,6 +96,7 @@ def test_the_layer_table_shows_every_stage_and_whole_receptive_fields_at_first_s
             assert tree.viewport().rect().contains(tree.visualItemRect(item)), item.text(0)
         area = w.model_dock.widget()  # and the table itself is in its panel's view
         assert area.viewport().rect().contains(rect_in(tree, area.viewport()))
+        assert area.verticalScrollBar().maximum() == 0  # the whole panel, without a scroll bar
 
     qtbot.waitUntil(fits, timeout=LAYOUT)
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import threads
 from ..explanation import Explanation, Row, explain_rows
 from ..models.wrapper import ModelWrapper
 from ..models.zoo import IMAGENET_MEAN, IMAGENET_STD, MEMORY_PREFIX, load_model, module_sha256, wrap_module
@@ -439,8 +440,9 @@ def explain(model: Any, images: Any, target: Any = "top1", method: str = "fame",
         for k, task in enumerate(tasks):  # one call per task (rows of one task share resolved parameters)
             idx = [i for i, r in enumerate(rows) if r.target.task == task]
             part = None if tick is None else (lambda f, _p=None, k=k: tick((k + f) / len(tasks)))
-            made = explain_rows(m, [rows[i] for i in idx], method, params, threshold=threshold, batch=batch,
-                                weights=m.extras.get("weights_path"), progress=part, seed=seed)
+            with threads.for_call():  # the cores other processes leave free; the caller's count after
+                made = explain_rows(m, [rows[i] for i in idx], method, params, threshold=threshold, batch=batch,
+                                    weights=m.extras.get("weights_path"), progress=part, seed=seed)
             for i, e in zip(idx, made):
                 out[i] = e
     finally:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..core import threads
 from ..explanation import Explanation
 from .core import _inputs, _model, _progress, explain
 
@@ -146,8 +147,9 @@ def evaluate(explanations: Explanation | Sequence[Explanation], metrics: Sequenc
     samples = [Sample(e.model, e.probe.tensor, e.target, amap=e.map, method=e.method, params=e.params,
                       reference=tensor(e.reference), non_mate=tensor(e.non_mate), threshold=e.threshold)
                for e in items]
-    return run_metrics(samples, list(metrics), fractions=C.DEFAULT_FRACTIONS if fractions is None else fractions,
-                       fill=fill, progress=progress)
+    with threads.for_call():  # the cores other processes leave free; the caller's count afterwards
+        return run_metrics(samples, list(metrics), fractions=C.DEFAULT_FRACTIONS if fractions is None else fractions,
+                           fill=fill, progress=progress)
 
 
 # long: most of it is the public docstring (Parameters, Returns, Examples)

@@ -2,6 +2,9 @@
 
 - a worker process of a protocol run (``evaluation/engines.py``) gets one thread; the workers
   share the cores;
+- a call of the Python API (``famegui.explain``, ``famegui.evaluate``: a script or a notebook) runs with
+  the cores other processes leave free, at most the count the caller's torch has, which it gets back after
+  the call (:func:`for_call`): the library changes no setting of its caller;
 - the GUI runs every network pass on one worker thread, the command line on its main thread:
   they get the physical cores that other processes leave free, decided before each job (GUI) or
   command (CLI) by :func:`adapt`, and kept for it: float sums depend on the thread count, so a map is
@@ -29,6 +32,7 @@ import os
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from functools import lru_cache
 
 ROLES = ("gui", "worker", "cli")
@@ -195,3 +199,23 @@ def adapt(block: bool = False) -> int | None:
 def state() -> dict:
     """The last decision (for the benchmark and the tests): role, threads, others' busy CPUs."""
     return {k: _state[k] for k in ("role", "threads", "others")}
+
+
+@contextmanager
+def for_call():
+    """Torch's thread count for one call of the Python API: the physical cores other processes leave free
+    now, never more than the caller's own count, which is put back afterwards. Nothing changes when the GUI
+    or the command line decides already (:func:`configure`), or the user set ``OMP_NUM_THREADS``. The first
+    call waits for a load reading (a fraction of a second); calls close together reuse the readings."""
+    import torch
+
+    if _state["role"] is not None or _user_threads() is not None:
+        yield
+        return
+    before = torch.get_num_threads()
+    n = min(before, threads_under_load(physical_cores(), usable_cpus(), METER.others_busy(block=True)))
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

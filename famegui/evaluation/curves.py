@@ -160,8 +160,8 @@ class Curve:
     def to_dict(self) -> dict:
         auc = self.auc
         gain = self.gain
-        return {"method": self.method, "mode": self.mode, "score": self.score_name,
-                "auc": auc if np.isfinite(auc) else None, **self.extra,
+        return {"method": self.method, "mode": self.mode, **({"metric": self.metric} if self.metric else {}),
+                "score": self.score_name, "auc": auc if np.isfinite(auc) else None, **self.extra,
                 "gain": gain if np.isfinite(gain) else None,
                 "fractions": list(self.fractions), "scores": list(self.scores)}
 

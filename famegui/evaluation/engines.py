@@ -10,8 +10,9 @@ here beyond handing items to the pool / the actors.
   holding torch threads); the initializer loads the model. A worker that dies costs its block a rerun
   alone (:func:`local_items`), never a hung run.
 - ``ray``: one actor per worker, each holding a model (``num_gpus=1`` when the
-  device is cuda), spread over the cluster's nodes and fed through ``ray.util.ActorPool``; an actor whose
-  process or node dies is started again by Ray and its block retried (:data:`ACTOR_RESTARTS`). Ray is imported only
+  device is cuda), spread over the cluster's nodes, one block each in flight; an actor whose process or
+  node dies is started again by Ray (:data:`ACTOR_RESTARTS`) and its block tried once more (:func:`ray_items`).
+  Ray is imported only
   here; ``ray.init(address="local", num_cpus=workers)`` starts a local Ray of its own (never one that
   ``ray start`` left running on this machine), ``address`` joins a
   cluster, and an already initialised Ray (e.g. by a test) is used as it is.
@@ -117,9 +118,16 @@ class Explainer:
 
 
 def ray_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, work: Callable,
-              address: str | None = None) -> Iterator:
+              address: str | None = None, failed: Callable | None = None) -> Iterator:
+    """Results of ``jobs`` from ``workers`` Ray actors, as they finish (one block per actor in flight).
+
+    An actor whose process or node dies is started again by Ray (:data:`ACTOR_RESTARTS` times, then
+    replaced by a new one); the block it held is tried once more, and a block that dies a second time gives
+    ``failed(job, message)`` (e.g. error rows) or raises :class:`WorkerDied`, so a block that kills its
+    worker every time (a poison item, the OOM killer) costs its own rows, never the run. An actor that
+    cannot even be created (its model does not load) raises at once.
+    """
     import ray
-    from ray.util import ActorPool
 
     started = False
     if not ray.is_initialized():
@@ -131,22 +139,67 @@ def ray_items(jobs: list, spec: dict, cfg: dict, workers: int, load: Callable, w
         started = True
     gpus = 1 if str(spec.get("device", "cpu")).startswith("cuda") else 0
     # a node lost mid-run (a machine switched off, a spot instance taken back): Ray starts its actors again
-    # where there is room and sends them the blocks they held (blocks are deterministic, so the table is
-    # the one an uninterrupted run writes); SPREAD puts the actors on as many nodes as it can
-    # (retries without a bound: Ray spends them while the new actor still loads its model; the restarts bound
-    # them, after which the block's call raises ActorDiedError)
-    actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=-1,
+    # where there is room (SPREAD puts them on as many nodes as it can) and _ray_blocks sends the blocks
+    # they held again (blocks are deterministic, so the table is the one an uninterrupted run writes). Ray
+    # itself retries no call (max_task_retries=0): a block is retried there, once, so a block that kills its
+    # actor every time cannot spend the actor's restarts and stop the run.
+    actor = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=ACTOR_RESTARTS, max_task_retries=0,
                        scheduling_strategy="SPREAD")(Explainer)
     actors = [actor.remote(load, work, spec) for _ in range(workers)]
-    cfg_ref = ray.put(cfg)
     try:
-        pool = ActorPool(actors)
-        yield from pool.map_unordered(lambda a, job: a.explain.remote(job, cfg_ref), jobs)
+        yield from _ray_blocks(jobs, ray.put(cfg), actors, lambda: actor.remote(load, work, spec), failed)
     finally:
         for a in actors:
             ray.kill(a)
         if started:
             ray.shutdown()
+
+
+def _ray_blocks(jobs: list, cfg_ref, actors: list, new_actor: Callable, failed: Callable | None) -> Iterator:
+    """The loop of :func:`ray_items`: one block per actor in flight, each result as it comes; a block whose
+    actor died is sent again once, then given to ``failed`` (``actors`` is updated in place when an actor
+    that Ray gave up is replaced)."""
+    import time
+
+    import ray
+    from ray.exceptions import ActorUnavailableError, OutOfMemoryError, RayActorError, WorkerCrashedError
+
+    deaths = [0] * len(actors)  # per actor slot: deaths of the actor now in it
+    tries: dict[int, int] = {}  # per job index: deaths under it
+    todo = list(range(len(jobs)))[::-1]  # popped from the end: in order
+    running: dict = {}  # the call's ObjectRef -> (actor slot, job index)
+
+    def submit(slot: int) -> None:
+        i = todo.pop()
+        running[actors[slot].explain.remote(jobs[i], cfg_ref)] = (slot, i)
+
+    for slot in range(min(len(actors), len(todo))):
+        submit(slot)
+    while running:
+        [ref], _ = ray.wait(list(running), num_returns=1)
+        slot, i = running.pop(ref)
+        try:
+            yield ray.get(ref)
+        except ActorUnavailableError:  # unreachable for a moment (restarting, a network blip): not its fault
+            time.sleep(0.5)
+            todo.append(i)
+        except (RayActorError, WorkerCrashedError, OutOfMemoryError) as e:
+            if getattr(e, "actor_init_failed", False):
+                raise  # the model does not load in the actor: no block can run
+            deaths[slot] += 1
+            if deaths[slot] > ACTOR_RESTARTS:  # Ray has given this actor up: a new one takes its place
+                ray.kill(actors[slot])
+                actors[slot], deaths[slot] = new_actor(), 0
+            tries[i] = tries.get(i, 0) + 1
+            if tries[i] < 2:
+                todo.append(i)
+            else:
+                message = "the Ray actor died computing this block, twice (killed, or out of memory)"
+                if failed is None:
+                    raise WorkerDied(message) from None
+                yield failed(jobs[i], message), None
+        if todo:
+            submit(slot)
 
 
 def run_items(engine: str, jobs: list, spec: dict, cfg: dict, *, load: Callable, work: Callable, workers: int = 1,
@@ -156,12 +209,12 @@ def run_items(engine: str, jobs: list, spec: dict, cfg: dict, *, load: Callable,
     ``load`` and ``work`` are module-level functions (they are pickled by reference), so this module
     needs nothing from the runner that calls it. ``stamps``, if given, receives each block's worker stamp
     (:func:`.provenance.worker_stamp`) as its result comes back. ``failed(job, message)``: the result of a
-    block whose worker died under it twice (local engine; see :func:`local_items`).
+    block whose worker died under it twice (see :func:`local_items`, :func:`ray_items`).
     """
     if engine == "local":
         results = local_items(jobs, spec, cfg, workers, load, work, failed)
     elif engine == "ray":
-        results = ray_items(jobs, spec, cfg, workers, load, work, address)
+        results = ray_items(jobs, spec, cfg, workers, load, work, address, failed)
     else:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     return _unstamped(results, stamps)

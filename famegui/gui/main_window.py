@@ -79,7 +79,7 @@ class MainWindow(QMainWindow):
         ctx = self.ctx
         self.feature_map = FeatureMapTab(ctx)
         self.all_cells = AllCellsTab(ctx, self.feature_map)
-        self.pair = PairTab(ctx, load_image=self.model_dock.load_image)
+        self.pair = PairTab(ctx, load_image=self.model_dock.load_image, unload_image=self.model_dock.unload_image)
         self.classes = ClassesTab(ctx, model_loaded=self.model_dock.adopt_model)
         self.compare_tab = CompareTab(ctx, pair_slots=self.pair.slots)
         self.tab_list = [self.feature_map, self.all_cells, self.pair, self.classes, self.compare_tab]
@@ -148,7 +148,7 @@ class MainWindow(QMainWindow):
         act(m, "Open run...", self.open_run)
         act(m, "Compare two runs...", lambda: self.open_run(two=True))
         m.addSeparator()
-        act(m, "Load weights or TorchScript...", dock.choose_weights, "Ctrl+W")
+        act(m, "Load weights or model file...", dock.choose_weights, "Ctrl+W")
         m.addSeparator()
         act(m, "Export view...", lambda: self._export_dialog("view"), "Ctrl+E")
         act(m, "Export sheet...", lambda: self._export_dialog("sheet"), "Ctrl+Shift+E")

@@ -72,7 +72,7 @@ class ModelDock(QDockWidget):
         lay.addWidget(self.layer_tree, 2)
         lay.addWidget(self.show_all_layers)
         lay.addWidget(self._build_images_box())
-        self.chip_canvas = ImageCanvas("probe photo and model input region", min_side=120)
+        self.chip_canvas = ImageCanvas("probe photo and model input region", min_side=100)
         lay.addWidget(self.chip_canvas, 1)
         self.setWidget(scrolled(w))
         self.setMinimumWidth(MIN_WIDTH)
@@ -285,6 +285,19 @@ class ModelDock(QDockWidget):
         name = path if isinstance(path, str) else path.path  # a LoadedImage is named by where it came from
         self.ctx.submit(self.ctx.io, work, f"loading {Path(name).name}", done=lambda s: self._on_image_loaded(s, name),
                         clears_error=True, any_model=True)
+
+    def unload_image(self, slot: str) -> None:
+        """Empty ``slot`` (after the loads already queued on the io lane, so the order of requests holds)."""
+        def work(_job):
+            self.session.clear_image(slot)
+            return slot
+
+        def done(_slot):
+            self.image_labels[slot].setText("-")
+            self.image_labels[slot].setToolTip("")
+            self.inputs_changed.emit()
+
+        self.ctx.submit(self.ctx.io, work, f"removing the {slot} photo", done=done, any_model=True)
 
     def _put_back(self, slot: str, image, face_index: int) -> None:
         """The image ``slot`` held before a failed load (in the worker: preparing it may run the network)."""

@@ -415,11 +415,8 @@ def open_in_window(window, req: OpenRequest) -> None:
     if req.kind == "images":
         window.ctx.show_tab(window.classes, quietly=True)
         return
-    sign = window.pair.sign_minus if req.target == "e-" or (req.target == "decision" and req.label == "impostor") \
-        else window.pair.sign_plus
-    sign.blockSignals(True)  # the Pair view explains when the photos are in, not for the old ones
-    sign.setChecked(True)
-    sign.blockSignals(False)
+    # the run explained the probe against the reference; the Pair view explains when the photos are in
+    window.pair.aim(minus=req.target == "e-" or (req.target == "decision" and req.label == "impostor"))
     window.ctx.show_tab(window.pair, quietly=True)
 
 

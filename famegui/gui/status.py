@@ -9,14 +9,49 @@ from .context import AppContext
 STEPS = 1000  # resolution of the progress bar
 
 
+def whole_words(text: str, fits) -> str:
+    """``text``, or its longest run of whole words that ``fits(candidate)`` followed by " ..." (a word, a path
+    or a URL is never cut in the middle; "" when not even the first word fits)."""
+    if fits(text):
+        return text
+    words = text.split(" ")
+    lo, hi = 0, len(words) - 1  # the most words w with fits(" ".join(words[:w]) + " ...")
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(" ".join(words[:mid]) + " ...") else (lo, mid - 1)
+    return " ".join(words[:lo]) + " ..." if lo else ""
+
+
+class MessageLabel(QLabel):
+    """A one-line message that never widens the window and is cut only between words, with " ..." where
+    it is cut; the whole message is its tooltip."""
+
+    def __init__(self, text: str = "") -> None:
+        super().__init__()
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.setMinimumWidth(40)
+        self.message = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt API)
+        self.message = text
+        self.setToolTip(text)
+        self._fit()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        metrics, room = self.fontMetrics(), self.contentsRect().width()
+        super().setText(whole_words(self.message, lambda t: metrics.horizontalAdvance(t) <= room))
+
+
 class StatusBarView:
     """Fills ``bar`` with its widgets and keeps them in step with the context's jobs and messages."""
 
     def __init__(self, bar: QStatusBar, ctx: AppContext) -> None:
-        self.label = QLabel("loading the model...")
-        # a long message must not widen the window: it is cut, the whole line is its tooltip
-        self.label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
-        self.label.setMinimumWidth(40)
+        self.label = MessageLabel("loading the model...")  # a long message is cut between words
         self.progress = QProgressBar()
         self.progress.setRange(0, STEPS)
         self.progress.setMaximumWidth(160)
@@ -37,7 +72,6 @@ class StatusBarView:
 
     def show(self, text: str) -> None:
         self.label.setText(text)
-        self.label.setToolTip(text)
 
     def show_device(self, device) -> None:
         """The model's device and the torch threads of the running (or last) job: famegui gives a job the

@@ -238,4 +238,4 @@ register_kind(ClassKind())
 register_kind(SimilarityKind("similar", dissimilar=False, run="e+",
                              gui=GuiChoice("e+ (similar)", "e+: what makes the two photos similar")))
 register_kind(SimilarityKind("dissimilar", dissimilar=True, run="e-",
-                             gui=GuiChoice("e- (different)", "e-: what makes the two photos different")))
+                             gui=GuiChoice("e- (dissimilar)", "e-: what makes the two photos dissimilar")))

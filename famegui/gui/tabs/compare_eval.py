@@ -18,7 +18,7 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QFrame, QScrollArea
 
-from ...core.plots import AXIS_LABELS
+from ...core.plots import AXIS_LABELS, area_text
 from ...evaluation.curves import TIE_SEED
 from ...evaluation.experiment import RANDOM, baseline, evaluate
 from ...evaluation.metrics import Sample, get_metric, metric_names
@@ -138,16 +138,6 @@ def _method_label(name: str) -> str:
         return get_method(name).label
     except (KeyError, ValueError):
         return name
-
-
-def area_text(c) -> str:
-    """The area of curve ``c`` as its legend shows it: the number (and the flip share), or why there is none."""
-    flip = "" if "flip" not in c.extra else \
-        ", flip never" if c.extra["flip"] is None else f", flip {100 * c.extra['flip']:.0f}%"
-    if math.isfinite(c.auc):
-        return f"{c.auc:.3f}{flip}"
-    why = str(c.extra.get("undefined") or "no finite score")
-    return "n/a: empty map" if "constant" in why else f"n/a: {why}"
 
 
 def _pen(method: str, names: list[str]):

@@ -7,6 +7,7 @@ reads as a sentence: "same person (distance 0.27 < 0.6)".
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
@@ -50,9 +51,10 @@ class PairTab(Tab):
 
     title = "Pair"
 
-    def __init__(self, ctx, load_image) -> None:
+    def __init__(self, ctx, load_image, unload_image=None) -> None:
         super().__init__(ctx)
         self.load_image = load_image  # load_image(slot, path): how the demo pairs are opened
+        self.unload_image = unload_image  # unload_image(slot): the impostor demo has no third photo
         self.result: MapResult | None = None
         self._inputs: tuple = ()  # the prepared inputs the shown result was computed on
         self._job = None  # the newest map job
@@ -82,6 +84,7 @@ class PairTab(Tab):
         self.compare_with.currentTextChanged.connect(lambda _t: self.request())
         self.demo_combo = QComboBox()
         self.demo_combo.addItems(["demo: genuine pair", "demo: impostor pair"])
+        self.demo_combo.setPlaceholderText("your photos")  # shown while the photos are not a demo pair
         self.demo_combo.activated.connect(self.load_demo_pair)
         self.scores = QLabel("")
         self.scores.setObjectName("pair_scores")
@@ -116,6 +119,7 @@ class PairTab(Tab):
 
     def on_inputs_changed(self) -> None:
         self.third_canvas.setVisible("third" in self.session.inputs)
+        self._follow_demo()
         if self.result is not None and not self.still_valid(self.result, self._inputs):
             self.clear_result("")  # its photos changed: the map and its caption are history
         self.scores.setText("")
@@ -272,7 +276,33 @@ class PairTab(Tab):
         return self.show_xt.isChecked() and res.counterfactual is not None
 
     def load_demo_pair(self, index: int) -> None:
-        """The demo's genuine (0) or impostor (1) pair as probe and reference."""
+        """The demo's genuine (0) or impostor (1) pair as probe and reference. The genuine demo brings its
+        non-mate as the third photo (a triplet); the impostor demo's reference is that non-mate, so it has no
+        third (it would repeat the reference as the triplet's non-mate)."""
         probe, genuine, impostor = demo_paths()
         self.load_image("probe", probe)
         self.load_image("reference", genuine if index == 0 else impostor)
+        if index == 0:
+            self.load_image("third", impostor)
+        elif self.unload_image is not None and "third" in self.session.images:
+            self.unload_image("third")
+
+    def _follow_demo(self) -> None:
+        """The demo box names the demo pair the photos are, else shows "your photos"."""
+        probe, genuine, impostor = (Path(p).resolve() for p in demo_paths())
+        images = self.session.images
+        now = tuple(Path(images[s].path).resolve() if s in images else None for s in ("probe", "reference"))
+        index = {(probe, genuine): 0, (probe, impostor): 1}.get(now, -1)
+        self.demo_combo.setCurrentIndex(index)
+
+    def aim(self, minus: bool) -> None:
+        """Explain the probe against the reference, e- when ``minus``, else e+ (what a protocol run computed
+        for an item); the controls are set without a computation of their own."""
+        for button, on in ((self.sign_minus, minus), (self.sign_plus, not minus), (self.side_probe, True),
+                           (self.side_ref, False)):
+            button.blockSignals(True)
+            button.setChecked(on)
+            button.blockSignals(False)
+        self.compare_with.blockSignals(True)
+        self.compare_with.setCurrentText("reference")
+        self.compare_with.blockSignals(False)
